@@ -1,0 +1,229 @@
+"""Compare page: choose data, backbone and strategies, run them as a background job, and read the results side by
+side. Layout only: configs, jobs, charts and galleries all come from tlcore."""
+
+import json
+
+import streamlit as st
+
+from tlcore import charts
+from tlcore.backbone import backbone_catalog
+from tlcore.builtin import BUILTIN_DATASETS, builtin_available
+from tlcore.errors import TlcoreError
+from tlcore.jobs import ACTIVE, default_queue
+from tlcore.presets import PRESETS, build_config
+from tlcore.strategies import DEFAULTS, KINDS
+from tlcore.uploads import extract_zip
+
+st.set_page_config(page_title="Compare · tlcore", page_icon="⚖️", layout="wide")
+
+
+@st.cache_resource
+def job_queue():
+    return default_queue()
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def catalog() -> list[dict]:
+    return backbone_catalog()
+
+
+@st.cache_data(show_spinner="Loading test images...", max_entries=8)
+def test_gallery(job_id: str, strategy: str, limit: int):
+    snap = job_queue().get(job_id)
+    result = snap["result"]
+    return charts.gallery(result, result.run(strategy), limit)
+
+
+st.title("Compare strategies")
+st.caption("All strategies see the same split and the same test set. Runs go to a background queue: you can leave "
+           "this page or reload it; the link keeps your job.")
+
+# ------------------------------------------------------------------------------------------------------ set-up
+preset = st.radio("Preset", list(PRESETS), index=0, horizontal=True, key="preset",
+                  format_func=lambda p: p.capitalize())
+st.caption(PRESETS[preset].description)
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Data")
+    source_kind = st.radio("Dataset source", ["Built-in", "Folder on this server", "Upload a .zip"], horizontal=True,
+                           key="source_kind")
+    if source_kind == "Built-in":
+        names = list(BUILTIN_DATASETS)
+        builtin = st.selectbox("Built-in dataset", names, key="builtin",
+                               format_func=lambda n: n + ("" if builtin_available(n) is None else
+                                                          f"  ({builtin_available(n)})"))
+        st.caption(BUILTIN_DATASETS[builtin].description)
+    elif source_kind == "Folder on this server":
+        folder = st.text_input("Folder path", key="folder", placeholder="/data/my_photos (one sub-folder per class, "
+                               "optionally inside train/ val/ test/)")
+    else:
+        upload = st.file_uploader("A .zip of class folders", type=["zip"], key="upload")
+    per_class = st.number_input("Training images per class (0 = all)", min_value=0, max_value=100_000,
+                                value=PRESETS[preset].per_class, key=f"per_class_{preset}")
+    image_size = st.number_input("Image size in pixels (0 = automatic: about 1.75x native, 48-128)", min_value=0,
+                                 max_value=512, value=0, step=16, key="image_size")
+    seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="seed")
+
+with right:
+    st.subheader("Backbone and strategies")
+    rows = catalog()
+    labels = {r["name"]: r["label"] for r in rows}
+    backbone = st.selectbox("Backbone (type to search timm's models)", list(labels), key="backbone",
+                            format_func=lambda n: labels[n])
+    weights_choice = st.radio("Weights", ["pretrained", "none (random init)", "local file"], horizontal=True,
+                              key="weights")
+    weights_path = ""
+    if weights_choice == "local file":
+        weights_path = st.text_input("Weights file on the server (.pth / .safetensors)", key="weights_path")
+    elif weights_choice.startswith("none"):
+        st.warning("Random weights: feature extraction and fine-tuning will start from an untrained backbone.")
+    strategies = st.multiselect("Strategies", list(KINDS), default=list(KINDS), key="strategies")
+    with st.expander("Strategy options"):
+        ft_defaults = {**DEFAULTS["fine-tune"], **PRESETS[preset].strategy_overrides.get("fine-tune", {})}
+        sc_defaults = {**DEFAULTS["scratch"], **PRESETS[preset].strategy_overrides.get("scratch", {})}
+        stage_options = ["1", "2", "3", "4", "all"]
+        ft_stages = st.selectbox("Fine-tune: top stages to train", stage_options,
+                                 index=stage_options.index(str(ft_defaults["stages"])), key=f"ft_stages_{preset}")
+        lp_ft = st.checkbox("Fine-tune: fit the head on frozen features first (LP-FT)", value=True, key="lp_ft")
+        lr_ratio = st.number_input("Fine-tune: backbone learning rate / head learning rate", min_value=0.001,
+                                   max_value=1.0, value=0.1, step=0.05, format="%.3f", key="lr_ratio")
+        bn_policy = st.radio("Fine-tune: BatchNorm statistics in trained stages", ["frozen", "train"],
+                             horizontal=True, key="bn_policy")
+        ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft_defaults["epochs"], key=f"ft_ep_{preset}")
+        sc_epochs = st.number_input("Scratch: max epochs", 1, 500, sc_defaults["epochs"], key=f"sc_ep_{preset}")
+        augment = st.checkbox("Light augmentation (random crop + flip) for fine-tune and scratch", key="augment")
+
+run_clicked = st.button("Run", type="primary", key="run", disabled=not strategies)
+
+if run_clicked:
+    try:
+        if source_kind == "Built-in":
+            dataset = builtin
+        elif source_kind == "Folder on this server":
+            dataset = folder.strip()
+            if not dataset:
+                raise TlcoreError("Enter the path of a folder with one sub-folder per class.")
+        else:
+            if upload is None:
+                raise TlcoreError("Choose a .zip file first.")
+            with st.spinner("Extracting the archive..."):
+                dataset = str(extract_zip(upload.getvalue(), upload.name))
+        weights = {"pretrained": "pretrained", "local file": weights_path.strip()}.get(weights_choice, "none")
+        if weights_choice == "local file" and not weights:
+            raise TlcoreError("Enter the path of the weights file.")
+        common = {"augment": augment or None}
+        config = build_config(
+            preset, dataset=dataset, backbone=backbone, weights=weights, strategies=strategies,
+            per_class=int(per_class), image_size=int(image_size) or None, seed=int(seed),
+            strategy_options={"fine-tune": {**common, "stages": ft_stages if ft_stages == "all" else int(ft_stages),
+                                            "lp_ft": lp_ft, "backbone_lr_ratio": lr_ratio, "bn_policy": bn_policy,
+                                            "epochs": int(ft_epochs)},
+                              "scratch": {**common, "epochs": int(sc_epochs)}})
+        job_id = job_queue().submit(config, label=f"{dataset} · {backbone} · {int(per_class) or 'all'}/class")
+        st.session_state["job"] = job_id
+        st.query_params["job"] = job_id
+    except TlcoreError as exc:
+        st.error(str(exc))
+
+# ------------------------------------------------------------------------------------------------------ queue
+active = job_queue().active()
+with st.sidebar:
+    st.subheader("Job queue")
+    if not active:
+        st.caption("No jobs queued or running.")
+    for job in active:
+        where = "running" if job["status"] == "running" else f"queued #{job['position']}"
+        st.write(f"`{job['id']}` {where}: {job['label']}")
+
+# ------------------------------------------------------------------------------------------------------ the job
+job_id = st.query_params.get("job") or st.session_state.get("job")
+
+
+@st.fragment(run_every=1.0)
+def live_panel(job_id: str) -> None:
+    snap = job_queue().get(job_id)
+    if snap is None or snap["status"] not in ACTIVE:
+        st.rerun()  # finished: render the results with the whole page
+    st.subheader(f"Job {job_id}: {snap['status']}")
+    if snap["status"] == "queued":
+        position = next((j["position"] for j in job_queue().active() if j["id"] == job_id), 0)
+        st.info(f"Queued (position {position}). One training job runs at a time on this machine.")
+    for name in snap["strategies"]:
+        event = snap["progress"].get(name)
+        if event is None:
+            st.progress(0.0, text=f"{name}: waiting")
+            continue
+        text = f"{name}: {event['phase']}"
+        if event["epochs"]:
+            text += f", epoch {event['epoch']}/{event['epochs']}"
+        if event["val_accuracy"] is not None:
+            text += f", val {event['val_accuracy']:.3f}"
+        if event["eta_s"] is not None and event["phase"] != "done":
+            text += f", about {event['eta_s']:.0f} s left"
+        st.progress(min(1.0, event["fraction"]), text=text)
+    if snap["live_curves"]:
+        st.plotly_chart(charts.curves(snap["live_curves"]), key=f"live_{job_id}")
+    if st.button("Cancel", key=f"cancel_{job_id}"):
+        job_queue().cancel(job_id)
+        st.toast("Cancelling after the current batch...")
+
+
+def results_panel(job_id: str, snap: dict) -> None:
+    result = snap["result"]
+    status = snap["status"]
+    if status == "cancelled":
+        st.warning(f"Job {job_id} was cancelled. {snap['error'] or ''} Finished strategies are kept below.")
+    elif status == "failed" and (result is None or not any(r.status == "completed" for r in result.runs)):
+        st.error(f"Job {job_id} failed: {snap['error']}")
+    elif snap["error"]:
+        st.error(snap["error"])
+    if result is None:
+        return
+    st.subheader("Results")
+    ds = result.dataset
+    st.caption(f"{ds['name']}: {len(ds['classes'])} classes, {ds['sizes']['train']} training images "
+               f"({ds['per_class'] or 'all'} a class), {ds['sizes']['val']} val, {ds['sizes']['test']} test · "
+               f"{result.config['backbone']['name']} · {result.config['image_size']} px · seed "
+               f"{result.config['seed']} · {result.wall_seconds:.0f} s wall")
+    st.dataframe(charts.summary_table(result), hide_index=True, key=f"table_{job_id}",
+                 column_config={"accuracy": st.column_config.NumberColumn(format="%.3f"),
+                                "macro-F1": st.column_config.NumberColumn(format="%.3f"),
+                                "train time (s)": st.column_config.NumberColumn(format="%.1f"),
+                                "inference (img/s)": st.column_config.NumberColumn(format="%.0f")})
+    if not any(r.accuracy is not None for r in result.runs):
+        return
+    st.plotly_chart(charts.bars(result), key=f"bars_{job_id}")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.pareto(result), key=f"pareto_{job_id}")
+    c2.plotly_chart(charts.curves(result.runs), key=f"curves_{job_id}")
+    done = [r.strategy for r in result.runs if r.accuracy is not None]
+    chosen = st.selectbox("Inspect a strategy", done, key=f"inspect_{job_id}")
+    run = result.run(chosen)
+    c3, c4 = st.columns(2)
+    c3.plotly_chart(charts.confusion(run, ds["classes"]), key=f"cm_{job_id}_{chosen}")
+    c4.plotly_chart(charts.per_class(run), key=f"pc_{job_id}_{chosen}")
+    if st.toggle("Show test images (mistakes first)", key=f"gallery_{job_id}"):
+        items = test_gallery(job_id, chosen, 24)
+        cols = st.columns(8)
+        for i, item in enumerate(items):
+            mark = "✅" if item["correct"] else "❌"
+            cols[i % 8].image(item["image"], caption=f"{mark} {item['predicted']} (true: {item['true']})",
+                              use_container_width=True)
+    d1, d2 = st.columns(2)
+    d1.download_button("Download CSV", result.to_frame().to_csv(index=False), f"tlcore-{job_id}.csv", "text/csv",
+                       key=f"csv_{job_id}")
+    d2.download_button("Download JSON", json.dumps(result.to_dict(), indent=1, default=str),
+                       f"tlcore-{job_id}.json", "application/json", key=f"json_{job_id}")
+    st.caption(f"Reproduce from the command line with the saved config (JSON above); runs: "
+               f"{', '.join(r.run_id for r in result.runs)}.")
+
+
+if job_id:
+    snapshot = job_queue().get(job_id)
+    if snapshot is None:
+        st.warning(f"No job '{job_id}' is known on this server (it may have been started before a restart).")
+    elif snapshot["status"] in ACTIVE:
+        live_panel(job_id)
+    else:
+        results_panel(job_id, snapshot)

@@ -1,0 +1,57 @@
+"""The command line: a run writes JSON and CSV; bad input exits 2 with a one-line message and no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tlcore.cli import main
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_compare_writes_table_json_and_csv(image_folder, tiny_weights, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["compare", "--dataset", str(image_folder), "--backbone", "test_efficientnet", "--weights",
+                 str(tiny_weights), "--per-class", "0", "--image-size", "32", "--epochs", "1", "--scratch-epochs",
+                 "1", "--batch-size", "8", "--ft-stages", "1", "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    for name in ("feature-extraction", "fine-tune", "scratch"):
+        assert name in printed
+    data = json.loads((out / "comparison.json").read_text())
+    assert [r["status"] for r in data["runs"]] == ["completed"] * 3
+    assert data["config"]["backbone"]["name"] == "test_efficientnet" and data["config"]["seed"] == 0
+    assert data["environment"]["torch"] and data["runs"][0]["weights"]["sha256"]
+    csv = (out / "comparison.csv").read_text().splitlines()
+    assert len(csv) == 4 and csv[0].startswith("strategy,status,accuracy")
+
+
+def test_bad_dataset_exits_2_with_message(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tlcore", "compare", "--dataset", str(tmp_path / "missing"),
+                           "--no-progress"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_strategy_exits_2(image_folder, capsys):
+    code = main(["compare", "--dataset", str(image_folder), "--strategies", "linear-svm", "--no-progress"])
+    assert code == 2 and "Unknown strategy 'linear-svm'" in capsys.readouterr().err
+
+
+def test_help_explains_every_option(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--dataset", "--per-class", "--backbone", "--weights", "--strategies", "--ft-stages", "--lp-ft",
+                   "--backbone-lr-ratio", "--bn-policy", "--image-size", "--seed", "--device", "--out"):
+        assert option in text
+
+
+def test_datasets_command_lists_builtins(capsys):
+    assert main(["datasets"]) == 0
+    text = capsys.readouterr().out
+    assert "fashion-mnist" in text and "digits" in text and "cifar10" in text

@@ -1,0 +1,167 @@
+"""Data layer: stratified and nested splits, split folders, image mode conversion and every bad input's message."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import make_image_folder
+from tlcore.data import DatasetSpec, load_dataset, open_rgb, prepare_split, to_rgb
+from tlcore.errors import DataError
+
+
+def _spec(path, **kw) -> DatasetSpec:
+    return DatasetSpec(str(path), **kw)
+
+
+def test_split_is_stratified_disjoint_and_covers_every_image(image_folder):
+    ds = load_dataset(_spec(image_folder, val_fraction=0.25, test_fraction=0.25))
+    parts = [set(ds.indices[s].tolist()) for s in ("train", "val", "test")]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert len(parts[0] | parts[1] | parts[2]) == 36
+    for split in ("train", "val", "test"):
+        counts = ds.counts(split)
+        assert set(counts) == {"class_0", "class_1", "class_2"}
+        assert len(set(counts.values())) == 1, f"{split} is not stratified: {counts}"
+    assert ds.counts("test")["class_0"] == 3 and ds.counts("val")["class_0"] == 3
+
+
+def test_per_class_subsets_are_nested_and_val_test_fixed(image_folder):
+    small = load_dataset(_spec(image_folder, per_class=2), seed=5)
+    large = load_dataset(_spec(image_folder, per_class=4), seed=5)
+    full = load_dataset(_spec(image_folder), seed=5)
+    assert set(small.indices["train"]) < set(large.indices["train"]) < set(full.indices["train"]) | {-1}
+    assert all(n == 2 for n in small.counts("train").values())
+    assert all(n == 4 for n in large.counts("train").values())
+    for split in ("val", "test"):
+        assert np.array_equal(small.indices[split], large.indices[split])
+        assert np.array_equal(small.indices[split], full.indices[split])
+    other_seed = load_dataset(_spec(image_folder, per_class=2), seed=6)
+    assert np.array_equal(other_seed.indices["test"], small.indices["test"])  # test set independent of the seed
+
+
+def test_builtin_fashion_mnist_nested_and_constant_test():
+    a = load_dataset(DatasetSpec("fashion-mnist", per_class=10), seed=0)
+    b = load_dataset(DatasetSpec("fashion-mnist", per_class=50), seed=0)
+    assert len(a.indices["train"]) == 100 and len(b.indices["train"]) == 500
+    assert set(a.indices["train"]) <= set(b.indices["train"])
+    assert len(a.indices["test"]) == 1000 and np.array_equal(a.indices["test"], b.indices["test"])
+    assert a.pools["test"] is not a.pools["train"]  # the official test images, never training images
+
+
+def test_digits_builtin_loads():
+    ds = load_dataset("digits")
+    assert ds.num_classes == 10 and sum(ds.counts("train").values()) > 1000
+
+
+def test_split_folders(tmp_path):
+    make_image_folder(tmp_path / "d" / "train", per_class=6)
+    make_image_folder(tmp_path / "d" / "test", per_class=2, seed=1)
+    ds = load_dataset(_spec(tmp_path / "d"))
+    assert len(ds.indices["test"]) == 6 and ds.pools["test"] is not ds.pools["train"]
+    assert all(n >= 1 for n in ds.counts("val").values())
+    assert len(ds.indices["train"]) + len(ds.indices["val"]) == 18
+
+
+def test_missing_folder_message(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(_spec(tmp_path / "nope"))
+
+
+def test_unknown_builtin_message():
+    with pytest.raises(DataError, match="neither a built-in dataset"):
+        load_dataset("cifar-eleven")
+
+
+def test_empty_folder_message(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no sub-folders"):
+        load_dataset(_spec(tmp_path / "empty"))
+
+
+def test_one_class_message(tmp_path):
+    make_image_folder(tmp_path / "one", classes=1)
+    with pytest.raises(DataError, match="at least 2 are needed"):
+        load_dataset(_spec(tmp_path / "one"))
+
+
+def test_class_with_too_few_images_named(tmp_path):
+    root = make_image_folder(tmp_path / "few", per_class=8)
+    for p in sorted((root / "class_2").iterdir())[2:]:
+        p.unlink()
+    with pytest.raises(DataError, match="Class 'class_2'.* has 2 usable image"):
+        load_dataset(_spec(root))
+
+
+def test_empty_class_folder_named(tmp_path):
+    root = make_image_folder(tmp_path / "e")
+    (root / "class_9").mkdir()
+    with pytest.raises(DataError, match="class_9"):
+        load_dataset(_spec(root))
+
+
+def test_corrupt_truncated_and_non_image_files_are_skipped_and_listed(image_folder):
+    good = sorted((image_folder / "class_0").iterdir())[0].read_bytes()
+    (image_folder / "class_0" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (image_folder / "class_1" / "garbage.jpg").write_bytes(b"this is not a jpeg")
+    (image_folder / "class_1" / "notes.txt").write_text("hello")
+    ds = load_dataset(_spec(image_folder))
+    reasons = {p.path.rsplit("/", 1)[-1]: p.reason for p in ds.problems}
+    assert set(reasons) == {"truncated.png", "garbage.jpg", "notes.txt"}
+    assert "corrupt or truncated" in reasons["truncated.png"]
+    assert "not an image" in reasons["garbage.jpg"] and "not an image" in reasons["notes.txt"]
+    assert sum(len(v) for v in ds.indices.values()) == 36
+    assert any("3 file(s) skipped" in n for n in ds.notes)
+
+
+def test_nothing_usable_is_an_error_listing_files(tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / "bad" / c).mkdir(parents=True)
+        (tmp_path / "bad" / c / "x.png").write_bytes(b"not png")
+    with pytest.raises(DataError, match="No usable images.*x.png"):
+        load_dataset(_spec(tmp_path / "bad"))
+
+
+def test_decompression_bomb_refused(image_folder, monkeypatch):
+    Image.new("L", (300, 300)).save(image_folder / "class_0" / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300 * 300 // 2 - 1)  # so 300x300 exceeds 2x the limit
+    ds = load_dataset(_spec(image_folder))
+    bomb = [p for p in ds.problems if p.path.endswith("huge.png")]
+    assert bomb and "decompression-bomb" in bomb[0].reason
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "CMYK", "L", "I;16", "1"])
+def test_modes_become_rgb(tmp_path, mode):
+    rng = np.random.default_rng(0)
+    base = Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+    if mode == "I;16":
+        img = Image.fromarray((rng.integers(0, 65535, (20, 20))).astype(np.uint16))
+    elif mode == "P":
+        img = base.convert("P", palette=Image.Palette.ADAPTIVE)
+    else:
+        img = base.convert(mode)
+    path = tmp_path / f"img.{'tif' if mode in ('CMYK', 'I;16') else 'png'}"
+    img.save(path)
+    rgb = open_rgb(path)
+    assert rgb.mode == "RGB" and rgb.size == (20, 20)
+    if mode == "I;16":  # 16-bit data keeps its dynamic range instead of clipping to white
+        arr = np.asarray(rgb)
+        assert 50 < arr.mean() < 200 and arr.std() > 30
+
+
+def test_rgba_transparent_composited_on_white():
+    img = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    assert np.asarray(to_rgb(img))[0, 0].tolist() == [255, 255, 255]
+
+
+def test_prepare_split_shapes_and_grey_to_rgb():
+    import timm
+
+    from tlcore.backbone import data_config, eval_transform
+
+    ds = load_dataset(DatasetSpec("fashion-mnist", per_class=3))
+    cfg = data_config(timm.create_model("test_efficientnet"), 48)
+    prepared = prepare_split(ds, "train", eval_transform(cfg))
+    assert tuple(prepared.images.shape) == (30, 3, 48, 48) and prepared.images.dtype.is_floating_point is False
+    assert (prepared.images[:, 0] == prepared.images[:, 1]).all()  # grey copied to 3 channels

@@ -1,0 +1,194 @@
+"""The three strategies end to end on tiny real images with timm's test_efficientnet: what trains, what stays
+frozen, what is measured, caching, cancellation and failure."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from tlcore import BackboneSpec, CancelToken, DatasetSpec, ExperimentConfig, compare, make_strategy
+from tlcore.backbone import load_template, stage_groups
+from tlcore.experiment import build_runner, run_all
+from tlcore.features import FeatureCache
+
+FAST = {"epochs": 2, "batch_size": 8, "patience": 2}
+
+
+def config(folder, weights, strategies=None, **kw) -> ExperimentConfig:
+    strategies = strategies or [make_strategy("feature-extraction", head_max_iter=40),
+                                make_strategy("fine-tune", stages=1, **FAST), make_strategy("scratch", **FAST)]
+    return ExperimentConfig(dataset=DatasetSpec(str(folder), **kw), backbone=BackboneSpec("test_efficientnet",
+                            str(weights)), strategies=strategies, image_size=32, seed=0)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_three_strategies_measured_side_by_side(image_folder, tiny_weights, tmp_path):
+    cache = FeatureCache(tmp_path / "features")
+    runner = build_runner(config(image_folder, tiny_weights), cache=cache, keep_models=True)
+    result = run_all(runner)
+    assert [r.status for r in result.runs] == ["completed"] * 3, [r.error for r in result.runs]
+    fe, ft, sc = result.runs
+    for r in result.runs:
+        assert 0 <= r.accuracy <= 1 and r.accuracy_low <= r.accuracy <= r.accuracy_high
+        assert len(r.test_predictions) == r.test_images == len(result.test_labels) == 6
+        assert len(r.confusion) == 3 and sum(map(sum, r.confusion)) == 6
+        assert set(r.per_class_accuracy) == {"class_0", "class_1", "class_2"}
+        assert r.throughput_ips > 0 and r.peak_memory_mb > 0 and r.curve
+        assert r.timings["total"] >= r.train_seconds > 0
+    # trainable parameters, counted from what really trained
+    head = 3 * 256 + 3
+    assert fe.trainable_params == head
+    assert sc.trainable_params == sc.total_params == fe.total_params
+    groups = stage_groups(runner.models["fine-tune"])
+    assert ft.trainable_params == head + groups[-1].num_params
+    assert ft.phases[0]["trainable_params"] == head  # the LP-FT warm-up phase
+    assert fe.weights["source"] == ft.weights["source"] == "file" and sc.weights["source"] == "none"
+    # the full model with the new head gives the logits of the head on cached features
+    assert fe.extra["max_logit_diff_full_vs_cached"] < 1e-3
+    # JSON round trip and a flat table
+    json_path, csv_path = result.save(tmp_path / "out")
+    assert json.loads(json_path.read_text())["runs"][0]["strategy"] == "feature-extraction"
+    assert list(result.to_frame()["strategy"]) == ["feature-extraction", "fine-tune", "scratch"]
+
+
+def test_feature_extraction_leaves_backbone_and_bn_stats_untouched(image_folder, tiny_weights, tmp_path):
+    runner = build_runner(config(image_folder, tiny_weights, [make_strategy("feature-extraction")]),
+                          cache=FeatureCache(tmp_path / "f"), keep_models=True)
+    template, _ = load_template(runner.config.backbone)
+    before = _state(template)
+    run_all(runner)
+    after = runner.models["feature-extraction"].state_dict()
+    head = {"classifier.weight", "classifier.bias"}
+    # FrozenBatchNorm2d keeps every tensor but the step counter num_batches_tracked
+    assert {k for k in before if k not in after} <= {k for k in before if k.endswith("num_batches_tracked")}
+    for key, value in before.items():
+        if key in head or key not in after:
+            continue
+        assert torch.equal(after[key], value), f"{key} changed under feature extraction"
+    assert _state(template).keys() == before.keys() and all(torch.equal(_state(template)[k], before[k]) for k in before)
+
+
+@pytest.mark.parametrize("bn_policy", ["train", "frozen"])
+def test_fine_tune_changes_only_named_stages(image_folder, tiny_weights, tmp_path, bn_policy):
+    spec = make_strategy("fine-tune", stages=2, lp_ft=False, bn_policy=bn_policy, lr=1e-2, **FAST)
+    runner = build_runner(config(image_folder, tiny_weights, [spec]), cache=FeatureCache(tmp_path / "f"),
+                          keep_models=True)
+    template, _ = load_template(runner.config.backbone)
+    before = _state(template)
+    result = run_all(runner).runs[0]
+    model = runner.models["fine-tune"]
+    groups = stage_groups(model)
+    trainable_modules = {n for g in groups[-2:] for n in g.modules}
+    after = model.state_dict()
+    changed = {k for k in before.keys() & after.keys()
+               if "classifier" not in k and "num_batches" not in k and not torch.equal(before[k], after[k])}
+    owner = {k: k.rsplit(".", 1)[0] for k in changed}
+    assert changed and all(m in trainable_modules for m in owner.values()), sorted(changed)
+    stats_changed = {k for k in changed if "running_" in k}
+    assert bool(stats_changed) == (bn_policy == "train")
+    assert result.trainable_stages == [g.label for g in groups[-2:]]
+    changed_params = sum(after[k].numel() for k in changed if "running" not in k and "num_batches" not in k)
+    assert result.trainable_params == changed_params + sum(p.numel() for p in model.get_classifier().parameters())
+
+
+def test_second_run_reuses_feature_cache(image_folder, tiny_weights, tmp_path):
+    cache = FeatureCache(tmp_path / "features")
+    cfg = config(image_folder, tiny_weights, [make_strategy("feature-extraction")])
+    first = compare(cfg, cache=cache).runs[0]
+    computed = cache.stats.rows_computed
+    assert computed == 36
+    fresh = FeatureCache(tmp_path / "features")  # a new process: served from disk
+    second = compare(cfg, cache=fresh).runs[0]
+    assert fresh.stats.rows_computed == 0 and fresh.stats.disk_hits >= 1
+    assert second.accuracy == first.accuracy and second.test_predictions == first.test_predictions
+
+
+def test_smaller_subset_served_from_cache(image_folder, tiny_weights, tmp_path):
+    cache = FeatureCache(tmp_path / "features")
+    compare(config(image_folder, tiny_weights, [make_strategy("feature-extraction")], per_class=4), cache=cache)
+    computed = cache.stats.rows_computed
+    compare(config(image_folder, tiny_weights, [make_strategy("feature-extraction")], per_class=2), cache=cache)
+    assert cache.stats.rows_computed == computed
+
+
+def test_runs_are_deterministic(image_folder, tiny_weights, tmp_path):
+    cfg = config(image_folder, tiny_weights, [make_strategy("scratch", **FAST)])
+    a = compare(cfg).runs[0]
+    b = compare(cfg).runs[0]
+    assert a.test_predictions == b.test_predictions and a.curve[-1]["train_loss"] == b.curve[-1]["train_loss"]
+
+
+def test_cancel_stops_within_a_batch_and_keeps_finished_runs(image_folder, tiny_weights):
+    cancel = CancelToken()
+    seen = []
+
+    def on_event(event):
+        seen.append(event)
+        if event.strategy == "scratch" and event.phase == "epoch" and event.batch == 1:
+            cancel.cancel()
+
+    strategies = [make_strategy("feature-extraction", head_max_iter=20),
+                  make_strategy("scratch", epochs=50, batch_size=4), make_strategy("fine-tune", **FAST)]
+    start = time.perf_counter()
+    result = compare(config(image_folder, tiny_weights, strategies), callbacks=[on_event], cancel=cancel)
+    assert time.perf_counter() - start < 60
+    assert [r.status for r in result.runs] == ["completed", "cancelled", "cancelled"]
+    assert result.runs[0].accuracy is not None
+    batches_after_cancel = [e for e in seen if e.strategy == "scratch" and e.phase == "epoch" and e.batch > 1]
+    assert not batches_after_cancel
+
+
+def test_nan_loss_fails_with_reason(image_folder, tiny_weights):
+    strategies = [make_strategy("scratch", lr=1e12, epochs=3, batch_size=8), make_strategy("feature-extraction")]
+    result = compare(config(image_folder, tiny_weights, strategies))
+    failed, ok = result.runs
+    assert failed.status == "failed" and "loss became" in failed.error and "Lower the learning rate" in failed.error
+    assert ok.status == "completed"
+
+
+def test_early_stopping_restores_best_epoch(image_folder, tiny_weights):
+    spec = make_strategy("scratch", epochs=12, batch_size=8, patience=1, lr=3e-2)
+    run = compare(config(image_folder, tiny_weights, [spec])).runs[0]
+    best = max(c["val_accuracy"] for c in run.curve)
+    assert run.best_val_accuracy == best
+    assert run.curve[run.best_epoch - 1]["val_accuracy"] == best
+    if run.stopped_early:
+        assert run.epochs_run == run.best_epoch + 1
+
+
+def test_frozen_prefix_cache_trains_the_same_model(image_folder, tiny_weights, tmp_path):
+    spec = make_strategy("fine-tune", stages=2, lp_ft=False, **FAST)
+    results = []
+    for skip in (True, False):
+        runner = build_runner(config(image_folder, tiny_weights, [spec]), cache=FeatureCache(tmp_path / "f"))
+        runner.skip_frozen_prefix = skip
+        results.append(run_all(runner).runs[0])
+    cached, plain = results
+    assert cached.extra["frozen_prefix_cached"] is True and plain.extra["frozen_prefix_cached"] is False
+    for a, b in zip(cached.curve, plain.curve):
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-3 and a["val_accuracy"] == b["val_accuracy"]
+    assert cached.test_predictions == plain.test_predictions
+
+
+def test_frozen_prefix_not_used_for_vit(tmp_path):
+    import timm
+
+    from tlcore.backbone import freeze_groups
+    from tlcore.prefix import split_frozen_prefix
+
+    model = timm.create_model("test_vit", num_classes=3)
+    groups = stage_groups(model)
+    freeze_groups(model, groups[:-1])
+    prefix = split_frozen_prefix(model, torch.randn(2, 3, 160, 160))
+    if prefix is not None:  # if it splits, it must be exact
+        with torch.no_grad():
+            prefix.restore()
+            full = model.eval()(x := torch.randn(2, 3, 160, 160))
+            acts = prefix.compute(x)
+            assert torch.allclose(model(acts), full, atol=1e-4)

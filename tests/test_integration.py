@@ -1,0 +1,41 @@
+"""Integration with the real packaged ImageNet weights and the bundled Fashion-MNIST subset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, compare, make_strategy
+from tlcore.backbone import data_config, load_template
+from tlcore.weights import PACKAGED_WEIGHTS, file_sha256, packaged_weights_path
+
+pytestmark = pytest.mark.integration
+
+
+def test_packaged_lite0_weights_are_real_imagenet_weights():
+    from sklearn.datasets import load_sample_images
+    from timm.data import ImageNetInfo, create_transform
+
+    model, info = load_template(BackboneSpec("tf_efficientnet_lite0"))
+    assert info.source == "packaged" and info.sha256 == PACKAGED_WEIGHTS["tf_efficientnet_lite0"].sha256
+    assert file_sha256(packaged_weights_path("tf_efficientnet_lite0")) == info.sha256
+    china = Image.fromarray(load_sample_images().images[0])
+    x = create_transform(**data_config(model, 224), is_training=False)(china).unsqueeze(0)
+    with torch.no_grad():
+        top5 = model.eval()(x).softmax(-1).topk(5).indices[0].tolist()
+    names = [ImageNetInfo().index_to_description(i) for i in top5]
+    assert "palace" in names, names
+
+
+def test_feature_extraction_beats_scratch_at_20_a_class():
+    config = ExperimentConfig(dataset=DatasetSpec("fashion-mnist", per_class=20),
+                              strategies=[make_strategy("feature-extraction"),
+                                          make_strategy("scratch", epochs=6)],
+                              image_size=48, seed=0)
+    fe, scratch = compare(config).runs
+    assert fe.status == scratch.status == "completed"
+    assert fe.weights["source"] == "packaged" and scratch.weights["source"] == "none"
+    assert fe.accuracy > scratch.accuracy + 0.05, (fe.accuracy, scratch.accuracy)
+    assert fe.accuracy > 0.6  # ten classes: chance is 0.1

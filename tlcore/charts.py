@@ -1,0 +1,143 @@
+"""Plotly figures and tables for comparison results. No streamlit here, so the same figures serve the dashboard,
+scripts and exported reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from .results import ComparisonResult, RunResult
+
+COLORS = {"feature-extraction": "#1f77b4", "fine-tune": "#ff7f0e", "scratch": "#2ca02c"}
+
+
+def _color(run: RunResult) -> str:
+    return COLORS.get(run.kind, "#7f7f7f")
+
+
+def _done(result: ComparisonResult) -> list[RunResult]:
+    return [r for r in result.runs if r.accuracy is not None]
+
+
+def summary_table(result: ComparisonResult) -> pd.DataFrame:
+    """One row per strategy with the figures a reader compares, ready to display."""
+    rows = []
+    for r in result.runs:
+        rows.append({
+            "strategy": r.strategy,
+            "status": r.status,
+            "accuracy": r.accuracy,
+            "95% CI": f"{r.accuracy_low:.3f} - {r.accuracy_high:.3f}" if r.accuracy is not None else "",
+            "macro-F1": r.macro_f1,
+            "train time (s)": r.train_seconds,
+            "inference (img/s)": r.throughput_ips,
+            "trainable params": r.trainable_params,
+            "total params": r.total_params,
+            "peak memory (MB)": r.peak_memory_mb,
+            "epochs": r.epochs_run if r.kind != "feature-extraction" else None,
+            "weights": r.weights.get("source", ""),
+            "note": r.error or "",
+        })
+    return pd.DataFrame(rows)
+
+
+def bars(result: ComparisonResult) -> go.Figure:
+    """Accuracy (with its 95% interval), training time and trainable parameters (log scale), side by side."""
+    from plotly.subplots import make_subplots
+
+    runs = _done(result)
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("Test accuracy (95% CI)", "Training time (s)",
+                                                        "Trainable parameters (log)"))
+    names = [r.strategy for r in runs]
+    colors = [_color(r) for r in runs]
+    fig.add_bar(x=names, y=[r.accuracy for r in runs], marker_color=colors, row=1, col=1,
+                error_y=dict(type="data", symmetric=False, array=[r.accuracy_high - r.accuracy for r in runs],
+                             arrayminus=[r.accuracy - r.accuracy_low for r in runs]), name="accuracy")
+    fig.add_bar(x=names, y=[r.train_seconds for r in runs], marker_color=colors, row=1, col=2, name="time")
+    fig.add_bar(x=names, y=[r.trainable_params for r in runs], marker_color=colors, row=1, col=3, name="params")
+    fig.update_yaxes(type="log", row=1, col=3)
+    fig.update_yaxes(range=[0, 1], row=1, col=1)
+    fig.update_layout(showlegend=False, height=340, margin=dict(t=40, b=20, l=20, r=20))
+    return fig
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not beaten on both lower time and higher accuracy, sorted by time."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -np.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def pareto(result: ComparisonResult) -> go.Figure:
+    runs = _done(result)
+    points = [(r.train_seconds, r.accuracy) for r in runs]
+    front = pareto_front(points)
+    fig = go.Figure()
+    for r in runs:
+        fig.add_scatter(x=[r.train_seconds], y=[r.accuracy], mode="markers+text", text=[r.strategy],
+                        textposition="top center", marker=dict(size=14, color=_color(r)), name=r.strategy,
+                        error_y=dict(type="data", symmetric=False, array=[r.accuracy_high - r.accuracy],
+                                     arrayminus=[r.accuracy - r.accuracy_low]))
+    if len(front) > 1:
+        fig.add_scatter(x=[points[i][0] for i in front], y=[points[i][1] for i in front], mode="lines",
+                        line=dict(dash="dash", color="grey"), name="Pareto front")
+    fig.update_layout(xaxis_title="training time (s)", yaxis_title="test accuracy", height=360,
+                      title="Accuracy vs training time (dashed: Pareto front)", margin=dict(t=50, b=40))
+    return fig
+
+
+def curves(runs: list[RunResult] | dict[str, list[dict]], metric: str = "val_accuracy") -> go.Figure:
+    """Per-epoch curves; accepts finished runs or the live points of a running job."""
+    fig = go.Figure()
+    items = runs.items() if isinstance(runs, dict) else [(r.strategy, r.curve) for r in runs]
+    for name, points in items:
+        pts = [p for p in points if p.get(metric) is not None]
+        if pts:
+            fig.add_scatter(x=[p["epoch"] for p in pts], y=[p[metric] for p in pts], mode="lines+markers",
+                            name=name, line=dict(color=COLORS.get(name)))
+    label = {"val_accuracy": "val accuracy", "train_loss": "train loss", "loss": "loss"}.get(metric, metric)
+    fig.update_layout(xaxis_title="epoch (feature extraction: 10 L-BFGS iterations)", yaxis_title=label,
+                      height=320, margin=dict(t=30, b=40), title=f"Training curves: {label}")
+    return fig
+
+
+def confusion(run: RunResult, classes: list[str]) -> go.Figure:
+    matrix = np.asarray(run.confusion)
+    fig = px.imshow(matrix, x=classes, y=classes, text_auto=True, color_continuous_scale="Blues",
+                    labels=dict(x="predicted", y="true", color="images"), aspect="auto")
+    fig.update_layout(title=f"Confusion matrix: {run.strategy}", height=420, margin=dict(t=50))
+    return fig
+
+
+def per_class(run: RunResult) -> go.Figure:
+    items = sorted(run.per_class_accuracy.items(), key=lambda kv: kv[1])
+    fig = go.Figure(go.Bar(x=[v for _, v in items], y=[k for k, _ in items], orientation="h",
+                           marker_color=COLORS.get(run.kind)))
+    fig.update_layout(title=f"Per-class accuracy: {run.strategy}", xaxis=dict(range=[0, 1]), height=420,
+                      margin=dict(t=50))
+    return fig
+
+
+def gallery(result: ComparisonResult, run: RunResult, limit: int = 24) -> list[dict]:
+    """Test images with true and predicted labels, mistakes first (reloads the dataset; cached for built-ins)."""
+    from .data import DatasetSpec, load_dataset
+
+    spec = DatasetSpec(**result.config["dataset"])
+    ds = load_dataset(spec, seed=result.config["seed"])
+    pool = ds.pools["test"]
+    classes = result.dataset["classes"]
+    truth, pred = result.test_labels, run.test_predictions
+    order = [i for i in range(len(pred)) if pred[i] != truth[i]] + [i for i in range(len(pred)) if pred[i] == truth[i]]
+    items = []
+    for i in order[:limit]:
+        index = result.test_indices[i]
+        items.append({"image": pool.load(int(index)), "true": classes[truth[i]], "predicted": classes[pred[i]],
+                      "correct": pred[i] == truth[i], "source": pool.describe(int(index))})
+    return items
+

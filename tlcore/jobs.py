@@ -1,0 +1,196 @@
+"""Background jobs for a UI: a process-wide queue that runs at most N training jobs at a time (1 by default, this is
+a small CPU machine), with live progress, curves, partial results and cancellation. No streamlit import: the pages
+keep a job id and poll `JobQueue.get`.
+
+Every finished job is also written to TLCORE_HOME/jobs/<id>.json, so a result outlives the browser session.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .environment import data_home
+from .errors import TlcoreError
+from .experiment import ExperimentConfig, compare
+from .progress import CancelToken, ProgressEvent
+from .results import ComparisonResult, RunResult
+
+ACTIVE = ("queued", "running")
+
+
+@dataclass
+class Job:
+    """One submitted comparison. Fields are updated by the worker thread; read them through `snapshot()`."""
+
+    id: str
+    config: ExperimentConfig
+    owner: str = ""
+    label: str = ""
+    status: str = "queued"  # queued, running, completed, failed, cancelled
+    error: Optional[str] = None
+    submitted: float = field(default_factory=time.time)
+    started: Optional[float] = None
+    finished: Optional[float] = None
+    progress: dict[str, dict] = field(default_factory=dict)  # strategy -> last event
+    live_curves: dict[str, list[dict]] = field(default_factory=dict)  # strategy -> per-epoch points so far
+    runs: list[RunResult] = field(default_factory=list)  # finished strategies, as they finish
+    result: Optional[ComparisonResult] = None
+    cancel: CancelToken = field(default_factory=CancelToken)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def on_event(self, event: ProgressEvent) -> None:
+        with self._lock:
+            self.progress[event.strategy] = event.to_dict()
+            if event.val_accuracy is not None and event.epoch and event.batch == 0:
+                points = self.live_curves.setdefault(event.strategy, [])
+                if not points or points[-1]["epoch"] != event.epoch:
+                    points.append({"epoch": event.epoch, "val_accuracy": event.val_accuracy, "loss": event.loss})
+
+    def on_result(self, run: RunResult) -> None:
+        with self._lock:
+            self.runs.append(run)
+
+    def snapshot(self) -> dict:
+        """A consistent copy for the UI thread."""
+        with self._lock:
+            return {
+                "id": self.id, "label": self.label, "status": self.status, "error": self.error,
+                "submitted": self.submitted, "started": self.started, "finished": self.finished,
+                "progress": {k: dict(v) for k, v in self.progress.items()},
+                "live_curves": {k: list(v) for k, v in self.live_curves.items()},
+                "runs": list(self.runs), "result": self.result,
+                "strategies": [s.name for s in self.config.strategies],
+            }
+
+
+class JobQueue:
+    """FIFO queue with `workers` threads. Jobs are identified by id, so two browser tabs never see each other's."""
+
+    def __init__(self, workers: int = 1, persist: bool = True) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._pending: deque[str] = deque()
+        self._cv = threading.Condition()
+        self.persist = persist
+        self._threads = [threading.Thread(target=self._work, name=f"tlcore-job-{i}", daemon=True)
+                         for i in range(max(1, workers))]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, config: ExperimentConfig, owner: str = "", label: str = "") -> str:
+        job = Job(id=uuid.uuid4().hex[:10], config=config, owner=owner, label=label)
+        with self._cv:
+            self._jobs[job.id] = job
+            self._pending.append(job.id)
+            self._cv.notify()
+        return job.id
+
+    def get(self, job_id: str) -> Optional[dict]:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            return job.snapshot()
+        saved = self._load(job_id)
+        return saved
+
+    def cancel(self, job_id: str) -> bool:
+        job = self._jobs.get(job_id)
+        if job is None or job.status not in ACTIVE:
+            return False
+        job.cancel.cancel()
+        with self._cv:
+            if job_id in self._pending:  # never started: cancelled at once
+                self._pending.remove(job_id)
+                job.status, job.error, job.finished = "cancelled", "cancelled before it started", time.time()
+        return True
+
+    def active(self) -> list[dict]:
+        """Queued and running jobs, oldest first, with their queue position."""
+        with self._cv:
+            order = list(self._pending)
+        out = []
+        for job in sorted(self._jobs.values(), key=lambda j: j.submitted):
+            if job.status in ACTIVE:
+                snap = job.snapshot()
+                snap["position"] = order.index(job.id) + 1 if job.id in order else 0
+                out.append(snap)
+        return out
+
+    def wait(self, job_id: str, timeout: float = 600.0) -> Optional[dict]:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            snap = self.get(job_id)
+            if snap is None or snap["status"] not in ACTIVE:
+                return snap
+            time.sleep(0.05)
+        return self.get(job_id)
+
+    # -- worker -------------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending:
+                    self._cv.wait()
+                job = self._jobs[self._pending.popleft()]
+            job.status, job.started = "running", time.time()
+            try:
+                result = compare(job.config, callbacks=[job.on_event], cancel=job.cancel, on_result=job.on_result)
+                job.result = result
+                statuses = {r.status for r in result.runs}
+                job.status = "cancelled" if "cancelled" in statuses else (
+                    "failed" if statuses == {"failed"} else "completed")
+                failed = [f"{r.strategy}: {r.error}" for r in result.runs if r.error]
+                job.error = "; ".join(failed) or None
+            except TlcoreError as exc:
+                job.status, job.error = "failed", str(exc)
+            except Exception as exc:  # keep the worker alive; the message goes to the page
+                job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
+            job.finished = time.time()
+            if self.persist:
+                self._save(job)
+
+    def _path(self, job_id: str):
+        return data_home() / "jobs" / f"{job_id}.json"
+
+    def _save(self, job: Job) -> None:
+        path = self._path(job.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        snap = job.snapshot()
+        snap["result"] = job.result.to_dict() if job.result else None
+        snap["runs"] = [r.to_dict() for r in job.runs]
+        snap["config"] = job.config.to_dict()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(snap, default=str))
+        tmp.replace(path)
+
+    def _load(self, job_id: str) -> Optional[dict]:
+        if not job_id.isalnum():
+            return None
+        path = self._path(job_id)
+        if not path.exists():
+            return None
+        snap = json.loads(path.read_text())
+        snap["result"] = ComparisonResult.from_dict(snap["result"]) if snap.get("result") else None
+        snap["runs"] = [RunResult.from_dict(r) for r in snap.get("runs", [])]
+        return snap
+
+
+_QUEUE: Optional[JobQueue] = None
+_QUEUE_LOCK = threading.Lock()
+
+
+def default_queue() -> JobQueue:
+    """The process-wide queue (one worker unless TLCORE_JOB_WORKERS says otherwise)."""
+    import os
+
+    global _QUEUE
+    with _QUEUE_LOCK:
+        if _QUEUE is None:
+            _QUEUE = JobQueue(workers=int(os.environ.get("TLCORE_JOB_WORKERS", "1")))
+        return _QUEUE
