@@ -1,27 +1,31 @@
-"""tlcore dashboard, home page: what the tool answers and where to go. Run: streamlit run app.py"""
+"""tlcore dashboard: the entry point. `streamlit run app.py` opens the home page; pages/ holds one file per page."""
 
 import streamlit as st
 
 st.set_page_config(page_title="tlcore: transfer learning, measured", page_icon="🧪", layout="wide")
 
-st.title("Feature extraction, fine-tuning or training from scratch?")
-st.markdown(
-    "tlcore answers this for **your** images by running all three on the same split with the same timm backbone, "
-    "and shows accuracy, training time and trainable parameters side by side: measured, not guessed.")
 
-cols = st.columns(3)
-cols[0].subheader("Feature extraction")
-cols[0].markdown("Keep the pretrained backbone frozen and train only a new linear head. Features are computed once "
-                 "and cached, so the head trains in seconds.")
-cols[1].subheader("Fine-tuning")
-cols[1].markdown("Start from the pretrained weights and retrain the new head plus the top stages (or all of them), "
-                 "with a head warm-up first (LP-FT) and a lower learning rate for the backbone.")
-cols[2].subheader("From scratch")
-cols[2].markdown("The same architecture from random weights, everything trainable. The baseline that tells you what "
-                 "pretraining is worth on your data.")
+def home() -> None:
+    st.title("Feature extraction, fine-tuning or training from scratch?")
+    st.markdown(
+        "tlcore answers this for **your** images by running all three on the same split with the same timm "
+        "backbone, and shows accuracy, training time and trainable parameters side by side: measured, not guessed.")
+    cols = st.columns(3)
+    cols[0].subheader("Feature extraction")
+    cols[0].markdown("Keep the pretrained backbone frozen and train only a new linear head. Features are computed "
+                     "once and cached, so the head trains in seconds.")
+    cols[1].subheader("Fine-tuning")
+    cols[1].markdown("Start from the pretrained weights and retrain the new head plus the top stages (or all of "
+                     "them), with a head warm-up first (LP-FT) and a lower learning rate for the backbone.")
+    cols[2].subheader("From scratch")
+    cols[2].markdown("The same architecture from random weights, everything trainable: the baseline that tells you "
+                     "what pretraining is worth on your data.")
+    st.divider()
+    st.page_link(COMPARE, label="Compare the three strategies on a dataset", icon="⚖️")
+    st.caption("The default runs on the bundled Fashion-MNIST subset with tf_efficientnet_lite0 and its packaged "
+               "ImageNet weights, entirely offline. Every figure shown comes from a real run whose config and seed "
+               "are saved with it and can be re-run with `python -m tlcore compare`.")
 
-st.divider()
-st.page_link("pages/1_Compare.py", label="Compare the three strategies on a dataset", icon="⚖️")
-st.caption("The default runs on the bundled Fashion-MNIST subset with tf_efficientnet_lite0 and its packaged "
-           "ImageNet weights, entirely offline. Every figure shown comes from a real run whose config and seed are "
-           "saved with it and can be re-run with `python -m tlcore compare`.")
+
+COMPARE = st.Page("pages/1_Compare.py", title="Compare", icon="⚖️", url_path="Compare")
+st.navigation([st.Page(home, title="Home", icon="🏠", default=True), COMPARE]).run()

@@ -15,7 +15,7 @@ def test_compare_writes_table_json_and_csv(image_folder, tiny_weights, tmp_path,
     out = tmp_path / "out"
     code = main(["compare", "--dataset", str(image_folder), "--backbone", "test_efficientnet", "--weights",
                  str(tiny_weights), "--per-class", "0", "--image-size", "32", "--epochs", "1", "--scratch-epochs",
-                 "1", "--batch-size", "8", "--ft-stages", "1", "--out", str(out), "--no-progress"])
+                 "1", "--batch-size", "8", "--ft-stages", "1", "--preset", "quick", "--out", str(out), "--no-progress"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     for name in ("feature-extraction", "fine-tune", "scratch"):

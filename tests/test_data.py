@@ -165,3 +165,8 @@ def test_prepare_split_shapes_and_grey_to_rgb():
     prepared = prepare_split(ds, "train", eval_transform(cfg))
     assert tuple(prepared.images.shape) == (30, 3, 48, 48) and prepared.images.dtype.is_floating_point is False
     assert (prepared.images[:, 0] == prepared.images[:, 1]).all()  # grey copied to 3 channels
+
+
+def test_torchvision_dataset_offline_says_how_to_get_it():
+    with pytest.raises(DataError, match="offline.*download=True"):
+        load_dataset("cifar10")

@@ -14,7 +14,7 @@ from tlcore.backbone import load_template, stage_groups
 from tlcore.experiment import build_runner, run_all
 from tlcore.features import FeatureCache
 
-FAST = {"epochs": 2, "batch_size": 8, "patience": 2}
+FAST = {"epochs": 2, "batch_size": 8, "patience": 2, "min_steps": 0}
 
 
 def config(folder, weights, strategies=None, **kw) -> ExperimentConfig:
@@ -134,7 +134,7 @@ def test_cancel_stops_within_a_batch_and_keeps_finished_runs(image_folder, tiny_
             cancel.cancel()
 
     strategies = [make_strategy("feature-extraction", head_max_iter=20),
-                  make_strategy("scratch", epochs=50, batch_size=4), make_strategy("fine-tune", **FAST)]
+                  make_strategy("scratch", epochs=50, batch_size=4, min_steps=0), make_strategy("fine-tune", **FAST)]
     start = time.perf_counter()
     result = compare(config(image_folder, tiny_weights, strategies), callbacks=[on_event], cancel=cancel)
     assert time.perf_counter() - start < 60
@@ -145,7 +145,7 @@ def test_cancel_stops_within_a_batch_and_keeps_finished_runs(image_folder, tiny_
 
 
 def test_nan_loss_fails_with_reason(image_folder, tiny_weights):
-    strategies = [make_strategy("scratch", lr=1e12, epochs=3, batch_size=8), make_strategy("feature-extraction")]
+    strategies = [make_strategy("scratch", lr=1e12, epochs=3, batch_size=8, min_steps=0), make_strategy("feature-extraction")]
     result = compare(config(image_folder, tiny_weights, strategies))
     failed, ok = result.runs
     assert failed.status == "failed" and "loss became" in failed.error and "Lower the learning rate" in failed.error
@@ -153,13 +153,23 @@ def test_nan_loss_fails_with_reason(image_folder, tiny_weights):
 
 
 def test_early_stopping_restores_best_epoch(image_folder, tiny_weights):
-    spec = make_strategy("scratch", epochs=12, batch_size=8, patience=1, lr=3e-2)
+    spec = make_strategy("scratch", epochs=12, batch_size=8, patience=1, lr=3e-2, min_steps=0)
     run = compare(config(image_folder, tiny_weights, [spec])).runs[0]
     best = max(c["val_accuracy"] for c in run.curve)
     assert run.best_val_accuracy == best
     assert run.curve[run.best_epoch - 1]["val_accuracy"] == best
+    assert all(c["val_accuracy"] < best for c in run.curve[:run.best_epoch - 1])  # the first best is kept
     if run.stopped_early:
-        assert run.epochs_run == run.best_epoch + 1
+        assert run.epochs_run >= 6  # never in the first half of the schedule
+        assert all(c["val_accuracy"] <= best for c in run.curve[run.best_epoch:])
+        assert run.curve[-2]["val_accuracy"] <= best  # patience 1: stopped right after a non-improving epoch
+
+
+def test_min_steps_stretches_short_schedules(image_folder, tiny_weights):
+    spec = make_strategy("scratch", epochs=2, batch_size=8, patience=50, min_steps=12)
+    run = compare(config(image_folder, tiny_weights, [spec])).runs[0]
+    # 26 training images, batch 8: 3 steps an epoch, so 12 steps need 4 epochs
+    assert run.extra["planned_epochs"] == 4 and run.epochs_run == 4
 
 
 def test_frozen_prefix_cache_trains_the_same_model(image_folder, tiny_weights, tmp_path):

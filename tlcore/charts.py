@@ -111,6 +111,8 @@ def confusion(run: RunResult, classes: list[str]) -> go.Figure:
     matrix = np.asarray(run.confusion)
     fig = px.imshow(matrix, x=classes, y=classes, text_auto=True, color_continuous_scale="Blues",
                     labels=dict(x="predicted", y="true", color="images"), aspect="auto")
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
     fig.update_layout(title=f"Confusion matrix: {run.strategy}", height=420, margin=dict(t=50))
     return fig
 
@@ -119,8 +121,8 @@ def per_class(run: RunResult) -> go.Figure:
     items = sorted(run.per_class_accuracy.items(), key=lambda kv: kv[1])
     fig = go.Figure(go.Bar(x=[v for _, v in items], y=[k for k, _ in items], orientation="h",
                            marker_color=COLORS.get(run.kind)))
-    fig.update_layout(title=f"Per-class accuracy: {run.strategy}", xaxis=dict(range=[0, 1]), height=420,
-                      margin=dict(t=50))
+    fig.update_layout(title=f"Per-class accuracy: {run.strategy}", xaxis=dict(range=[0, 1]),
+                      yaxis=dict(type="category"), height=420, margin=dict(t=50))
     return fig
 
 

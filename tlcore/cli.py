@@ -6,17 +6,18 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from dataclasses import replace
 from typing import Optional, Sequence
 
 import pandas as pd
 
-from .backbone import DEFAULT_BACKBONE, BackboneSpec
-from .data import DatasetSpec
+from .backbone import DEFAULT_BACKBONE
 from .errors import TlcoreError
 from .experiment import ExperimentConfig, compare
+from .presets import PRESETS, build_config
 from .progress import CancelToken, ProgressEvent
 from .results import ComparisonResult
-from .strategies import KINDS, make_strategy
+from .strategies import KINDS
 
 EPILOG = """examples:
   python -m tlcore compare                                   # the built-in default: fashion-mnist, 100 a class
@@ -44,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", default="fashion-mnist",
                       help="built-in name (see `datasets`) or a folder of class sub-folders, optionally with "
                       "train/ val/ test/ split folders")
-    data.add_argument("--per-class", type=int, default=100,
-                      help="training images a class (nested seeded subset); 0 = all")
+    data.add_argument("--per-class", type=int, default=None,
+                      help="training images a class (nested seeded subset); 0 = all; default: the preset's (100)")
     data.add_argument("--val-fraction", type=float, default=0.1, help="share of each class drawn for validation "
                       "when there is no val/ folder")
     data.add_argument("--test-fraction", type=float, default=0.2, help="share of each class drawn for the test set "
@@ -79,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     strat.add_argument("--augment", action="store_true", default=None, help="light augmentation (crop + flip)")
 
     run = c.add_argument_group("run")
+    run.add_argument("--preset", choices=list(PRESETS), default="default",
+                     help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
     run.add_argument("--seed", type=int, default=0, help="seed for the subset, initialisation and batch order")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     run.add_argument("--out", default=None, help="folder for comparison.json and comparison.csv")
@@ -91,22 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The preset, then every option given on the command line."""
     common = {"batch_size": args.batch_size, "patience": args.patience, "augment": args.augment}
-    per_kind = {
-        "feature-extraction": {},
+    options = {
         "fine-tune": {**common, "epochs": args.epochs, "lr": args.lr, "stages": args.ft_stages, "lp_ft": args.lp_ft,
                       "backbone_lr_ratio": args.backbone_lr_ratio, "bn_policy": args.bn_policy},
         "scratch": {**common, "epochs": args.scratch_epochs, "lr": args.scratch_lr},
     }
-    strategies = []
-    for name in [s for s in args.strategies.split(",") if s.strip()]:
-        spec = make_strategy(name)
-        strategies.append(make_strategy(spec.kind, **per_kind[spec.kind]))
-    return ExperimentConfig(
-        dataset=DatasetSpec(args.dataset, per_class=args.per_class or None, val_fraction=args.val_fraction,
-                            test_fraction=args.test_fraction, split_seed=args.split_seed),
-        backbone=BackboneSpec(args.backbone, args.weights), strategies=strategies, image_size=args.image_size,
-        seed=args.seed, device=args.device)
+    options = {kind: {k: v for k, v in opts.items() if v is not None} for kind, opts in options.items()}
+    config = build_config(args.preset, dataset=args.dataset, backbone=args.backbone, weights=args.weights,
+                          strategies=[s for s in args.strategies.split(",") if s.strip()],
+                          per_class=args.per_class, image_size=args.image_size, seed=args.seed, device=args.device,
+                          strategy_options=options)
+    config.dataset = replace(config.dataset, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                             split_seed=args.split_seed)
+    return config
 
 
 def format_table(result: ComparisonResult) -> str:

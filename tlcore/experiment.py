@@ -141,7 +141,8 @@ class Runner:
                            backbone=self.config.backbone.name, options=spec.options(), seed=self.config.seed,
                            image_size=self.data.cfg["input_size"][-1], device=self.device.type,
                            precision="bf16-autocast" if self.device.type == "cuda" else "fp32",
-                           started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                           started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                           dataset=asdict(self.config.dataset), environment=library_versions())
         watch = Stopwatch()
         memory = PeakMemory(self.device)
         start = time.perf_counter()
@@ -228,6 +229,7 @@ class Runner:
                         prefix.restore()
             result.curve = fit.curve
             result.epochs_run, result.best_epoch = fit.epochs_run, fit.best_epoch
+            result.extra["planned_epochs"] = fit.planned_epochs
             result.stopped_early, result.best_val_accuracy = fit.stopped_early, fit.best_val_accuracy
             reporter("evaluate", 0.96)
             with watch.phase("evaluate"):

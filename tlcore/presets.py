@@ -21,7 +21,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "quick": Preset("About a minute on 2 CPU cores: 50 images a class, top stage fine-tuned for 3 epochs, scratch for "
                     "4 epochs (scratch is under-trained here: use it to try the tool, not to decide).", 50,
-                    {"fine-tune": {"epochs": 3, "stages": 1}, "scratch": {"epochs": 4}}),
+                    {"fine-tune": {"epochs": 3, "stages": 1, "min_steps": 0}, "scratch": {"epochs": 4, "min_steps": 0}}),
     "default": Preset("The benchmarked default: 100 images a class, two top stages fine-tuned (LP-FT), scratch for "
                       "up to 10 epochs with early stopping; about 3 minutes on 2 CPU cores.", 100, {}),
     "thorough": Preset("Longer schedules so fine-tune and scratch surely converge: 12 and 20 epochs with early "
@@ -39,7 +39,7 @@ def build_config(preset: str = "default", dataset: str = "fashion-mnist", backbo
     chosen = strategies or list(KINDS)
     specs = []
     for kind in chosen:
-        spec = make_strategy(kind)
+        spec = make_strategy(kind)  # resolves aliases, rejects unknown names
         options = {**base.strategy_overrides.get(spec.kind, {}), **(strategy_options or {}).get(spec.kind, {})}
         specs.append(make_strategy(spec.kind, **options))
     pc = base.per_class if per_class is None else per_class

@@ -55,6 +55,8 @@ class RunResult:
     curve: list = field(default_factory=list)  # per epoch: train_loss, val_accuracy, ...
     extra: dict = field(default_factory=dict)
     started_at: str = ""
+    dataset: dict = field(default_factory=dict)  # the DatasetSpec: with seed and options, enough to re-run
+    environment: dict = field(default_factory=dict)  # library versions, platform
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -168,6 +168,7 @@ def predict(model: torch.nn.Module, inputs, batch_size: int = 128,
 
 @dataclass
 class NetworkFit:
+    planned_epochs: int = 0
     curve: list[dict] = field(default_factory=list)
     epochs_run: int = 0
     best_epoch: int = 0
@@ -217,7 +218,9 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
     optimizer = torch.optim.AdamW(groups)
     n = len(train)
     batches = max(1, n // spec.batch_size) if n >= spec.batch_size else 1  # drop the last ragged batch
-    total_steps = spec.epochs * batches
+    epochs = max(spec.epochs, math.ceil(spec.min_steps / batches))
+    total_steps = epochs * batches
+    min_epochs = math.ceil(epochs / 2)  # no early stop in the first half of the schedule, while the LR is high
     warmup = max(1, int(spec.warmup_epochs * batches))
 
     def lr_factor(step: int) -> float:
@@ -231,11 +234,11 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
     use_autocast = device.type == "cuda"
     bn_frozen = spec.bn_policy == "frozen"
 
-    fit = NetworkFit()
+    fit = NetworkFit(planned_epochs=epochs)
     best_state, since_best = None, 0
     start = time.perf_counter()
     lo, hi = span
-    for epoch in range(1, spec.epochs + 1):
+    for epoch in range(1, epochs + 1):
         _set_train_mode(model, bn_frozen)
         order = torch.randperm(n, generator=generator)
         losses = []
@@ -253,7 +256,7 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
             scheduler.step()
             losses.append(loss.detach().item())
             done = ((epoch - 1) * batches + b + 1) / total_steps
-            reporter("epoch", lo + (hi - lo) * done, epoch=epoch, epochs=spec.epochs, batch=b + 1, batches=batches,
+            reporter("epoch", lo + (hi - lo) * done, epoch=epoch, epochs=epochs, batch=b + 1, batches=batches,
                      loss=losses[-1])
         logits, _ = predict(model, val, reporter=reporter)
         val_acc = _accuracy(logits, val.labels)
@@ -262,14 +265,14 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
                           "val_loss": val_loss, "lr": optimizer.param_groups[0]["lr"],
                           "seconds": time.perf_counter() - start, "phase": spec.kind})
         fit.epochs_run = epoch
-        reporter("epoch", lo + (hi - lo) * epoch / spec.epochs, epoch=epoch, epochs=spec.epochs,
+        reporter("epoch", lo + (hi - lo) * epoch / epochs, epoch=epoch, epochs=epochs,
                  loss=float(np.mean(losses)), val_accuracy=val_acc)
         if best_state is None or val_acc > fit.best_val_accuracy:
             fit.best_val_accuracy, fit.best_epoch, since_best = val_acc, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1
-            if since_best >= spec.patience:
+            if since_best >= spec.patience and epoch >= min_epochs:
                 fit.stopped_early = True
                 break
     if best_state is not None:
