@@ -233,7 +233,7 @@ def part3(args) -> dict:
             print(f"  20/class {r.strategy:10} acc {r.accuracy:.4f} epochs {r.epochs_run} (best {r.best_epoch}, "
                   f"stopped early {r.stopped_early}) val {curve_text(r)}")
         long = compare(ExperimentConfig(dataset=DatasetSpec("fashion-mnist", per_class=100),
-                                        strategies=[make_strategy("scratch", epochs=20, patience=20)]))
+                                        strategies=[make_strategy("scratch", epochs=40, patience=40)]))
         r = long.runs[0]
         base = result.run("scratch")
         print(f"  100/class scratch x2 epochs: acc {r.accuracy:.4f} (default {base.accuracy:.4f}), best val "

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     strat = c.add_argument_group("strategies")
     strat.add_argument("--strategies", default=",".join(KINDS), help=f"comma-separated, from {', '.join(KINDS)}")
     strat.add_argument("--epochs", type=int, default=None, help="max epochs for fine-tune (default 6)")
-    strat.add_argument("--scratch-epochs", type=int, default=None, help="max epochs for scratch (default 10)")
+    strat.add_argument("--scratch-epochs", type=int, default=None, help="max epochs for scratch (default 20)")
     strat.add_argument("--lr", type=float, default=None, help="fine-tune head learning rate (default 1e-3)")
     strat.add_argument("--scratch-lr", type=float, default=None, help="scratch learning rate (default 3e-3)")
     strat.add_argument("--batch-size", type=int, default=None, help="training batch size (default 32)")
