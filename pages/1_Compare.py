@@ -55,8 +55,9 @@ with left:
                                                           f"  ({builtin_available(n)})"))
         st.caption(BUILTIN_DATASETS[builtin].description)
     elif source_kind == "Folder on this server":
-        folder = st.text_input("Folder path", key="folder", placeholder="/data/my_photos (one sub-folder per class, "
-                               "optionally inside train/ val/ test/)")
+        folder = st.text_input("Folder path", key="folder",
+                               help="One sub-folder per class, optionally inside train/ val/ test/ folders, "
+                               "e.g. /data/my_photos")
     else:
         upload = st.file_uploader("A .zip of class folders", type=["zip"], key="upload")
     per_class = st.number_input("Training images per class (0 = all)", min_value=0, max_value=100_000,

@@ -59,7 +59,9 @@ def load_template(spec: BackboneSpec) -> tuple[torch.nn.Module, WeightsInfo]:
     """The model with its original (e.g. ImageNet) head, loaded once per process. Never train it: use `for_run`."""
     with _TEMPLATES_LOCK:
         if spec not in _TEMPLATES:
-            model = _create(spec.name)
+            with torch.random.fork_rng():  # 'none' weights must be the same random weights in every process
+                torch.manual_seed(0)
+                model = _create(spec.name)
             info = load_pretrained(model, spec.name, spec.weights)
             model.eval()
             _TEMPLATES[spec] = (model, info)

@@ -11,6 +11,7 @@ import hashlib
 import os
 import threading
 import warnings
+from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,7 +45,7 @@ class DatasetSpec:
 
 
 # ----------------------------------------------------------------------------------------------------------- pools
-class ImagePool:
+class ImagePool(ABC):
     """An indexable collection of labelled images. Subclasses decide where pixels come from."""
 
     classes: list[str]
@@ -53,14 +54,20 @@ class ImagePool:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def load(self, index: int) -> Image.Image:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def load(self, index: int) -> Image.Image:
+        """The image as 8-bit RGB."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Changes whenever pixels or labels change: part of every feature-cache key."""
 
     def describe(self, index: int) -> str:
         return f"#{index}"
 
-    def fingerprint(self) -> str:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def native_size(self) -> int:
+        """Typical longer side in pixels, for the automatic image size."""
+        return 224
 
 
 class ArrayPool(ImagePool):
@@ -266,8 +273,7 @@ class Dataset:
         return {c: int(n) for c, n in zip(self.classes, counts)}
 
     def native_size(self) -> int:
-        pool = self.pools["train"]
-        return pool.native_size() if hasattr(pool, "native_size") else 224
+        return self.pools["train"].native_size()
 
     def fingerprint(self) -> str:
         """Identifies the pixels and labels of every split (not the per-class subset)."""
@@ -423,7 +429,7 @@ def _require_images(scan: FolderScan, root: Path, problems: list[FileProblem]) -
 
 def load_dataset(spec: DatasetSpec | str, seed: int = 0) -> Dataset:
     """Load a built-in dataset or a folder, split it and take the per-class subset for `seed`."""
-    from .builtin import BUILTIN_DATASETS, load_builtin
+    from .builtin import BUILTIN_DATASETS
 
     if isinstance(spec, str):
         spec = DatasetSpec(source=spec)
