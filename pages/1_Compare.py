@@ -39,93 +39,95 @@ st.caption("All strategies see the same split and the same test set. Runs go to 
            "this page or reload it; the link keeps your job.")
 
 # ------------------------------------------------------------------------------------------------------ set-up
-preset = st.radio("Preset", list(PRESETS), index=0, horizontal=True, key="preset",
-                  format_func=lambda p: p.capitalize())
-st.caption(PRESETS[preset].description)
+job_id = st.query_params.get("job") or st.session_state.get("job")
+with st.expander("Set up a comparison", expanded=not job_id):
+    preset = st.radio("Preset", list(PRESETS), index=0, horizontal=True, key="preset",
+                      format_func=lambda p: p.capitalize())
+    st.caption(PRESETS[preset].description)
 
-left, right = st.columns(2)
-with left:
-    st.subheader("Data")
-    source_kind = st.radio("Dataset source", ["Built-in", "Folder on this server", "Upload a .zip"], horizontal=True,
-                           key="source_kind")
-    if source_kind == "Built-in":
-        names = list(BUILTIN_DATASETS)
-        builtin = st.selectbox("Built-in dataset", names, key="builtin",
-                               format_func=lambda n: n + ("" if builtin_available(n) is None else
-                                                          f"  ({builtin_available(n)})"))
-        st.caption(BUILTIN_DATASETS[builtin].description)
-    elif source_kind == "Folder on this server":
-        folder = st.text_input("Folder path", key="folder",
-                               help="One sub-folder per class, optionally inside train/ val/ test/ folders, "
-                               "e.g. /data/my_photos")
-    else:
-        upload = st.file_uploader("A .zip of class folders", type=["zip"], key="upload")
-    per_class = st.number_input("Training images per class (0 = all)", min_value=0, max_value=100_000,
-                                value=PRESETS[preset].per_class, key=f"per_class_{preset}")
-    image_size = st.number_input("Image size in pixels (0 = automatic: about 1.75x native, 48-128)", min_value=0,
-                                 max_value=512, value=0, step=16, key="image_size")
-    seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="seed")
-
-with right:
-    st.subheader("Backbone and strategies")
-    rows = catalog()
-    labels = {r["name"]: r["label"] for r in rows}
-    backbone = st.selectbox("Backbone (type to search timm's models)", list(labels), key="backbone",
-                            format_func=lambda n: labels[n])
-    weights_choice = st.radio("Weights", ["pretrained", "none (random init)", "local file"], horizontal=True,
-                              key="weights")
-    weights_path = ""
-    if weights_choice == "local file":
-        weights_path = st.text_input("Weights file on the server (.pth / .safetensors)", key="weights_path")
-    elif weights_choice.startswith("none"):
-        st.warning("Random weights: feature extraction and fine-tuning will start from an untrained backbone.")
-    strategies = st.multiselect("Strategies", list(KINDS), default=list(KINDS), key="strategies")
-    with st.expander("Strategy options"):
-        ft_defaults = {**DEFAULTS["fine-tune"], **PRESETS[preset].strategy_overrides.get("fine-tune", {})}
-        sc_defaults = {**DEFAULTS["scratch"], **PRESETS[preset].strategy_overrides.get("scratch", {})}
-        stage_options = ["1", "2", "3", "4", "all"]
-        ft_stages = st.selectbox("Fine-tune: top stages to train", stage_options,
-                                 index=stage_options.index(str(ft_defaults["stages"])), key=f"ft_stages_{preset}")
-        lp_ft = st.checkbox("Fine-tune: fit the head on frozen features first (LP-FT)", value=True, key="lp_ft")
-        lr_ratio = st.number_input("Fine-tune: backbone learning rate / head learning rate", min_value=0.001,
-                                   max_value=1.0, value=0.1, step=0.05, format="%.3f", key="lr_ratio")
-        bn_policy = st.radio("Fine-tune: BatchNorm statistics in trained stages", ["frozen", "train"],
-                             horizontal=True, key="bn_policy")
-        ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft_defaults["epochs"], key=f"ft_ep_{preset}")
-        sc_epochs = st.number_input("Scratch: max epochs", 1, 500, sc_defaults["epochs"], key=f"sc_ep_{preset}")
-        augment = st.checkbox("Light augmentation (random crop + flip) for fine-tune and scratch", key="augment")
-
-run_clicked = st.button("Run", type="primary", key="run", disabled=not strategies)
-
-if run_clicked:
-    try:
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Data")
+        source_kind = st.radio("Dataset source", ["Built-in", "Folder on this server", "Upload a .zip"], horizontal=True,
+                               key="source_kind")
         if source_kind == "Built-in":
-            dataset = builtin
+            names = list(BUILTIN_DATASETS)
+            builtin = st.selectbox("Built-in dataset", names, key="builtin",
+                                   format_func=lambda n: n + ("" if builtin_available(n) is None else
+                                                              f"  ({builtin_available(n)})"))
+            st.caption(BUILTIN_DATASETS[builtin].description)
         elif source_kind == "Folder on this server":
-            dataset = folder.strip()
-            if not dataset:
-                raise TlcoreError("Enter the path of a folder with one sub-folder per class.")
+            folder = st.text_input("Folder path", key="folder",
+                                   help="One sub-folder per class, optionally inside train/ val/ test/ folders, "
+                                   "e.g. /data/my_photos")
         else:
-            if upload is None:
-                raise TlcoreError("Choose a .zip file first.")
-            with st.spinner("Extracting the archive..."):
-                dataset = str(extract_zip(upload.getvalue(), upload.name))
-        weights = {"pretrained": "pretrained", "local file": weights_path.strip()}.get(weights_choice, "none")
-        if weights_choice == "local file" and not weights:
-            raise TlcoreError("Enter the path of the weights file.")
-        common = {"augment": augment or None}
-        config = build_config(
-            preset, dataset=dataset, backbone=backbone, weights=weights, strategies=strategies,
-            per_class=int(per_class), image_size=int(image_size) or None, seed=int(seed),
-            strategy_options={"fine-tune": {**common, "stages": ft_stages if ft_stages == "all" else int(ft_stages),
-                                            "lp_ft": lp_ft, "backbone_lr_ratio": lr_ratio, "bn_policy": bn_policy,
-                                            "epochs": int(ft_epochs)},
-                              "scratch": {**common, "epochs": int(sc_epochs)}})
-        job_id = job_queue().submit(config, label=f"{dataset} · {backbone} · {int(per_class) or 'all'}/class")
-        st.session_state["job"] = job_id
-        st.query_params["job"] = job_id
-    except TlcoreError as exc:
-        st.error(str(exc))
+            upload = st.file_uploader("A .zip of class folders", type=["zip"], key="upload")
+        per_class = st.number_input("Training images per class (0 = all)", min_value=0, max_value=100_000,
+                                    value=PRESETS[preset].per_class, key=f"per_class_{preset}")
+        image_size = st.number_input("Image size in pixels (0 = automatic: about 1.75x native, 48-128)", min_value=0,
+                                     max_value=512, value=0, step=16, key="image_size")
+        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="seed")
+
+    with right:
+        st.subheader("Backbone and strategies")
+        rows = catalog()
+        labels = {r["name"]: r["label"] for r in rows}
+        backbone = st.selectbox("Backbone (type to search timm's models)", list(labels), key="backbone",
+                                format_func=lambda n: labels[n])
+        weights_choice = st.radio("Weights", ["pretrained", "none (random init)", "local file"], horizontal=True,
+                                  key="weights")
+        weights_path = ""
+        if weights_choice == "local file":
+            weights_path = st.text_input("Weights file on the server (.pth / .safetensors)", key="weights_path")
+        elif weights_choice.startswith("none"):
+            st.warning("Random weights: feature extraction and fine-tuning will start from an untrained backbone.")
+        strategies = st.multiselect("Strategies", list(KINDS), default=list(KINDS), key="strategies")
+        with st.expander("Strategy options"):
+            ft_defaults = {**DEFAULTS["fine-tune"], **PRESETS[preset].strategy_overrides.get("fine-tune", {})}
+            sc_defaults = {**DEFAULTS["scratch"], **PRESETS[preset].strategy_overrides.get("scratch", {})}
+            stage_options = ["1", "2", "3", "4", "all"]
+            ft_stages = st.selectbox("Fine-tune: top stages to train", stage_options,
+                                     index=stage_options.index(str(ft_defaults["stages"])), key=f"ft_stages_{preset}")
+            lp_ft = st.checkbox("Fine-tune: fit the head on frozen features first (LP-FT)", value=True, key="lp_ft")
+            lr_ratio = st.number_input("Fine-tune: backbone learning rate / head learning rate", min_value=0.001,
+                                       max_value=1.0, value=0.1, step=0.05, format="%.3f", key="lr_ratio")
+            bn_policy = st.radio("Fine-tune: BatchNorm statistics in trained stages", ["frozen", "train"],
+                                 horizontal=True, key="bn_policy")
+            ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft_defaults["epochs"], key=f"ft_ep_{preset}")
+            sc_epochs = st.number_input("Scratch: max epochs", 1, 500, sc_defaults["epochs"], key=f"sc_ep_{preset}")
+            augment = st.checkbox("Light augmentation (random crop + flip) for fine-tune and scratch", key="augment")
+
+    run_clicked = st.button("Run", type="primary", key="run", disabled=not strategies)
+
+    if run_clicked:
+        try:
+            if source_kind == "Built-in":
+                dataset = builtin
+            elif source_kind == "Folder on this server":
+                dataset = folder.strip()
+                if not dataset:
+                    raise TlcoreError("Enter the path of a folder with one sub-folder per class.")
+            else:
+                if upload is None:
+                    raise TlcoreError("Choose a .zip file first.")
+                with st.spinner("Extracting the archive..."):
+                    dataset = str(extract_zip(upload.getvalue(), upload.name))
+            weights = {"pretrained": "pretrained", "local file": weights_path.strip()}.get(weights_choice, "none")
+            if weights_choice == "local file" and not weights:
+                raise TlcoreError("Enter the path of the weights file.")
+            common = {"augment": augment or None}
+            config = build_config(
+                preset, dataset=dataset, backbone=backbone, weights=weights, strategies=strategies,
+                per_class=int(per_class), image_size=int(image_size) or None, seed=int(seed),
+                strategy_options={"fine-tune": {**common, "stages": ft_stages if ft_stages == "all" else int(ft_stages),
+                                                "lp_ft": lp_ft, "backbone_lr_ratio": lr_ratio, "bn_policy": bn_policy,
+                                                "epochs": int(ft_epochs)},
+                                  "scratch": {**common, "epochs": int(sc_epochs)}})
+            job_id = job_queue().submit(config, label=f"{dataset} · {backbone} · {int(per_class) or 'all'}/class")
+            st.session_state["job"] = job_id
+            st.query_params["job"] = job_id
+        except TlcoreError as exc:
+            st.error(str(exc))
 
 # ------------------------------------------------------------------------------------------------------ queue
 active = job_queue().active()
@@ -138,7 +140,7 @@ with st.sidebar:
         st.write(f"`{job['id']}` {where}: {job['label']}")
 
 # ------------------------------------------------------------------------------------------------------ the job
-job_id = st.query_params.get("job") or st.session_state.get("job")
+job_id = st.query_params.get("job") or st.session_state.get("job")  # a job may have just been submitted
 
 
 @st.fragment(run_every=1.0)
@@ -153,7 +155,8 @@ def live_panel(job_id: str) -> None:
     for name in snap["strategies"]:
         event = snap["progress"].get(name)
         if event is None:
-            st.progress(0.0, text=f"{name}: waiting")
+            waiting = "loading data and backbone" if snap["status"] == "running" and not snap["progress"] else "waiting"
+            st.progress(0.0, text=f"{name}: {waiting}")
             continue
         text = f"{name}: {event['phase']}"
         if event["epochs"]:
@@ -210,7 +213,7 @@ def results_panel(job_id: str, snap: dict) -> None:
         for i, item in enumerate(items):
             mark = "✅" if item["correct"] else "❌"
             cols[i % 8].image(item["image"], caption=f"{mark} {item['predicted']} (true: {item['true']})",
-                              use_container_width=True)
+                              width="stretch")
     d1, d2 = st.columns(2)
     d1.download_button("Download CSV", result.to_frame().to_csv(index=False), f"tlcore-{job_id}.csv", "text/csv",
                        key=f"csv_{job_id}")

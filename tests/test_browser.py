@@ -85,7 +85,8 @@ def test_quick_preset_with_tiny_model_in_chromium(server):
         expect(page.get_by_text("Random weights:")).to_be_visible(timeout=10_000)
         page.get_by_role("button", name="Run").click()
         expect(page.get_by_text(re.compile(r"^Job \w+: (queued|running)"))).to_be_visible(timeout=30_000)
-        page.screenshot(path=str(ARTIFACTS / "compare-running.png"), full_page=True)
+        page.set_viewport_size({"width": 1400, "height": 2400})
+        page.screenshot(path=str(ARTIFACTS / "compare-running.png"))
         expect(page.get_by_text("Results", exact=True)).to_be_visible(timeout=240_000)
         table = page.locator("[data-testid='stDataFrame']").first
         expect(table).to_be_visible(timeout=30_000)
