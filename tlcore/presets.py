@@ -8,7 +8,7 @@ from typing import Optional
 from .backbone import BackboneSpec
 from .data import DatasetSpec
 from .experiment import ExperimentConfig
-from .strategies import KINDS, make_strategy
+from .strategies import KINDS, canonical_kind, make_strategy
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "quick": Preset("About a minute on 2 CPU cores: 50 images a class, top stage fine-tuned for 3 epochs, scratch for "
                     "4 epochs (scratch is under-trained here: use it to try the tool, not to decide).", 50,
-                    {"fine-tune": {"epochs": 3, "stages": 1, "min_steps": 0}, "scratch": {"epochs": 4, "min_steps": 0}}),
+                    {"fine-tune": {"epochs": 3, "stages": 1, "min_steps": 0},
+                     "scratch": {"epochs": 4, "min_steps": 0}}),
     "default": Preset("The benchmarked default: 100 images a class, two top stages fine-tuned (LP-FT) for 6 epochs, "
                       "scratch for 20 epochs, both with early stopping; about 4-5 minutes on 2 CPU cores.", 100, {}),
     "thorough": Preset("Longer schedules so fine-tune and scratch surely converge: 12 and 40 epochs with early "
@@ -38,10 +39,10 @@ def build_config(preset: str = "default", dataset: str = "fashion-mnist", backbo
     base = PRESETS[preset]
     chosen = strategies or list(KINDS)
     specs = []
-    for kind in chosen:
-        spec = make_strategy(kind)  # resolves aliases, rejects unknown names
-        options = {**base.strategy_overrides.get(spec.kind, {}), **(strategy_options or {}).get(spec.kind, {})}
-        specs.append(make_strategy(spec.kind, **options))
+    for name in chosen:
+        kind = canonical_kind(name)
+        options = {**base.strategy_overrides.get(kind, {}), **(strategy_options or {}).get(kind, {})}
+        specs.append(make_strategy(kind, **options))
     pc = base.per_class if per_class is None else per_class
     return ExperimentConfig(dataset=DatasetSpec(dataset, per_class=pc or None),
                             backbone=BackboneSpec(backbone, weights), strategies=specs,

@@ -93,11 +93,17 @@ DEFAULTS: dict[str, dict] = {
 }
 
 
-def make_strategy(kind: str, **overrides) -> StrategySpec:
-    """A strategy with its kind's defaults; `overrides` with value None are ignored."""
-    kind = ALIASES.get(kind.strip().lower(), kind.strip().lower())
+def canonical_kind(name: str) -> str:
+    """'ft' -> 'fine-tune' and so on; unknown names are a ConfigError."""
+    kind = ALIASES.get(name.strip().lower(), name.strip().lower())
     if kind not in KINDS:
         raise ConfigError(f"Unknown strategy '{kind}'. Choose from {', '.join(KINDS)}.")
+    return kind
+
+
+def make_strategy(kind: str, **overrides) -> StrategySpec:
+    """A strategy with its kind's defaults; `overrides` with value None are ignored."""
+    kind = canonical_kind(kind)
     options = dict(DEFAULTS[kind])
     options.update({k: v for k, v in overrides.items() if v is not None})
     if "head_l2_grid" in options:
