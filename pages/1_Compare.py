@@ -5,14 +5,12 @@ import json
 
 import streamlit as st
 
+from pages._widgets import backbone_and_weights, data_source, job_sidebar, require_weights
 from tlcore import charts
-from tlcore.backbone import backbone_catalog
-from tlcore.builtin import BUILTIN_DATASETS, builtin_available
 from tlcore.errors import TlcoreError
 from tlcore.jobs import ACTIVE, default_queue
 from tlcore.presets import PRESETS, build_config
 from tlcore.strategies import DEFAULTS, KINDS
-from tlcore.uploads import extract_zip
 
 st.set_page_config(page_title="Compare · tlcore", page_icon="⚖️", layout="wide")
 
@@ -20,11 +18,6 @@ st.set_page_config(page_title="Compare · tlcore", page_icon="⚖️", layout="w
 @st.cache_resource
 def job_queue():
     return default_queue()
-
-
-@st.cache_data(ttl=600, show_spinner=False)
-def catalog() -> list[dict]:
-    return backbone_catalog()
 
 
 @st.cache_data(show_spinner="Loading test images...", max_entries=8)
@@ -48,20 +41,7 @@ with st.expander("Set up a comparison", expanded=not job_id):
     left, right = st.columns(2)
     with left:
         st.subheader("Data")
-        source_kind = st.radio("Dataset source", ["Built-in", "Folder on this server", "Upload a .zip"], horizontal=True,
-                               key="source_kind")
-        if source_kind == "Built-in":
-            names = list(BUILTIN_DATASETS)
-            builtin = st.selectbox("Built-in dataset", names, key="builtin",
-                                   format_func=lambda n: n + ("" if builtin_available(n) is None else
-                                                              f"  ({builtin_available(n)})"))
-            st.caption(BUILTIN_DATASETS[builtin].description)
-        elif source_kind == "Folder on this server":
-            folder = st.text_input("Folder path", key="folder",
-                                   help="One sub-folder per class, optionally inside train/ val/ test/ folders, "
-                                   "e.g. /data/my_photos")
-        else:
-            upload = st.file_uploader("A .zip of class folders", type=["zip"], key="upload")
+        data = data_source()
         per_class = st.number_input("Training images per class (0 = all)", min_value=0, max_value=100_000,
                                     value=PRESETS[preset].per_class, key=f"per_class_{preset}")
         image_size = st.number_input("Image size in pixels (0 = automatic: about 1.75x native, 48-128)", min_value=0,
@@ -70,17 +50,7 @@ with st.expander("Set up a comparison", expanded=not job_id):
 
     with right:
         st.subheader("Backbone and strategies")
-        rows = catalog()
-        labels = {r["name"]: r["label"] for r in rows}
-        backbone = st.selectbox("Backbone (type to search timm's models)", list(labels), key="backbone",
-                                format_func=lambda n: labels[n])
-        weights_choice = st.radio("Weights", ["pretrained", "none (random init)", "local file"], horizontal=True,
-                                  key="weights")
-        weights_path = ""
-        if weights_choice == "local file":
-            weights_path = st.text_input("Weights file on the server (.pth / .safetensors)", key="weights_path")
-        elif weights_choice.startswith("none"):
-            st.warning("Random weights: feature extraction and fine-tuning will start from an untrained backbone.")
+        backbone, weights = backbone_and_weights()
         strategies = st.multiselect("Strategies", list(KINDS), default=list(KINDS), key="strategies")
         with st.expander("Strategy options"):
             ft_defaults = {**DEFAULTS["fine-tune"], **PRESETS[preset].strategy_overrides.get("fine-tune", {})}
@@ -101,20 +71,8 @@ with st.expander("Set up a comparison", expanded=not job_id):
 
     if run_clicked:
         try:
-            if source_kind == "Built-in":
-                dataset = builtin
-            elif source_kind == "Folder on this server":
-                dataset = folder.strip()
-                if not dataset:
-                    raise TlcoreError("Enter the path of a folder with one sub-folder per class.")
-            else:
-                if upload is None:
-                    raise TlcoreError("Choose a .zip file first.")
-                with st.spinner("Extracting the archive..."):
-                    dataset = str(extract_zip(upload.getvalue(), upload.name))
-            weights = {"pretrained": "pretrained", "local file": weights_path.strip()}.get(weights_choice, "none")
-            if weights_choice == "local file" and not weights:
-                raise TlcoreError("Enter the path of the weights file.")
+            dataset = data.resolve()
+            weights = require_weights(weights)
             common = {"augment": augment or None}
             config = build_config(
                 preset, dataset=dataset, backbone=backbone, weights=weights, strategies=strategies,
@@ -130,14 +88,7 @@ with st.expander("Set up a comparison", expanded=not job_id):
             st.error(str(exc))
 
 # ------------------------------------------------------------------------------------------------------ queue
-active = job_queue().active()
-with st.sidebar:
-    st.subheader("Job queue")
-    if not active:
-        st.caption("No jobs queued or running.")
-    for job in active:
-        where = "running" if job["status"] == "running" else f"queued #{job['position']}"
-        st.write(f"`{job['id']}` {where}: {job['label']}")
+job_sidebar(job_queue())
 
 # ------------------------------------------------------------------------------------------------------ the job
 job_id = st.query_params.get("job") or st.session_state.get("job")  # a job may have just been submitted

@@ -167,9 +167,13 @@ def test_early_stopping_restores_best_epoch(image_folder, tiny_weights):
 
 def test_min_steps_stretches_short_schedules(image_folder, tiny_weights):
     spec = make_strategy("scratch", epochs=2, batch_size=8, patience=50, min_steps=12)
-    run = compare(config(image_folder, tiny_weights, [spec])).runs[0]
-    # 26 training images, batch 8: 3 steps an epoch, so 12 steps need 4 epochs
-    assert run.extra["planned_epochs"] == 4 and run.epochs_run == 4
+    steps = []
+    result = compare(config(image_folder, tiny_weights, [spec]),
+                     callbacks=[lambda e: steps.append(e.batch) if e.phase == "epoch" and e.batch else None])
+    run = result.runs[0]
+    # 26 training images, batch 8: 3 steps an epoch; 12 steps over 2 epochs make rounds of 6 steps, validated twice
+    assert run.extra["planned_epochs"] == 2 and run.extra["steps_per_epoch"] == 6
+    assert len(run.curve) == 2 and len(steps) == 12
 
 
 def test_frozen_prefix_cache_trains_the_same_model(image_folder, tiny_weights, tmp_path):

@@ -1,6 +1,6 @@
-"""Background jobs for a UI: a process-wide queue that runs at most N training jobs at a time (1 by default, this is
-a small CPU machine), with live progress, curves, partial results and cancellation. No streamlit import: the pages
-keep a job id and poll `JobQueue.get`.
+"""Background jobs for a UI: a process-wide queue that runs at most N training jobs (comparisons or sweeps) at a time
+(1 by default, this is a small CPU machine), with live progress, curves, partial results and cancellation. No
+streamlit import: the pages keep a job id and poll `JobQueue.get`.
 
 Every finished job is also written to TLCORE_HOME/jobs/<id>.json, so a result outlives the browser session.
 """
@@ -14,23 +14,24 @@ import traceback
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 from .environment import data_home
 from .errors import TlcoreError
 from .experiment import ExperimentConfig, compare
 from .progress import CancelToken, ProgressEvent
 from .results import ComparisonResult, RunResult
+from .sweep import SweepCell, SweepConfig, SweepResult, run_sweep
 
 ACTIVE = ("queued", "running")
 
 
 @dataclass
 class Job:
-    """One submitted comparison. Fields are updated by the worker thread; read them through `snapshot()`."""
+    """One submitted comparison or sweep. Fields are updated by the worker thread; read them through `snapshot()`."""
 
     id: str
-    config: ExperimentConfig
+    config: Union[ExperimentConfig, SweepConfig]
     owner: str = ""
     label: str = ""
     status: str = "queued"  # queued, running, completed, failed, cancelled
@@ -41,15 +42,24 @@ class Job:
     progress: dict[str, dict] = field(default_factory=dict)  # strategy -> last event
     live_curves: dict[str, list[dict]] = field(default_factory=dict)  # strategy -> per-epoch points so far
     runs: list[RunResult] = field(default_factory=list)  # finished strategies, as they finish
-    result: Optional[ComparisonResult] = None
+    result: Optional[Union[ComparisonResult, SweepResult]] = None
+    cells: list[SweepCell] = field(default_factory=list)  # sweeps: finished cells, as they finish
     cancel: CancelToken = field(default_factory=CancelToken)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @property
+    def kind(self) -> str:
+        return "sweep" if isinstance(self.config, SweepConfig) else "comparison"
+
     def on_event(self, event: ProgressEvent) -> None:
+        name = event.cell or event.strategy  # sweeps: one entry per cell
         with self._lock:
-            self.progress[event.strategy] = event.to_dict()
+            if event.cell:
+                self.progress = {name: event.to_dict()}  # only the running cell; finished ones are in `cells`
+            else:
+                self.progress[name] = event.to_dict()
             if event.val_accuracy is not None and event.epoch and event.batch == 0:
-                points = self.live_curves.setdefault(event.strategy, [])
+                points = self.live_curves.setdefault(name, [])
                 if not points or points[-1]["epoch"] != event.epoch:
                     points.append({"epoch": event.epoch, "val_accuracy": event.val_accuracy, "loss": event.loss})
 
@@ -57,17 +67,28 @@ class Job:
         with self._lock:
             self.runs.append(run)
 
+    def on_cell(self, cell: SweepCell) -> None:
+        with self._lock:
+            self.cells.append(cell)
+            self.live_curves.pop(cell.label, None)
+
     def snapshot(self) -> dict:
         """A consistent copy for the UI thread."""
         with self._lock:
             return {
-                "id": self.id, "label": self.label, "status": self.status, "error": self.error,
+                "id": self.id, "kind": self.kind, "label": self.label, "status": self.status, "error": self.error,
                 "submitted": self.submitted, "started": self.started, "finished": self.finished,
                 "progress": {k: dict(v) for k, v in self.progress.items()},
                 "live_curves": {k: list(v) for k, v in self.live_curves.items()},
                 "runs": list(self.runs), "result": self.result,
-                "strategies": [s.name for s in self.config.strategies],
+                "strategies": [s.name for s in self._experiment.strategies],
+                "cells": list(self.cells),
+                "cells_total": self.config.cells_total if self.kind == "sweep" else 0,
             }
+
+    @property
+    def _experiment(self) -> ExperimentConfig:
+        return self.config.experiment if isinstance(self.config, SweepConfig) else self.config
 
 
 class JobQueue:
@@ -83,7 +104,7 @@ class JobQueue:
         for t in self._threads:
             t.start()
 
-    def submit(self, config: ExperimentConfig, owner: str = "", label: str = "") -> str:
+    def submit(self, config: Union[ExperimentConfig, SweepConfig], owner: str = "", label: str = "") -> str:
         job = Job(id=uuid.uuid4().hex[:10], config=config, owner=owner, label=label)
         with self._cv:
             self._jobs[job.id] = job
@@ -139,13 +160,20 @@ class JobQueue:
                 job = self._jobs[self._pending.popleft()]
             job.status, job.started = "running", time.time()
             try:
-                result = compare(job.config, callbacks=[job.on_event], cancel=job.cancel, on_result=job.on_result)
-                job.result = result
-                statuses = {r.status for r in result.runs}
-                job.status = "cancelled" if "cancelled" in statuses else (
-                    "failed" if statuses == {"failed"} else "completed")
-                failed = [f"{r.strategy}: {r.error}" for r in result.runs if r.error]
-                job.error = "; ".join(failed) or None
+                if job.kind == "sweep":
+                    sweep = run_sweep(job.config, callbacks=[job.on_event], cancel=job.cancel, on_cell=job.on_cell,
+                                      label=job.label)
+                    job.result, job.status = sweep, sweep.status
+                    failed = [f"{c.label}: {c.run.error}" for c in sweep.cells if c.run.error]
+                else:
+                    result = compare(job.config, callbacks=[job.on_event], cancel=job.cancel,
+                                     on_result=job.on_result)
+                    job.result = result
+                    statuses = {r.status for r in result.runs}
+                    job.status = "cancelled" if "cancelled" in statuses else (
+                        "failed" if statuses == {"failed"} else "completed")
+                    failed = [f"{r.strategy}: {r.error}" for r in result.runs if r.error]
+                job.error = "; ".join(failed[:5]) or None
             except TlcoreError as exc:
                 job.status, job.error = "failed", str(exc)
             except Exception as exc:  # keep the worker alive; the message goes to the page
@@ -164,6 +192,7 @@ class JobQueue:
         snap = job.snapshot()
         snap["result"] = job.result.to_dict() if job.result else None
         snap["runs"] = [r.to_dict() for r in job.runs]
+        snap["cells"] = [c.to_dict() for c in job.cells]
         snap["config"] = job.config.to_dict()
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(snap, default=str))
@@ -176,8 +205,13 @@ class JobQueue:
         if not path.exists():
             return None
         snap = json.loads(path.read_text())
-        snap["result"] = ComparisonResult.from_dict(snap["result"]) if snap.get("result") else None
+        kind = snap.get("kind", "comparison")
+        if snap.get("result"):
+            snap["result"] = (SweepResult if kind == "sweep" else ComparisonResult).from_dict(snap["result"])
         snap["runs"] = [RunResult.from_dict(r) for r in snap.get("runs", [])]
+        snap["cells"] = [SweepCell.from_dict(c) for c in snap.get("cells", [])]
+        snap.setdefault("kind", kind)
+        snap.setdefault("cells_total", 0)
         return snap
 
 

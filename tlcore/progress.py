@@ -26,6 +26,7 @@ class ProgressEvent:
     elapsed_s: float = 0.0
     eta_s: Optional[float] = None
     message: str = ""
+    cell: str = ""  # in a sweep: which (strategy, size, seed) cell this event belongs to
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -33,7 +33,7 @@ class StrategySpec:
     label_smoothing: float = 0.1
     augment: bool = False  # light: random resized crop (scale 0.7-1) + horizontal flip
     warmup_epochs: float = 0.5
-    min_steps: int = 0  # small data: more epochs until this many optimizer steps (see train_network)
+    min_steps: int = 0  # small data: longer epochs (rounds) until this many optimizer steps (see train_network)
     # fine-tune only
     stages: Union[int, str] = 2  # top timm stage groups to train, or "all"
     backbone_lr_ratio: float = 0.1  # backbone lr = lr x ratio
@@ -82,8 +82,8 @@ class StrategySpec:
 
 
 # Defaults per kind: scratch needs a higher learning rate and more steps than fine-tuning a pretrained network. With
-# few images an epoch is only a few steps, so `min_steps` stretches the schedule: at 20 images a class, 10 epochs of
-# scratch were 60 steps and the network had not left chance level. At 100 a class, 10 epochs of scratch scored 0.712
+# few images an epoch is only a few steps, so `min_steps` stretches each epoch into a longer round (validated once): at
+# 20 images a class, 10 epochs of scratch were 60 steps and the network had not left chance level. At 100 a class, 10 epochs of scratch scored 0.712
 # and 20 epochs 0.748 with a flat val curve at the end (benchmarks/bench_engine.py part 3), hence 20.
 DEFAULTS: dict[str, dict] = {
     "feature-extraction": {},

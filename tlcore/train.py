@@ -169,6 +169,7 @@ def predict(model: torch.nn.Module, inputs, batch_size: int = 128,
 @dataclass
 class NetworkFit:
     planned_epochs: int = 0
+    steps_per_epoch: int = 0
     curve: list[dict] = field(default_factory=list)
     epochs_run: int = 0
     best_epoch: int = 0
@@ -206,6 +207,21 @@ def _set_train_mode(model: torch.nn.Module, bn_frozen: bool) -> None:
                 m.eval()
 
 
+class _BatchSampler:
+    """Batches from consecutive shuffles of the training set; each shuffle's last ragged batch is dropped."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+        self.order, self.pos = torch.randperm(n, generator=generator), 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch_size > self.n:
+            self.order, self.pos = torch.randperm(self.n, generator=self.generator), 0
+        idx = self.order[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+
 def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, reporter: Reporter, seed: int,
                   span: tuple[float, float] = (0.0, 1.0)) -> NetworkFit:
     """Train the trainable parameters on `train` inputs (ImageInputs or TensorInputs); early stopping on val accuracy;
@@ -217,8 +233,12 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
         raise RunFailed("No trainable parameters: check the strategy's stages setting.")
     optimizer = torch.optim.AdamW(groups)
     n = len(train)
-    batches = max(1, n // spec.batch_size) if n >= spec.batch_size else 1  # drop the last ragged batch
-    epochs = max(spec.epochs, math.ceil(spec.min_steps / batches))
+    batch_size = min(spec.batch_size, n)
+    batches = max(1, n // batch_size)  # an epoch drops the last ragged batch
+    # Small data: an "epoch" becomes a round of at least min_steps / epochs steps (batches drawn from consecutive
+    # shuffles), so a 50-image set gets enough optimizer steps without validating after every 2-step pass.
+    batches = max(batches, math.ceil(spec.min_steps / spec.epochs))
+    epochs = spec.epochs
     total_steps = epochs * batches
     min_epochs = math.ceil(epochs / 2)  # no early stop in the first half of the schedule, while the LR is high
     warmup = max(1, int(spec.warmup_epochs * batches))
@@ -234,16 +254,16 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
     use_autocast = device.type == "cuda"
     bn_frozen = spec.bn_policy == "frozen"
 
-    fit = NetworkFit(planned_epochs=epochs)
+    sampler = _BatchSampler(n, batch_size, generator)
+    fit = NetworkFit(planned_epochs=epochs, steps_per_epoch=batches)
     best_state, since_best = None, 0
     start = time.perf_counter()
     lo, hi = span
     for epoch in range(1, epochs + 1):
         _set_train_mode(model, bn_frozen)
-        order = torch.randperm(n, generator=generator)
         losses = []
         for b in range(batches):
-            idx = order[b * spec.batch_size:(b + 1) * spec.batch_size]
+            idx = sampler.next()
             x, y = train.batch(idx, train=True), train.labels[idx].to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
                 loss = F.cross_entropy(model(x), y, label_smoothing=spec.label_smoothing)

@@ -1,0 +1,176 @@
+"""Sweep page: accuracy, time and cost against labelled images per class, with repeats, intervals and crossovers.
+Layout only: the sweep, its statistics and its figures come from tlcore."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from pages._widgets import backbone_and_weights, data_source, job_sidebar, require_weights
+from tlcore import charts
+from tlcore.errors import TlcoreError
+from tlcore.jobs import ACTIVE, default_queue
+from tlcore.learning_curves import find_crossovers, summarize
+from tlcore.presets import SWEEP_PRESETS, build_sweep_config
+from tlcore.strategies import DEFAULTS, KINDS
+from tlcore.sweep import parse_sizes, size_label
+
+st.set_page_config(page_title="Sweep · tlcore", page_icon="📈", layout="wide")
+
+
+@st.cache_resource
+def job_queue():
+    return default_queue()
+
+
+st.title("Accuracy vs images per class")
+st.caption("Each strategy at several training-set sizes (nested subsets: the small ones lie inside the large ones), "
+           "repeated with different seeds, always scored on the same test set. Finished cells are stored as they "
+           "complete: a sweep that is stopped and started again only computes what is missing.")
+
+job_id = st.query_params.get("sweep") or st.session_state.get("sweep")
+with st.expander("Set up a sweep", expanded=not job_id):
+    preset = st.radio("Preset", list(SWEEP_PRESETS), index=1, horizontal=True, key="sw_preset",
+                      format_func=lambda p: p.capitalize())
+    base = SWEEP_PRESETS[preset]
+    st.caption(base.description)
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Data")
+        data = data_source("sw_")
+        sizes_text = st.text_input("Images per class (comma-separated; 'all' = every image)",
+                                   value=",".join(size_label(s) for s in base.sizes), key=f"sw_sizes_{preset}")
+        repeats = st.number_input("Repeats (seeds) per cell", 1, 20, base.repeats, key=f"sw_repeats_{preset}",
+                                  help="Two repeats give a wide 95% interval (t at one degree of freedom); three or "
+                                  "more make crossovers decidable.")
+        image_size = st.number_input("Image size in pixels (0 = automatic)", 0, 512, 0, step=16, key="sw_image_size")
+        seed = st.number_input("First seed", 0, 2**31 - 1, 0, key="sw_seed")
+    with right:
+        st.subheader("Backbone and strategies")
+        backbone, weights = backbone_and_weights("sw_")
+        strategies = st.multiselect("Strategies", list(KINDS), default=list(KINDS), key="sw_strategies")
+        ft = {**DEFAULTS["fine-tune"], **base.strategy_overrides.get("fine-tune", {})}
+        sc = {**DEFAULTS["scratch"], **base.strategy_overrides.get("scratch", {})}
+        ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft["epochs"], key=f"sw_ft_ep_{preset}")
+        sc_epochs = st.number_input("Scratch: max epochs", 1, 500, sc["epochs"], key=f"sw_sc_ep_{preset}")
+    try:
+        n_sizes = len(parse_sizes(sizes_text))
+        st.caption(f"{n_sizes} sizes x {int(repeats)} repeats x {len(strategies)} strategies = "
+                   f"{n_sizes * int(repeats) * len(strategies)} cells.")
+    except TlcoreError as exc:
+        st.error(str(exc))
+    if st.button("Run sweep", type="primary", key="sw_run", disabled=not strategies):
+        try:
+            dataset = data.resolve()
+            config = build_sweep_config(
+                preset, sizes=parse_sizes(sizes_text), repeats=int(repeats), dataset=dataset, backbone=backbone,
+                weights=require_weights(weights), strategies=strategies, image_size=int(image_size) or None,
+                seed=int(seed), strategy_options={"fine-tune": {"epochs": int(ft_epochs)},
+                                                  "scratch": {"epochs": int(sc_epochs)}})
+            job_id = job_queue().submit(config, label=f"sweep {dataset} · {backbone} · {sizes_text}")
+            st.session_state["sweep"] = job_id
+            st.query_params["sweep"] = job_id
+        except TlcoreError as exc:
+            st.error(str(exc))
+
+job_sidebar(job_queue())
+job_id = st.query_params.get("sweep") or st.session_state.get("sweep")
+
+
+def cells_frame(cells) -> pd.DataFrame:
+    return pd.DataFrame([c.to_row() for c in cells])
+
+
+def figures(frame: pd.DataFrame, key: str) -> None:
+    summary = summarize(frame)
+    if summary.empty:
+        return
+    crossovers = find_crossovers(summary)
+    for c in crossovers:
+        st.info(c.statement)
+    st.plotly_chart(charts.learning_curves(summary, crossovers, frame), key=f"lc_{key}")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.time_vs_size(summary), key=f"time_{key}")
+    c2.plotly_chart(charts.accuracy_per_second(summary), key=f"aps_{key}")
+    st.dataframe(charts.sweep_table(summary), hide_index=True, key=f"table_{key}",
+                 column_config={"accuracy": st.column_config.NumberColumn(format="%.3f"),
+                                "train s": st.column_config.NumberColumn(format="%.1f"),
+                                "accuracy per train s": st.column_config.NumberColumn(format="%.4f"),
+                                "still improving (share)": st.column_config.NumberColumn(format="%.2f")})
+    improving = summary[summary["undertrained_share"] > 0]
+    if not improving.empty:
+        st.caption("Still improving at the last epoch (a longer schedule may score higher): " + ", ".join(
+            f"{r.strategy} at {size_label(r.size)}/class" for r in improving.itertuples()) + ".")
+
+
+@st.fragment(run_every=1.0)
+def live_panel(job_id: str) -> None:
+    snap = job_queue().get(job_id)
+    if snap is None or snap["status"] not in ACTIVE:
+        st.rerun()
+    done, total = len(snap["cells"]), snap["cells_total"]
+    st.subheader(f"Sweep {job_id}: {snap['status']}, {done} of {total} cells")
+    if snap["status"] == "queued":
+        st.info("Queued. One training job runs at a time on this machine.")
+    st.progress(done / max(total, 1), text=f"{done} of {total} cells finished")
+    for name, event in snap["progress"].items():
+        text = f"{name}: {event['phase']}"
+        if event["epochs"]:
+            text += f", epoch {event['epoch']}/{event['epochs']}"
+        if event["val_accuracy"] is not None:
+            text += f", val {event['val_accuracy']:.3f}"
+        st.progress(min(1.0, event["fraction"]), text=text)
+    if snap["status"] == "running" and not snap["progress"] and not done:
+        st.caption("Loading the data, decoding images and extracting features once for the largest subset...")
+    if st.button("Cancel", key=f"sw_cancel_{job_id}"):
+        job_queue().cancel(job_id)
+        st.toast("Cancelling after the current batch; finished cells are kept.")
+    if snap["cells"]:
+        figures(cells_frame(snap["cells"]), f"live_{job_id}")
+
+
+def results_panel(job_id: str, snap: dict) -> None:
+    result = snap["result"]
+    if snap["status"] == "cancelled":
+        st.warning(f"Sweep {job_id} was cancelled; the finished cells are below and stored. Run the same sweep again "
+                   "to compute only the missing ones.")
+    elif snap["status"] == "failed":
+        st.error(f"Sweep {job_id} failed: {snap['error']}")
+    elif snap["error"]:
+        st.error(snap["error"])
+    if result is None:
+        return
+    ds = result.dataset
+    cfg = result.config
+    resumed = sum(c.resumed for c in result.cells)
+    st.subheader("Results")
+    st.caption(f"{ds.get('name')}: {len(ds.get('classes', []))} classes, test set of {ds.get('sizes', {}).get('test')} "
+               f"images for every cell · {cfg['experiment']['backbone']['name']} · {cfg.get('image_size')} px · "
+               f"{cfg['repeats']} repeat(s) from seed {cfg['experiment']['seed']} · {len(result.cells)} cells "
+               f"({resumed} from the store) · {result.wall_seconds:.0f} s wall · features computed "
+               f"{result.feature_cache.get('rows_computed', 0)} rows, reused {result.feature_cache.get('rows_reused', 0)}"
+               f" · store record `{result.record_id}`")
+    frame = result.cells_frame()
+    figures(frame, job_id)
+    d1, d2, d3 = st.columns(3)
+    d1.download_button("Download summary CSV", result.summary().to_csv(index=False), f"sweep-{job_id}-summary.csv",
+                       "text/csv", key=f"sw_sum_{job_id}")
+    d2.download_button("Download cells CSV", frame.to_csv(index=False), f"sweep-{job_id}-cells.csv", "text/csv",
+                       key=f"sw_cells_{job_id}")
+    d3.download_button("Download JSON", json.dumps(result.to_dict(), indent=1, default=str),
+                       f"sweep-{job_id}.json", "application/json", key=f"sw_json_{job_id}")
+    exp = cfg["experiment"]
+    st.caption("Reproduce: `python -m tlcore sweep --dataset " + str(exp["dataset"]["source"]) + " --backbone "
+               + exp["backbone"]["name"] + " --sizes " + ",".join(size_label(s) for s in cfg["sizes"])
+               + f" --repeats {cfg['repeats']} --seed {exp['seed']}` with the preset's schedules, or the JSON's "
+               "config exactly.")
+
+
+if job_id:
+    snapshot = job_queue().get(job_id)
+    if snapshot is None:
+        st.warning(f"No sweep '{job_id}' is known on this server (it may have been started before a restart).")
+    elif snapshot["status"] in ACTIVE:
+        live_panel(job_id)
+    else:
+        results_panel(job_id, snapshot)

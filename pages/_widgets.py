@@ -1,0 +1,93 @@
+"""Widgets shared by the pages: where the images come from and which backbone and weights to use. Layout only; the
+values are handed to tlcore."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import streamlit as st
+
+from tlcore.backbone import backbone_catalog
+from tlcore.builtin import BUILTIN_DATASETS, builtin_available
+from tlcore.errors import TlcoreError
+from tlcore.uploads import extract_zip
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def catalog() -> list[dict]:
+    return backbone_catalog()
+
+
+@dataclass
+class DataChoice:
+    kind: str
+    builtin: Optional[str] = None
+    folder: str = ""
+    upload: object = None
+
+    def resolve(self) -> str:
+        """The dataset argument for tlcore; extracts an upload (safely, see tlcore.uploads)."""
+        if self.kind == "Built-in":
+            return self.builtin
+        if self.kind == "Folder on this server":
+            if not self.folder.strip():
+                raise TlcoreError("Enter the path of a folder with one sub-folder per class.")
+            return self.folder.strip()
+        if self.upload is None:
+            raise TlcoreError("Choose a .zip file first.")
+        with st.spinner("Extracting the archive..."):
+            return str(extract_zip(self.upload.getvalue(), self.upload.name))
+
+
+def data_source(prefix: str = "") -> DataChoice:
+    kind = st.radio("Dataset source", ["Built-in", "Folder on this server", "Upload a .zip"], horizontal=True,
+                    key=f"{prefix}source_kind")
+    choice = DataChoice(kind)
+    if kind == "Built-in":
+        names = list(BUILTIN_DATASETS)
+        choice.builtin = st.selectbox("Built-in dataset", names, key=f"{prefix}builtin",
+                                      format_func=lambda n: n + ("" if builtin_available(n) is None else
+                                                                 f"  ({builtin_available(n)})"))
+        st.caption(BUILTIN_DATASETS[choice.builtin].description)
+    elif kind == "Folder on this server":
+        choice.folder = st.text_input("Folder path", key=f"{prefix}folder",
+                                      help="One sub-folder per class, optionally inside train/ val/ test/ folders, "
+                                      "e.g. /data/my_photos")
+    else:
+        choice.upload = st.file_uploader("A .zip of class folders", type=["zip"], key=f"{prefix}upload")
+    return choice
+
+
+def backbone_and_weights(prefix: str = "") -> tuple[str, str]:
+    """The timm model name and the weights argument ('pretrained', 'none' or a path)."""
+    rows = catalog()
+    labels = {r["name"]: r["label"] for r in rows}
+    backbone = st.selectbox("Backbone (type to search timm's models)", list(labels), key=f"{prefix}backbone",
+                            format_func=lambda n: labels[n])
+    weights_choice = st.radio("Weights", ["pretrained", "none (random init)", "local file"], horizontal=True,
+                              key=f"{prefix}weights")
+    if weights_choice == "local file":
+        path = st.text_input("Weights file on the server (.pth / .safetensors)", key=f"{prefix}weights_path")
+        return backbone, path.strip() or ""
+    if weights_choice.startswith("none"):
+        st.warning("Random weights: feature extraction and fine-tuning will start from an untrained backbone.")
+        return backbone, "none"
+    return backbone, "pretrained"
+
+
+def require_weights(weights: str) -> str:
+    if not weights:
+        raise TlcoreError("Enter the path of the weights file.")
+    return weights
+
+
+def job_sidebar(queue) -> None:
+    active = queue.active()
+    with st.sidebar:
+        st.subheader("Job queue")
+        if not active:
+            st.caption("No jobs queued or running.")
+        for job in active:
+            where = "running" if job["status"] == "running" else f"queued #{job['position']}"
+            st.write(f"`{job['id']}` {job['kind']} {where}: {job['label']}")
