@@ -22,10 +22,15 @@ def home() -> None:
                      "what pretraining is worth on your data.")
     st.divider()
     st.page_link(COMPARE, label="Compare the three strategies on a dataset", icon="⚖️")
+    st.page_link(SWEEP, label="Sweep dataset sizes: accuracy vs labelled images per class, and where strategies cross",
+                 icon="📈")
+    st.page_link(RECOMMEND, label="Get a recommendation for your data, with reasons, then confirm it", icon="🧭")
     st.caption("The default runs on the bundled Fashion-MNIST subset with tf_efficientnet_lite0 and its packaged "
                "ImageNet weights, entirely offline. Every figure shown comes from a real run whose config and seed "
                "are saved with it and can be re-run with `python -m tlcore compare`.")
 
 
 COMPARE = st.Page("pages/1_Compare.py", title="Compare", icon="⚖️", url_path="Compare")
-st.navigation([st.Page(home, title="Home", icon="🏠", default=True), COMPARE]).run()
+SWEEP = st.Page("pages/2_Sweep.py", title="Sweep", icon="📈", url_path="Sweep")
+RECOMMEND = st.Page("pages/3_Recommend.py", title="Recommend", icon="🧭", url_path="Recommend")
+st.navigation([st.Page(home, title="Home", icon="🏠", default=True), COMPARE, SWEEP, RECOMMEND]).run()

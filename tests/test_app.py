@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = sorted((ROOT / "pages").glob("*.py"))
+PAGES = sorted(p for p in (ROOT / "pages").glob("*.py") if not p.name.startswith("_"))
 
 
 def _no_exceptions(at: AppTest) -> None:
@@ -30,12 +30,12 @@ def test_every_page_renders(page):
     _no_exceptions(at)
 
 
-def _wait_for_results(at: AppTest, timeout: float = 240.0) -> AppTest:
+def _wait_for_results(at: AppTest, timeout: float = 240.0, done=lambda at: bool(at.dataframe)) -> AppTest:
     deadline = time.time() + timeout
     while time.time() < deadline:
         at.run()
         _no_exceptions(at)
-        if at.dataframe:
+        if done(at):
             return at
         time.sleep(0.5)
     raise AssertionError("no results table appeared")
@@ -75,3 +75,61 @@ def test_compare_page_reports_bad_folder_as_message(tmp_path):
         at.run()
     _no_exceptions(at)
     assert at.error and "does not exist" in at.error[0].value
+
+
+def test_sweep_page_runs_a_tiny_sweep(image_folder, tiny_weights):
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Sweep.py"), default_timeout=60).run()
+    at.radio(key="sw_preset").set_value("quick").run()
+    at.radio(key="sw_source_kind").set_value("Folder on this server").run()
+    at.text_input(key="sw_folder").set_value(str(image_folder))
+    at.text_input(key="sw_sizes_quick").set_value("2,all")
+    at.number_input(key="sw_repeats_quick").set_value(2)
+    at.selectbox(key="sw_backbone").set_value("test_efficientnet")
+    at.radio(key="sw_weights").set_value("local file").run()
+    at.text_input(key="sw_weights_path").set_value(str(tiny_weights))
+    at.number_input(key="sw_image_size").set_value(32)
+    at.number_input(key="sw_ft_ep_quick").set_value(1)
+    at.number_input(key="sw_sc_ep_quick").set_value(1)
+    at.run()
+    assert any("12 cells" in c.value for c in at.caption), [c.value for c in at.caption]
+    at.button(key="sw_run").click().run()
+    _no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    job = at.query_params["sweep"]
+    at = _wait_for_results(at, done=lambda at: any(b.label.startswith("Download summary") for b in
+                                                   at.get("download_button")))
+    table = at.dataframe[0].value
+    assert sorted(set(table["strategy"])) == ["feature-extraction", "fine-tune", "scratch"]
+    assert list(table["repeats"]) == [2] * 6 and table["accuracy"].between(0, 1).all()
+    statements = " ".join(i.value for i in at.info)
+    assert "fine-tuning" in statements.lower() and "scratch" in statements.lower()
+    assert at.query_params["sweep"] == job
+
+
+def test_recommend_page_from_a_description_and_from_measured_data(image_folder, tiny_weights):
+    at = AppTest.from_file(str(ROOT / "pages" / "3_Recommend.py"), default_timeout=120).run()
+    at.radio(key="rc_mode").set_value("only a description of it").run()
+    at.number_input(key="rc_desc_n").set_value(5).run()
+    _no_exceptions(at)
+    assert at.metric[0].value == "fine-tune (top 2 stages)" and at.metric[1].value == "feature-extraction"
+    at.number_input(key="rc_desc_n").set_value(5000)
+    at.slider(key="rc_desc_sim").set_value(0.1).run()
+    assert at.metric[0].value == "scratch" and at.metric[1].value == "fine-tune (all stages)"
+    assert any("images per class = 5000" in m.value for m in at.markdown)
+
+    at.radio(key="rc_mode").set_value("the dataset").run()
+    at.radio(key="rc_source_kind").set_value("Folder on this server").run()
+    at.text_input(key="rc_folder").set_value(str(image_folder))
+    at.selectbox(key="rc_backbone").set_value("test_efficientnet")
+    at.radio(key="rc_weights").set_value("local file").run()
+    at.text_input(key="rc_weights_path").set_value(str(tiny_weights))
+    at.number_input(key="rc_image_size").set_value(32)
+    at.button(key="rc_measure").click().run()
+    _no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    signals = next(d.value for d in at.dataframe if "signal" in d.value.columns)
+    assert "k-NN accuracy, frozen features" in list(signals["signal"])
+    assert signals["value"].notna().sum() >= 10
+    assert at.metric[0].value in ("feature-extraction", "fine-tune (top 2 stages)", "fine-tune (all stages)",
+                                  "scratch")
+    assert at.button(key="rc_confirm").label.startswith("Confirm on the Compare page")

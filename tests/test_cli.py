@@ -26,6 +26,12 @@ def test_compare_writes_table_json_and_csv(image_folder, tiny_weights, tmp_path,
     assert data["environment"]["torch"] and data["runs"][0]["weights"]["sha256"]
     csv = (out / "comparison.csv").read_text().splitlines()
     assert len(csv) == 4 and csv[0].startswith("strategy,status,accuracy")
+    # --config re-runs the saved config: same seed, same numbers
+    assert main(["compare", "--config", str(out / "comparison.json"), "--out", str(tmp_path / "again"),
+                 "--no-progress"]) == 0
+    again = json.loads((tmp_path / "again" / "comparison.json").read_text())
+    assert [r["accuracy"] for r in again["runs"]] == [r["accuracy"] for r in data["runs"]]
+    assert again["config"] == data["config"]
 
 
 def test_bad_dataset_exits_2_with_message(tmp_path):
@@ -55,3 +61,27 @@ def test_datasets_command_lists_builtins(capsys):
     assert main(["datasets"]) == 0
     text = capsys.readouterr().out
     assert "fashion-mnist" in text and "digits" in text and "cifar10" in text
+
+
+def test_sweep_prints_table_and_crossovers_writes_files_and_resumes(image_folder, tiny_weights, tmp_path, capsys):
+    args = ["sweep", "--dataset", str(image_folder), "--backbone", "test_efficientnet", "--weights",
+            str(tiny_weights), "--sizes", "2,all", "--repeats", "2", "--image-size", "32", "--epochs", "1",
+            "--scratch-epochs", "1", "--batch-size", "8", "--ft-stages", "1", "--preset", "quick", "--no-progress",
+            "--out", str(tmp_path / "sweep")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy: mean [95% interval]" in printed and "crossovers:" in printed
+    assert "12 cells (0 from the store)" in printed
+    data = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert len(data["cells"]) == 12 and len(data["summary"]) == 6 and len(data["crossovers"]) == 2
+    assert (tmp_path / "sweep" / "sweep_summary.csv").exists()
+    assert main(args) == 0  # the same command again: every cell comes from the store
+    assert "12 cells (12 from the store)" in capsys.readouterr().out
+    # the saved JSON's config is the same sweep: same content keys, nothing recomputed
+    assert main(["sweep", "--config", str(tmp_path / "sweep" / "sweep.json"), "--no-progress"]) == 0
+    assert "12 cells (12 from the store)" in capsys.readouterr().out
+
+
+def test_sweep_bad_sizes_exit_2(capsys):
+    assert main(["sweep", "--sizes", "5,ten", "--no-progress"]) == 2
+    assert "Sweep size 'ten'" in capsys.readouterr().err

@@ -38,3 +38,22 @@ def test_feature_extraction_beats_scratch_at_20_a_class():
     assert fe.weights["source"] == "packaged" and scratch.weights["source"] == "none"
     assert fe.accuracy > scratch.accuracy + 0.05, (fe.accuracy, scratch.accuracy)
     assert fe.accuracy > 0.6  # ten classes: chance is 0.1
+
+
+def test_pretraining_matters_more_at_5_than_at_50_a_class(tmp_path):
+    """The seed's rule of thumb on real data: the gap between feature extraction and scratch shrinks as labelled
+    images grow."""
+    from tlcore.store import Store
+    from tlcore.sweep import SweepConfig, run_sweep
+
+    exp = ExperimentConfig(dataset=DatasetSpec("fashion-mnist"),
+                           strategies=[make_strategy("feature-extraction"),
+                                       make_strategy("scratch", epochs=6, min_steps=48)], image_size=32, seed=0)
+    result = run_sweep(SweepConfig(exp, sizes=[5, 50], repeats=1), store=Store(tmp_path / "s.db"))
+    acc = {(c.kind, c.size): c.run.accuracy for c in result.cells}
+    assert all(c.run.status == "completed" for c in result.cells)
+    gap5 = acc[("feature-extraction", 5)] - acc[("scratch", 5)]
+    gap50 = acc[("feature-extraction", 50)] - acc[("scratch", 50)]
+    assert gap5 > gap50 + 0.03, acc
+    assert acc[("scratch", 50)] > acc[("scratch", 5)] and acc[("feature-extraction", 50)] > acc[
+        ("feature-extraction", 5)]

@@ -143,3 +143,110 @@ def gallery(result: ComparisonResult, run: RunResult, limit: int = 24) -> list[d
                       "correct": pred[i] == truth[i], "source": pool.describe(int(index))})
     return items
 
+
+
+# -------------------------------------------------------------------------------------------------------- sweeps
+def _hex_to_rgba(color: str, alpha: float) -> str:
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _size_axis(fig: go.Figure, summary: pd.DataFrame) -> None:
+    ticks = sorted(summary["images_per_class"].unique())
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], title="images per class (log)")
+
+
+def learning_curves(summary: pd.DataFrame, crossovers: list = (), cells: pd.DataFrame | None = None) -> go.Figure:
+    """Mean test accuracy against images per class (log x), a band for each 95% interval, each repeat as a dot, and
+    the crossovers as annotated vertical lines."""
+    fig = go.Figure()
+    for strategy, g in summary.groupby("strategy", sort=False):
+        g = g.sort_values("images_per_class")
+        color = COLORS.get(g["kind"].iloc[0], "#7f7f7f")
+        x = g["images_per_class"].tolist()
+        fig.add_scatter(x=x + x[::-1], y=g["accuracy_high"].tolist() + g["accuracy_low"].tolist()[::-1],
+                        fill="toself", fillcolor=_hex_to_rgba(color, 0.15), line=dict(width=0), hoverinfo="skip",
+                        showlegend=False, legendgroup=strategy)
+        fig.add_scatter(x=x, y=g["accuracy"], mode="lines+markers", name=strategy, legendgroup=strategy,
+                        line=dict(color=color), customdata=np.stack([g["accuracy_low"], g["accuracy_high"],
+                                                                     g["repeats"]], axis=1),
+                        hovertemplate="%{x:g} a class: %{y:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}], "
+                                      "%{customdata[2]} repeat(s)<extra>" + strategy + "</extra>")
+        if cells is not None and len(cells):
+            done = cells[(cells["strategy"] == strategy) & (cells["status"] == "completed")]
+            fig.add_scatter(x=done["images_per_class"], y=done["accuracy"], mode="markers", showlegend=False,
+                            legendgroup=strategy, marker=dict(color=color, size=5, opacity=0.5),
+                            hovertemplate="seed %{customdata}: %{y:.3f}<extra>" + strategy + "</extra>",
+                            customdata=done["seed"])
+    for c in crossovers:
+        c = c if isinstance(c, dict) else c.to_dict()
+        if c.get("images_per_class"):
+            fig.add_vline(x=c["images_per_class"], line_dash="dot", line_color="#555",
+                          annotation_text=c["name"], annotation_position="top left",
+                          annotation_font_size=11)
+    if len(summary):
+        _size_axis(fig, summary)
+    fig.update_yaxes(title="test accuracy")
+    fig.update_layout(title="Accuracy vs labelled images per class (mean, 95% interval band, dots = repeats)",
+                      height=430, margin=dict(t=60, b=40), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def _per_size_line(summary: pd.DataFrame, column: str, title: str, y_title: str, log_y: bool) -> go.Figure:
+    fig = go.Figure()
+    for strategy, g in summary.groupby("strategy", sort=False):
+        g = g.sort_values("images_per_class")
+        fig.add_scatter(x=g["images_per_class"], y=g[column], mode="lines+markers", name=strategy,
+                        line=dict(color=COLORS.get(g["kind"].iloc[0], "#7f7f7f")))
+    if len(summary):
+        _size_axis(fig, summary)
+    fig.update_yaxes(title=y_title, type="log" if log_y else "linear")
+    fig.update_layout(title=title, height=360, margin=dict(t=50, b=40), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def time_vs_size(summary: pd.DataFrame) -> go.Figure:
+    return _per_size_line(summary, "train_seconds", "Training time vs images per class (mean over repeats)",
+                          "training seconds (log)", True)
+
+
+def accuracy_per_second(summary: pd.DataFrame) -> go.Figure:
+    return _per_size_line(summary, "accuracy_per_train_second", "Accuracy per second of training",
+                          "accuracy / training second (log)", True)
+
+
+def sweep_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary ready to display: one row per strategy and size."""
+    out = summary.copy()
+    out["95% interval"] = [f"{lo:.3f} - {hi:.3f}" for lo, hi in zip(out["accuracy_low"], out["accuracy_high"])]
+    out["size"] = out["size"].map(lambda s: "all" if s == 0 else str(s))
+    return out[["strategy", "size", "images_per_class", "repeats", "accuracy", "95% interval", "interval",
+                "train_seconds", "trainable_params", "accuracy_per_train_second", "undertrained_share"]].rename(
+        columns={"images_per_class": "images/class", "interval": "interval kind", "train_seconds": "train s",
+                 "trainable_params": "trainable params", "accuracy_per_train_second": "accuracy per train s",
+                 "undertrained_share": "still improving (share)"})
+
+
+# ------------------------------------------------------------------------------------------------ recommendation
+def strategy_map(region_fn, images_per_class: float | None = None, similarity: float | None = None,
+                 label: str = "this dataset") -> go.Figure:
+    """The recommendation rule drawn over images per class (log) x similarity, with the dataset placed on it."""
+    sizes = np.logspace(0, 4, 161)
+    sims = np.linspace(0, 1, 101)
+    names = ["feature-extraction", "fine-tune (top 2 stages)", "fine-tune (all stages)", "scratch"]
+    colors = ["#1f77b4", "#ff7f0e", "#d62728", "#2ca02c"]
+    z = np.array([[names.index(region_fn(n, s)[0].label) for n in sizes] for s in sims])
+    scale = []
+    for i, c in enumerate(colors):
+        scale += [(i / len(colors), c), ((i + 1) / len(colors), c)]
+    fig = go.Figure(go.Heatmap(x=sizes, y=sims, z=z, zmin=-0.5, zmax=len(names) - 0.5, colorscale=scale,
+                               opacity=0.55, showscale=True, hoverinfo="skip",
+                               colorbar=dict(tickvals=list(range(len(names))), ticktext=names, title="")))
+    if images_per_class is not None and similarity is not None:
+        fig.add_scatter(x=[images_per_class], y=[similarity], mode="markers+text", text=[label],
+                        textposition="top center", marker=dict(size=14, color="black", symbol="x"), showlegend=False)
+    fig.update_xaxes(type="log", title="labelled images per class (log)")
+    fig.update_yaxes(title="similarity to the pretraining data", range=[0, 1])
+    fig.update_layout(title="Where this dataset sits: the recommendation rule as a map", height=420,
+                      margin=dict(t=50, b=40))
+    return fig

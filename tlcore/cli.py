@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+from pathlib import Path
 import sys
 from dataclasses import replace
 from typing import Optional, Sequence
@@ -12,12 +13,27 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from .backbone import DEFAULT_BACKBONE
-from .errors import TlcoreError
+from .errors import ConfigError, TlcoreError
 from .experiment import ExperimentConfig, compare
-from .presets import PRESETS, build_config
+from .presets import PRESETS, SWEEP_PRESETS, build_config, build_sweep_config
 from .progress import CancelToken, ProgressEvent
 from .results import ComparisonResult
+from .recommend import SOURCES
 from .strategies import KINDS
+from .sweep import SweepConfig, SweepResult, parse_sizes, run_sweep, size_label
+
+SWEEP_EPILOG = """examples:
+  python -m tlcore sweep                                     # built-in default: 5-100 a class, 2 repeats
+  python -m tlcore sweep --preset quick                      # about 2 minutes
+  python -m tlcore sweep --dataset path/to/photos --sizes 5,10,25,50,100,all --repeats 3 --out sweep/
+"""
+
+RECOMMEND_EPILOG = """examples:
+  python -m tlcore recommend                                 # the built-in default dataset
+  python -m tlcore recommend --dataset path/to/photos --per-class 30
+  python -m tlcore recommend --dataset "fashion-mnist:Sandal|Sneaker|Ankle boot" --per-class 20
+  python -m tlcore recommend --validate --json validation.json  # built-in suite, ~15 min the first time
+"""
 
 EPILOG = """examples:
   python -m tlcore compare                                   # the built-in default: fashion-mnist, 100 a class
@@ -31,22 +47,15 @@ def _stages(value: str):
     return value if value == "all" else int(value)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tlcore", description="Compare feature extraction, fine-tuning "
-                                     "and training from scratch on the same images.", epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command")
-
-    c = sub.add_parser("compare", help="run strategies side by side and print a table",
-                       description="Run the chosen strategies on the same split and test set; print a side-by-side "
-                       "table and write JSON and CSV. With no options it runs the built-in default.",
-                       epilog=EPILOG, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def _experiment_arguments(c: argparse.ArgumentParser, per_class: bool) -> None:
     data = c.add_argument_group("data")
     data.add_argument("--dataset", default="fashion-mnist",
                       help="built-in name (see `datasets`) or a folder of class sub-folders, optionally with "
-                      "train/ val/ test/ split folders")
-    data.add_argument("--per-class", type=int, default=None,
-                      help="training images a class (nested seeded subset); 0 = all; default: the preset's (100)")
+                      "train/ val/ test/ split folders; 'name:classA|classB' keeps only those classes")
+    if per_class:
+        data.add_argument("--per-class", type=int, default=None,
+                          help="training images a class (nested seeded subset); 0 = all; default: the preset's "
+                          "(100)")
     data.add_argument("--val-fraction", type=float, default=0.1, help="share of each class drawn for validation "
                       "when there is no val/ folder")
     data.add_argument("--test-fraction", type=float, default=0.2, help="share of each class drawn for the test set "
@@ -62,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     strat = c.add_argument_group("strategies")
     strat.add_argument("--strategies", default=",".join(KINDS), help=f"comma-separated, from {', '.join(KINDS)}")
-    strat.add_argument("--epochs", type=int, default=None, help="max epochs for fine-tune (default 6)")
-    strat.add_argument("--scratch-epochs", type=int, default=None, help="max epochs for scratch (default 20)")
+    strat.add_argument("--epochs", type=int, default=None, help="max epochs for fine-tune (default: the preset's)")
+    strat.add_argument("--scratch-epochs", type=int, default=None, help="max epochs for scratch (default: the "
+                       "preset's)")
     strat.add_argument("--lr", type=float, default=None, help="fine-tune head learning rate (default 1e-3)")
     strat.add_argument("--scratch-lr", type=float, default=None, help="scratch learning rate (default 3e-3)")
     strat.add_argument("--batch-size", type=int, default=None, help="training batch size (default 32)")
@@ -79,13 +89,72 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fine-tune: BatchNorm statistics in trainable stages (default frozen)")
     strat.add_argument("--augment", action="store_true", default=None, help="light augmentation (crop + flip)")
 
+
+def _run_arguments(run, outputs: str) -> None:
+    run.add_argument("--config", default=None, help="re-run exactly the config saved in a result JSON (from --out or "
+                     "the dashboard's download); other options are then ignored")
+    run.add_argument("--seed", type=int, default=0, help="seed for the subset, initialisation and batch order")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    run.add_argument("--out", default=None, help=f"folder for {outputs}")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tlcore", description="Compare feature extraction, fine-tuning "
+                                     "and training from scratch on the same images.", epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+
+    c = sub.add_parser("compare", help="run strategies side by side and print a table",
+                       description="Run the chosen strategies on the same split and test set; print a side-by-side "
+                       "table and write JSON and CSV. With no options it runs the built-in default.",
+                       epilog=EPILOG, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _experiment_arguments(c, per_class=True)
     run = c.add_argument_group("run")
     run.add_argument("--preset", choices=list(PRESETS), default="default",
                      help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
-    run.add_argument("--seed", type=int, default=0, help="seed for the subset, initialisation and batch order")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    run.add_argument("--out", default=None, help="folder for comparison.json and comparison.csv")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _run_arguments(run, "comparison.json and comparison.csv")
+
+    w = sub.add_parser("sweep", help="accuracy, time and cost against images per class, with repeats",
+                       description="Run the strategies at several training-set sizes (nested subsets, the same "
+                       "val and test sets), repeated with several seeds; print mean accuracy with 95%% intervals "
+                       "and where the strategies cross; write JSON and CSV. Finished cells are stored as they "
+                       "complete, so running the same command again resumes an interrupted sweep.",
+                       epilog=SWEEP_EPILOG, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _experiment_arguments(w, per_class=False)
+    run = w.add_argument_group("sweep")
+    run.add_argument("--preset", choices=list(SWEEP_PRESETS), default="default",
+                     help="; ".join(f"{k}: {v.description}" for k, v in SWEEP_PRESETS.items()))
+    run.add_argument("--sizes", default=None, help="images per class, comma-separated, 'all' for every image; "
+                     "default: the preset's (5,10,25,50,100)")
+    run.add_argument("--repeats", type=int, default=None, help="seeds per cell (seed, seed+1, ...); default: the "
+                     "preset's (2)")
+    run.add_argument("--fresh", action="store_true", help="recompute every cell, even those already stored")
+    _run_arguments(run, "sweep.json, sweep_cells.csv and sweep_summary.csv")
+
+    r = sub.add_parser("recommend", help="measure the data and recommend a strategy, with reasons",
+                       description="Measure the data with one frozen forward pass (size, balance, k-NN accuracy, "
+                       "LogME, linear-probe accuracy, a raw-pixel baseline, and the ImageNet head's entropy and LEEP) "
+                       "and recommend feature extraction, fine-tuning (how deep) or scratch, with reasons. Stored "
+                       "runs and sweeps on the same data outweigh the prediction. --validate checks the rules "
+                       "against measured sweeps.", epilog=RECOMMEND_EPILOG,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("--dataset", default="fashion-mnist", help="built-in name or folder; a sub-task of a dataset as "
+                   "'name:classA|classB'")
+    r.add_argument("--per-class", type=int, default=None, help="training images a class to consider (default: all)")
+    r.add_argument("--backbone", default=DEFAULT_BACKBONE, help="any timm model name")
+    r.add_argument("--weights", default="pretrained", help="'pretrained' or a path to a state_dict")
+    r.add_argument("--image-size", type=int, default=None, help="default: automatic, as for compare")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--no-evidence", action="store_true", help="ignore stored measurements on this data")
+    r.add_argument("--json", default=None, help="write the recommendation (or the validation report) here")
+    v = r.add_argument_group("validation (--validate)")
+    v.add_argument("--validate", action="store_true", help="compare recommendations made before training with the "
+                   "measured winners of sweeps (run now, or taken from the store)")
+    v.add_argument("--datasets", default=None, help="comma-separated datasets/sub-tasks; default: the built-in suite")
+    v.add_argument("--sizes", default=None, help="images per class; default 5,20,100")
+    v.add_argument("--repeats", type=int, default=1)
+    v.add_argument("--preset", choices=list(SWEEP_PRESETS), default="default", help="sweep schedules")
 
     sub.add_parser("datasets", help="list built-in datasets and whether they can be loaded now")
     b = sub.add_parser("backbones", help="list timm backbones and where their weights can come from")
@@ -93,21 +162,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """The preset, then every option given on the command line."""
+def _strategy_options(args: argparse.Namespace) -> dict[str, dict]:
     common = {"batch_size": args.batch_size, "patience": args.patience, "augment": args.augment}
     options = {
         "fine-tune": {**common, "epochs": args.epochs, "lr": args.lr, "stages": args.ft_stages, "lp_ft": args.lp_ft,
                       "backbone_lr_ratio": args.backbone_lr_ratio, "bn_policy": args.bn_policy},
         "scratch": {**common, "epochs": args.scratch_epochs, "lr": args.scratch_lr},
     }
-    options = {kind: {k: v for k, v in opts.items() if v is not None} for kind, opts in options.items()}
-    config = build_config(args.preset, dataset=args.dataset, backbone=args.backbone, weights=args.weights,
-                          strategies=[s for s in args.strategies.split(",") if s.strip()],
-                          per_class=args.per_class, image_size=args.image_size, seed=args.seed, device=args.device,
-                          strategy_options=options)
-    config.dataset = replace(config.dataset, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                             split_seed=args.split_seed)
+    return {kind: {k: v for k, v in opts.items() if v is not None} for kind, opts in options.items()}
+
+
+def _experiment_choices(args: argparse.Namespace) -> dict:
+    return {"dataset": args.dataset, "backbone": args.backbone, "weights": args.weights,
+            "strategies": [s for s in args.strategies.split(",") if s.strip()], "image_size": args.image_size,
+            "seed": args.seed, "device": args.device}
+
+
+def _split_options(config: ExperimentConfig, args: argparse.Namespace) -> None:
+    from .validate import parse_dataset
+
+    spec = parse_dataset(args.dataset)  # 'name:classA|classB' is a sub-task
+    config.dataset = replace(config.dataset, source=spec.source, classes=spec.classes, val_fraction=args.val_fraction,
+                             test_fraction=args.test_fraction, split_seed=args.split_seed)
+
+
+def _saved_config(path: str) -> dict:
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Cannot read the config file '{path}': {exc}. Give a comparison.json or sweep.json "
+                          "written by tlcore.") from None
+    return data.get("config", data)
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The preset, then every option given on the command line (or a saved config, as it is)."""
+    if args.config:
+        return ExperimentConfig.from_dict(_saved_config(args.config))
+    config = build_config(args.preset, per_class=args.per_class, strategy_options=_strategy_options(args),
+                          **_experiment_choices(args))
+    _split_options(config, args)
+    return config
+
+
+def sweep_config_from_args(args: argparse.Namespace) -> SweepConfig:
+    if args.config:
+        saved = _saved_config(args.config)
+        if "experiment" not in saved:
+            raise ConfigError(f"'{args.config}' holds a comparison config, not a sweep; use `compare --config`.")
+        return SweepConfig.from_dict(saved)
+    config = build_sweep_config(args.preset, sizes=parse_sizes(args.sizes) if args.sizes else None,
+                                repeats=args.repeats, strategy_options=_strategy_options(args),
+                                **_experiment_choices(args))
+    _split_options(config.experiment, args)
     return config
 
 
@@ -162,21 +272,31 @@ class _Bars:
             bar.close()
 
 
+class _Interrupt:
+    """First Ctrl-C cancels after the current batch (what finished is kept); a second one aborts."""
+
+    def __init__(self) -> None:
+        self.cancel = CancelToken()
+
+    def __enter__(self) -> CancelToken:
+        self.previous = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum, frame):
+            print("\ncancelling after the current batch (Ctrl-C again to abort)...", file=sys.stderr)
+            self.cancel.cancel()
+            signal.signal(signal.SIGINT, self.previous)
+
+        signal.signal(signal.SIGINT, on_sigint)
+        return self.cancel
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    cancel = CancelToken()
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):
-        print("\ncancelling after the current batch (Ctrl-C again to abort)...", file=sys.stderr)
-        cancel.cancel()
-        signal.signal(signal.SIGINT, previous)
-
-    signal.signal(signal.SIGINT, on_sigint)
-    try:
+    with _Interrupt() as cancel:
         result = compare(config, callbacks=[] if args.no_progress else [_Bars()], cancel=cancel)
-    finally:
-        signal.signal(signal.SIGINT, previous)
     print(format_table(result))
     if args.out:
         json_path, csv_path = result.save(args.out)
@@ -184,6 +304,128 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if any(r.status == "cancelled" for r in result.runs):
         return 130
     return 1 if any(r.status == "failed" for r in result.runs) else 0
+
+
+def format_sweep(result: SweepResult) -> str:
+    summary = result.summary()
+    if summary.empty:
+        return "no finished cells"
+    summary["cell"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
+                       zip(summary["accuracy"], summary["accuracy_low"], summary["accuracy_high"])]
+    summary["size"] = summary["size"].map(size_label)
+    order = list(dict.fromkeys(summary["size"]))
+    acc = summary.pivot(index="strategy", columns="size", values="cell")[order]
+    secs = summary.pivot(index="strategy", columns="size", values="train_seconds")[order].map(lambda v: f"{v:.1f}")
+    cfg = result.config
+    ds = result.dataset
+    resumed = sum(c.resumed for c in result.cells)
+    head = (f"sweep {result.record_id} | dataset {ds.get('name')} | {len(ds.get('classes', []))} classes | test "
+            f"{ds.get('sizes', {}).get('test')} images (same for every cell) | backbone "
+            f"{cfg['experiment']['backbone']['name']} | image {cfg.get('image_size')} px | repeats {cfg['repeats']} | "
+            f"{len(result.cells)} cells ({resumed} from the store) | wall {result.wall_seconds:.1f} s | features "
+            f"computed {result.feature_cache.get('rows_computed', 0)} rows, reused "
+            f"{result.feature_cache.get('rows_reused', 0)}")
+    lines = [head, "", "test accuracy: mean [95% interval] by images per class", acc.to_string(), "",
+             "training seconds (mean)", secs.to_string(), ""]
+    improving = summary[summary["undertrained_share"] > 0]
+    if not improving.empty:
+        lines.append("still improving at the last epoch (a longer schedule may score higher): " + ", ".join(
+            f"{r.strategy} at {r.size}/class ({r.undertrained_share:.0%} of repeats)" for r in improving.itertuples()))
+    lines += ["crossovers:"] + [f"  {c.statement}" for c in result.crossovers()]
+    failed = [f"  {c.label}: {c.run.error}" for c in result.cells if c.run.error]
+    return "\n".join(lines + (["problems:"] + failed if failed else []))
+
+
+class _CellBar:
+    """One line per cell: a tqdm bar fed by progress events."""
+
+    def __init__(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.total_bar = tqdm(total=total, desc="cells", file=sys.stderr, position=0)
+        self.bars = _Bars()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self.bars(replace(event, strategy=event.cell or event.strategy))
+
+    def cell_done(self, cell) -> None:
+        self.total_bar.update(1)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    config = sweep_config_from_args(args)
+    bar = None if args.no_progress else _CellBar(config.cells_total)
+    with _Interrupt() as cancel:
+        result = run_sweep(config, callbacks=[bar] if bar else [], cancel=cancel, resume=not args.fresh,
+                           on_cell=bar.cell_done if bar else None)
+    if bar:
+        bar.total_bar.close()
+    print(format_sweep(result))
+    if args.out:
+        paths = result.save(args.out)
+        print("wrote " + ", ".join(str(p) for p in paths))
+    if result.status == "cancelled":
+        print(f"cancelled: {len(result.cells)} of {config.cells_total} cells finished and are stored; run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
+    return 1 if any(c.run.status == "failed" for c in result.cells) else 0
+
+
+def format_recommendation(rec) -> str:
+    s = rec.signals
+    lines = [f"recommended: {rec.choice.label}   (runner-up: {rec.runner_up.label}; confidence {rec.confidence}, "
+             f"{rec.confidence_score:.2f}; based on {rec.based_on})", "",
+             f"data: {s.dataset} | {s.classes} classes | {s.images_per_class:g} images a class (min {s.min_per_class}, "
+             f"max {s.max_per_class}) | native {s.native_size} px | measured in {s.seconds:.1f} s", "", "signals:"]
+    for name, value in (("k-NN accuracy (frozen features, cross-validated)", s.knn_accuracy),
+                        ("linear-probe val accuracy", s.linear_probe_accuracy),
+                        ("raw-pixel baseline val accuracy", s.pixel_accuracy), ("LogME", s.logme),
+                        ("ImageNet head entropy (0 sure .. 1 uniform)", s.head_entropy), ("LEEP", s.leep),
+                        ("similarity to the pretraining data", s.similarity)):
+        if value is not None:
+            lines.append(f"  {name:50} {value:.3f}")
+    lines += ["", "reasons:"] + [f"  - {r.text()}\n      [{SOURCES[r.source]}]" for r in rec.reasons]
+    lines += ["", "what to expect:"]
+    for o in rec.outlooks:
+        secs = f"{o.seconds:.0f} s" if o.seconds is not None else "-"
+        lines.append(f"  {o.strategy:32} accuracy {o.accuracy_low:.2f}-{o.accuracy_high:.2f}   training {secs:>7}   "
+                     f"({o.basis})")
+    return "\n".join(lines)
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    import json
+
+    from .backbone import BackboneSpec
+    from .recommend import advise
+    from .validate import VALIDATION_SIZES, VALIDATION_SUITE, parse_dataset, validate
+
+    backbone = BackboneSpec(args.backbone, args.weights)
+    if args.validate:
+        datasets = [parse_dataset(d) for d in args.datasets.split(",")] if args.datasets else VALIDATION_SUITE
+        sizes = parse_sizes(args.sizes) if args.sizes else list(VALIDATION_SIZES)
+        with _Interrupt() as cancel:
+            report = validate(datasets, sizes, repeats=args.repeats, preset=args.preset, backbone=backbone,
+                              cancel=cancel, on_case=lambda c: print(
+                                  f"{c.dataset:45} {c.per_class:>5}/class  recommended {c.recommended_label:28} "
+                                  f"winner {c.winner:20} regret {c.regret * 100:4.1f} pts  "
+                                  f"{'agrees' if c.agrees else 'DISAGREES'}", flush=True))
+        frame = report.to_frame()
+        print()
+        print(frame[["dataset", "per_class", "similarity", "linear_probe_accuracy", "recommended_label", "winner",
+                     "recommended_accuracy", "best_accuracy", "regret", "agrees"]].to_string(index=False))
+        print(f"\nagreement {report.agreement:.0%} ({sum(c.agrees for c in report.cases)} of {len(report.cases)}), "
+              f"mean regret {report.mean_regret * 100:.2f} points")
+        if args.json:
+            Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
+        return 0
+    spec = parse_dataset(args.dataset)
+    rec = advise(spec, backbone, per_class=args.per_class, seed=args.seed, image_size=args.image_size,
+                 use_evidence=not args.no_evidence)
+    print(format_recommendation(rec))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rec.to_dict(), indent=1))
+    return 0
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -213,7 +455,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"compare": cmd_compare, "datasets": cmd_datasets, "backbones": cmd_backbones}[args.command](args)
+        return {"compare": cmd_compare, "sweep": cmd_sweep, "recommend": cmd_recommend, "datasets": cmd_datasets, "backbones": cmd_backbones}[args.command](args)
     except TlcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

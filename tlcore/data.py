@@ -42,6 +42,11 @@ class DatasetSpec:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     split_seed: int = 0
+    classes: Optional[tuple[str, ...]] = None  # keep only these classes (a sub-task); None = all
+
+    def __post_init__(self) -> None:
+        if self.classes is not None:  # from JSON a list: keep the spec hashable
+            object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
 
 
 # ----------------------------------------------------------------------------------------------------------- pools
@@ -125,6 +130,31 @@ class FilePool(ImagePool):
 
     def native_size(self) -> int:
         return int(np.median([max(s) for s in self.sizes])) if self.sizes else 224
+
+
+class RelabeledPool(ImagePool):
+    """Another pool seen through a subset of its classes, relabelled 0..k-1; images of other classes get label -1.
+    Indices are the base pool's, so its feature-cache rows stay meaningful."""
+
+    def __init__(self, base: ImagePool, classes: Sequence[str]) -> None:
+        self.base = base
+        self.classes = list(classes)
+        mapping = np.full(len(base.classes), -1, dtype=np.int64)
+        for new, name in enumerate(self.classes):
+            mapping[base.classes.index(name)] = new
+        self.labels = mapping[base.labels]
+
+    def load(self, index: int) -> Image.Image:
+        return self.base.load(index)
+
+    def describe(self, index: int) -> str:
+        return self.base.describe(index)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{self.base.fingerprint()}|{'|'.join(self.classes)}".encode()).hexdigest()[:16]
+
+    def native_size(self) -> int:
+        return self.base.native_size()
 
 
 # --------------------------------------------------------------------------------------------------- image decoding
@@ -283,6 +313,16 @@ class Dataset:
             h.update(np.asarray(self.indices[split], dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
 
+    def source_fingerprint(self) -> str:
+        """Identifies the data and its split, whatever per-class subset is taken: the pools (pixels, labels, classes)
+        and the val and test indices. Runs with the same source fingerprint share a test set."""
+        h = hashlib.sha256()
+        for split in SPLIT_NAMES:
+            h.update(f"{split}:{self.pools[split].fingerprint()}:".encode())
+        for split in ("val", "test"):
+            h.update(np.asarray(self.indices[split], dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
     def summary(self) -> dict:
         return {
             "name": self.name,
@@ -292,8 +332,26 @@ class Dataset:
             "sizes": {s: int(len(self.indices[s])) for s in SPLIT_NAMES},
             "train_counts": self.counts("train"),
             "skipped_files": len(self.problems),
+            "fingerprint": self.source_fingerprint(),
             "notes": list(self.notes),
         }
+
+    def restrict(self, classes: Optional[Sequence[str]]) -> "Dataset":
+        """Only `classes` (a sub-task), relabelled in the order given; every split keeps its images of those classes."""
+        if not classes:
+            return self
+        unknown = [c for c in classes if c not in self.classes]
+        if unknown:
+            raise DataError(f"Class(es) {unknown} are not in '{self.name}'; its classes are {self.classes}.")
+        if len(set(classes)) < 2:
+            raise DataError(f"A sub-task needs at least 2 distinct classes (got {list(classes)}).")
+        pools: dict[str, ImagePool] = {}
+        for split, pool in self.pools.items():
+            pools[split] = next((p for p in pools.values() if getattr(p, "base", None) is pool), None) or \
+                RelabeledPool(pool, classes)
+        indices = {s: self.indices[s][pools[s].labels[self.indices[s]] >= 0] for s in self.indices}
+        return replace(self, name=f"{self.name}[{','.join(classes)}]", classes=list(classes), pools=pools,
+                       indices=indices, spec=replace(self.spec, classes=tuple(classes)))
 
     def subset(self, per_class: Optional[int], seed: int) -> "Dataset":
         """N training images a class, nested: for one seed the 10-a-class subset lies inside the 50-a-class one.
@@ -440,8 +498,8 @@ def load_dataset(spec: DatasetSpec | str, seed: int = 0) -> Dataset:
         if not path.exists() and os.sep not in spec.source and "/" not in spec.source:
             raise DataError(f"'{spec.source}' is neither a built-in dataset ({', '.join(BUILTIN_DATASETS)}) nor an "
                             "existing folder. Check the spelling or give a path to a folder of class sub-folders.")
-        full = load_folder(path, replace(spec, per_class=None))
-    return full.subset(spec.per_class, seed)
+        full = load_folder(path, replace(spec, per_class=None, classes=None))
+    return full.restrict(spec.classes).subset(spec.per_class, seed)
 
 
 _BUILTIN_CACHE: dict[DatasetSpec, Dataset] = {}
@@ -451,7 +509,7 @@ _BUILTIN_LOCK = threading.Lock()
 def _cached_builtin(spec: DatasetSpec) -> Dataset:
     from .builtin import load_builtin
 
-    key = replace(spec, per_class=None)
+    key = replace(spec, per_class=None, classes=None)
     with _BUILTIN_LOCK:
         if key not in _BUILTIN_CACHE:
             _BUILTIN_CACHE[key] = load_builtin(key)

@@ -24,6 +24,7 @@ from .features import ExtractOptions, FeatureCache, Normalizer, default_cache, s
 from .metrics import PeakMemory, Stopwatch, score
 from .progress import CancelToken, ProgressCallback, Reporter
 from .results import ComparisonResult, RunResult
+from .store import Store, default_store
 from .strategies import StrategySpec, default_strategies, strategy_from_dict
 from .prefix import split_frozen_prefix
 from .train import ImageInputs, TensorInputs, fit_linear_head, predict, set_head, train_network
@@ -142,7 +143,8 @@ class Runner:
                            image_size=self.data.cfg["input_size"][-1], device=self.device.type,
                            precision="bf16-autocast" if self.device.type == "cuda" else "fp32",
                            started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                           dataset=asdict(self.config.dataset), environment=library_versions())
+                           dataset=asdict(self.config.dataset) | {"fingerprint": self.data.dataset.source_fingerprint()},
+                           environment=library_versions())
         watch = Stopwatch()
         memory = PeakMemory(self.device)
         start = time.perf_counter()
@@ -155,6 +157,7 @@ class Runner:
             result.status, result.error = "failed", str(exc)
         except Exception as exc:  # an unexpected error fails this strategy only; the others still run
             result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
+        result.extra["images_per_class"] = float(np.mean(list(self.data.dataset.counts("train").values())))
         result.timings = {**{k: round(v, 4) for k, v in watch.seconds.items()},
                           "total": round(time.perf_counter() - start, 4)}
         result.train_seconds = round(result.timings["total"] - watch.seconds.get("evaluate", 0.0), 4)
@@ -230,6 +233,7 @@ class Runner:
             result.curve = fit.curve
             result.epochs_run, result.best_epoch = fit.epochs_run, fit.best_epoch
             result.extra["planned_epochs"] = fit.planned_epochs
+            result.extra["steps_per_epoch"] = fit.steps_per_epoch
             result.stopped_early, result.best_val_accuracy = fit.stopped_early, fit.best_val_accuracy
             reporter("evaluate", 0.96)
             with watch.phase("evaluate"):
@@ -271,14 +275,35 @@ def build_runner(config: ExperimentConfig, callbacks: Optional[list[ProgressCall
 
 def compare(config: Optional[ExperimentConfig] = None, callbacks: Optional[list[ProgressCallback]] = None,
             cancel: Optional[CancelToken] = None, cache: Optional[FeatureCache] = None,
-            on_result: Optional[Callable[[RunResult], None]] = None) -> ComparisonResult:
+            on_result: Optional[Callable[[RunResult], None]] = None, store: Optional[Store] = None,
+            label: str = "") -> ComparisonResult:
     """Run every strategy of `config` on the same split and test set; a failed strategy does not stop the others, a
-    cancel stops the rest and keeps what finished."""
+    cancel stops the rest and keeps what finished. Each run is written to the run store as it finishes."""
     started = time.perf_counter()
     config = config or ExperimentConfig()
     cancel = cancel or CancelToken()
     runner = build_runner(config, callbacks, cancel, cache)
-    return run_all(runner, on_result, started)
+    store = store or default_store()
+    record_id = store.create_record("comparison", runner.config.to_dict(), label=label,
+                                    dataset=runner.data.dataset.name, backbone=config.backbone.name)
+
+    def finished(run: RunResult) -> None:
+        store.add_run(record_id, run, per_class=config.dataset.per_class or 0)
+        if on_result:
+            on_result(run)
+
+    try:
+        result = run_all(runner, finished, started)
+    except BaseException as exc:
+        store.update_record(record_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    result.record_id = record_id
+    statuses = {r.status for r in result.runs}
+    status = "cancelled" if "cancelled" in statuses else "failed" if statuses == {"failed"} else "completed"
+    store.update_record(record_id, status=status, error="; ".join(f"{r.strategy}: {r.error}" for r in result.runs
+                                                                  if r.error) or None,
+                        summary={k: v for k, v in result.to_dict().items() if k not in ("runs", "config")})
+    return result
 
 
 def run_all(runner: Runner, on_result: Optional[Callable[[RunResult], None]] = None,

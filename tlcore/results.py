@@ -93,6 +93,7 @@ class ComparisonResult:
     test_indices: list = field(default_factory=list)
     test_labels: list = field(default_factory=list)
     wall_seconds: float = 0.0
+    record_id: str = ""  # in the run store
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([r.to_row() for r in self.runs])

@@ -1,0 +1,114 @@
+"""Recommend page: measure a dataset (or describe one) and see which strategy to use, why, and what to expect; then
+confirm it on the Compare page with one click. Layout only: signals, rules and evidence come from tlcore."""
+
+from dataclasses import replace
+
+import pandas as pd
+import streamlit as st
+
+from pages._widgets import backbone_and_weights, data_source, require_weights
+from tlcore import charts
+from tlcore.backbone import BackboneSpec
+from tlcore.errors import TlcoreError
+from tlcore.jobs import default_queue
+from tlcore.recommend import (SOURCES, confirmation_config, describe, evidence_from_store, measure, recommend,
+                              region)
+from tlcore.validate import parse_dataset
+
+st.set_page_config(page_title="Recommend · tlcore", page_icon="🧭", layout="wide")
+
+
+@st.cache_resource
+def job_queue():
+    return default_queue()
+
+
+@st.cache_data(show_spinner="Measuring the data: one frozen forward pass, then the scores...", max_entries=16)
+def measured(dataset: str, backbone: str, weights: str, per_class: int, image_size: int):
+    return measure(parse_dataset(dataset), BackboneSpec(backbone, weights), per_class=per_class or None,
+                   image_size=image_size or None)
+
+
+st.title("Which strategy for this data?")
+st.caption("A recommendation from cheap measurements on frozen features (no training), with the reasons and the "
+           "thresholds used. Runs and sweeps already stored for the same data outweigh the prediction.")
+
+mode = st.radio("I have", ["the dataset", "only a description of it"], horizontal=True, key="rc_mode")
+signals = None
+if mode == "the dataset":
+    left, right = st.columns(2)
+    with left:
+        data = data_source("rc_")
+        per_class = st.number_input("Training images per class to consider (0 = all)", 0, 100_000, 0,
+                                    key="rc_per_class")
+    with right:
+        backbone, weights = backbone_and_weights("rc_")
+        image_size = st.number_input("Image size (0 = automatic)", 0, 512, 0, step=16, key="rc_image_size")
+    if st.button("Measure and recommend", type="primary", key="rc_measure"):
+        try:
+            st.session_state["rc_inputs"] = (data.resolve(), backbone, require_weights(weights), int(per_class),
+                                             int(image_size))
+        except TlcoreError as exc:
+            st.error(str(exc))
+    inputs = st.session_state.get("rc_inputs")
+    if inputs:
+        try:
+            signals = measured(*inputs)
+        except TlcoreError as exc:
+            st.error(str(exc))
+else:
+    c1, c2, c3 = st.columns(3)
+    n = c1.number_input("Labelled images per class", 1, 1_000_000, 50, key="rc_desc_n")
+    classes = c2.number_input("Classes", 2, 100_000, 10, key="rc_desc_classes")
+    similarity = c3.slider("How similar to everyday photos (ImageNet)?", 0.0, 1.0, 0.5, 0.05, key="rc_desc_sim",
+                           help="1: ordinary photos of objects and animals; 0.5: photos of an unusual domain "
+                           "(products on white, grey-scale); 0: nothing like photos (spectrograms, microscopy, "
+                           "tiny digits)")
+    signals = describe(n, classes, similarity)
+
+if signals is not None:
+    evidence = evidence_from_store(signals) if not signals.described else []
+    rec = recommend(signals, evidence)
+    st.divider()
+    a, b, c = st.columns(3)
+    a.metric("Recommended", rec.choice.label)
+    b.metric("Runner-up", rec.runner_up.label)
+    c.metric("Confidence", f"{rec.confidence} ({rec.confidence_score:.2f})",
+             help="Distance of the data from the rules' thresholds; measured evidence on this data raises it.")
+    st.markdown(f"**Why** (based on {rec.based_on}):")
+    for r in rec.reasons:
+        st.markdown(f"- {r.text()}  \n  <small>{SOURCES[r.source]}</small>", unsafe_allow_html=True)
+
+    left, right = st.columns([3, 2])
+    left.plotly_chart(charts.strategy_map(region, signals.images_per_class, signals.similarity, signals.dataset),
+                      key="rc_map")
+    with right:
+        st.subheader("What to expect")
+        st.dataframe(pd.DataFrame([{"strategy": o.strategy, "accuracy from": o.accuracy_low,
+                                    "accuracy to": o.accuracy_high, "training s": o.seconds, "basis": o.basis}
+                                   for o in rec.outlooks]), hide_index=True, key="rc_outlook",
+                     column_config={"accuracy from": st.column_config.NumberColumn(format="%.2f"),
+                                    "accuracy to": st.column_config.NumberColumn(format="%.2f")})
+        if not signals.described:
+            st.subheader("Signals")
+            rows = [("images per class", signals.images_per_class), ("classes", signals.classes),
+                    ("class balance (min/max)", signals.balance), ("native image size (px)", signals.native_size),
+                    ("k-NN accuracy, frozen features", signals.knn_accuracy),
+                    ("linear-probe val accuracy", signals.linear_probe_accuracy),
+                    ("raw-pixel baseline val accuracy", signals.pixel_accuracy), ("LogME", signals.logme),
+                    ("ImageNet head entropy (0 sure, 1 uniform)", signals.head_entropy), ("LEEP", signals.leep),
+                    ("similarity (0-1)", signals.similarity), ("measured in (s)", signals.seconds)]
+            st.dataframe(pd.DataFrame([{"signal": k, "value": None if v is None else round(float(v), 4)}
+                                       for k, v in rows]), hide_index=True, key="rc_signals")
+    if evidence:
+        st.subheader("Measured on this dataset")
+        st.dataframe(pd.DataFrame(evidence), hide_index=True, key="rc_evidence")
+
+    if not signals.described:
+        dataset, backbone_name, weights_arg, per_class_value, size = st.session_state["rc_inputs"]
+        if st.button(f"Confirm on the Compare page: run {rec.choice.label} and {rec.runner_up.label}",
+                     key="rc_confirm"):
+            spec = replace(parse_dataset(dataset), per_class=per_class_value or None)
+            config = confirmation_config(rec, spec, BackboneSpec(backbone_name, weights_arg), size or None)
+            job_id = job_queue().submit(config, label=f"confirm recommendation · {dataset}")
+            st.switch_page("pages/1_Compare.py", query_params={"job": job_id})

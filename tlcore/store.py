@@ -1,0 +1,206 @@
+"""The run store: an SQLite database under the data directory (TLCORE_HOME, default ~/.tlcore) that keeps every record
+(a comparison, a sweep) and every strategy run in it as it finishes, so an interrupted sweep resumes and a result
+outlives the process.
+
+Each write is one transaction; the database runs in WAL mode, so a process killed mid-write leaves the last committed
+state readable. The schema is versioned in `PRAGMA user_version` and upgraded by `MIGRATIONS` on open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from .environment import data_home
+from .errors import TlcoreError
+from .results import RunResult
+
+# Each entry upgrades the schema from version i to i + 1.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE records (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,              -- comparison | sweep
+            status TEXT NOT NULL,            -- running | completed | failed | cancelled | interrupted
+            label TEXT NOT NULL DEFAULT '',
+            dataset TEXT NOT NULL DEFAULT '',
+            backbone TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            config TEXT NOT NULL,            -- JSON: the full config that reproduces the record
+            summary TEXT,                    -- JSON: dataset summary, environment, derived results
+            error TEXT
+        )""",
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            record_id TEXT NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+            run_id TEXT NOT NULL,
+            cell_key TEXT,                   -- content key of a sweep cell: same key, same computation
+            strategy TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            per_class INTEGER,               -- 0: every training image
+            seed INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            accuracy REAL,
+            resumed INTEGER NOT NULL DEFAULT 0,  -- copied from an earlier record with the same cell key
+            created_at REAL NOT NULL,
+            payload TEXT NOT NULL            -- JSON: the whole RunResult
+        )""",
+        "CREATE INDEX runs_record ON runs(record_id)",
+        "CREATE INDEX runs_cell ON runs(cell_key, status)",
+        "CREATE INDEX records_kind ON records(kind, created_at)",
+    ],
+    [  # 2: find the runs on one dataset (for recommendations backed by measurements)
+        "ALTER TABLE runs ADD COLUMN data_fingerprint TEXT",
+        "ALTER TABLE runs ADD COLUMN backbone TEXT",
+        "UPDATE runs SET data_fingerprint = json_extract(payload, '$.dataset.fingerprint'), "
+        "backbone = json_extract(payload, '$.backbone')",
+        "CREATE INDEX runs_data ON runs(data_fingerprint, backbone)",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(TlcoreError):
+    """The database cannot be opened or is from a newer tlcore."""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+
+
+class Store:
+    """Thread-safe: each call opens its own short-lived connection (SQLite serialises the writers)."""
+
+    def __init__(self, path: Optional[str | Path] = None) -> None:
+        self.path = Path(path) if path else data_home() / "tlcore.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = sqlite3.connect(self.path, timeout=30.0)
+        except sqlite3.Error as exc:
+            raise StoreError(f"Cannot open the run store {self.path}: {exc}. Check the path and its permissions, "
+                             "or set TLCORE_HOME to a writable folder.") from exc
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA foreign_keys = ON")
+        try:
+            with conn:  # one transaction: committed on success, rolled back on any error
+                yield conn
+        finally:
+            conn.close()
+
+    def _migrate(self) -> None:
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode = WAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"The run store {self.path} has schema version {version}, newer than this tlcore "
+                                 f"({SCHEMA_VERSION}). Upgrade tlcore or point TLCORE_HOME elsewhere.")
+            for v in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[v]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {v + 1}")
+
+    @property
+    def schema_version(self) -> int:
+        with self._connect() as conn:
+            return conn.execute("PRAGMA user_version").fetchone()[0]
+
+    # -- records ------------------------------------------------------------------------------------------------
+    def create_record(self, kind: str, config: dict, label: str = "", dataset: str = "", backbone: str = "",
+                      record_id: Optional[str] = None, status: str = "running") -> str:
+        record_id = record_id or uuid.uuid4().hex[:12]
+        now = time.time()
+        with self._connect() as conn:
+            conn.execute("INSERT INTO records (id, kind, status, label, dataset, backbone, created_at, updated_at, "
+                         "config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (record_id, kind, status, label, dataset, backbone, now, now, _dumps(config)))
+        return record_id
+
+    def update_record(self, record_id: str, status: Optional[str] = None, summary: Optional[dict] = None,
+                      error: Optional[str] = None) -> None:
+        fields, values = ["updated_at = ?"], [time.time()]
+        for name, value in (("status", status), ("summary", None if summary is None else _dumps(summary)),
+                            ("error", error)):
+            if value is not None:
+                fields.append(f"{name} = ?")
+                values.append(value)
+        with self._connect() as conn:
+            conn.execute(f"UPDATE records SET {', '.join(fields)} WHERE id = ?", (*values, record_id))
+
+    def record(self, record_id: str) -> Optional[dict]:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
+        return _record(row) if row else None
+
+    def records(self, kind: Optional[str] = None, limit: int = 200) -> list[dict]:
+        query, args = "SELECT * FROM records", []
+        if kind:
+            query, args = query + " WHERE kind = ?", [kind]
+        with self._connect() as conn:
+            rows = conn.execute(query + " ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
+        return [_record(r) for r in rows]
+
+    # -- runs ---------------------------------------------------------------------------------------------------
+    def add_run(self, record_id: str, run: RunResult, cell_key: Optional[str] = None,
+                per_class: Optional[int] = None, resumed: bool = False) -> None:
+        with self._connect() as conn:
+            conn.execute("INSERT INTO runs (record_id, run_id, cell_key, strategy, kind, per_class, seed, status, "
+                         "accuracy, resumed, created_at, payload, data_fingerprint, backbone) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (record_id, run.run_id, cell_key, run.strategy, run.kind, per_class, run.seed, run.status,
+                          run.accuracy, int(resumed), time.time(), _dumps(run.to_dict()),
+                          (run.dataset or {}).get("fingerprint"), run.backbone))
+            conn.execute("UPDATE records SET updated_at = ? WHERE id = ?", (time.time(), record_id))
+
+    def runs(self, record_id: str) -> list[dict]:
+        """The runs of a record in the order they finished: {run, cell_key, per_class, resumed}."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM runs WHERE record_id = ? ORDER BY id", (record_id,)).fetchall()
+        return [{"run": RunResult.from_dict(json.loads(r["payload"])), "cell_key": r["cell_key"],
+                 "per_class": r["per_class"], "resumed": bool(r["resumed"])} for r in rows]
+
+    def runs_for_data(self, data_fingerprint: str, backbone: str) -> list[dict]:
+        """Every stored run on this data and split with this backbone, from any record: {run, per_class, record_id}.
+        A resumed sweep cell is listed once."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT record_id, per_class, payload FROM runs WHERE data_fingerprint = ? AND "
+                                "backbone = ? AND resumed = 0 ORDER BY id", (data_fingerprint, backbone)).fetchall()
+        return [{"run": RunResult.from_dict(json.loads(r["payload"])), "per_class": r["per_class"],
+                 "record_id": r["record_id"]} for r in rows]
+
+    def completed_cell(self, cell_key: str) -> Optional[RunResult]:
+        """The newest completed run with this content key, from any record."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT payload FROM runs WHERE cell_key = ? AND status = 'completed' "
+                               "ORDER BY id DESC LIMIT 1", (cell_key,)).fetchone()
+        return RunResult.from_dict(json.loads(row["payload"])) if row else None
+
+
+def _record(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    d["config"] = json.loads(d["config"])
+    d["summary"] = json.loads(d["summary"]) if d["summary"] else None
+    return d
+
+
+_STORES: dict[Path, Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def default_store() -> Store:
+    """The store under the current data directory (one per path, migrated once)."""
+    path = data_home() / "tlcore.db"
+    with _STORES_LOCK:
+        if path not in _STORES or not path.exists():
+            _STORES[path] = Store(path)
+        return _STORES[path]
