@@ -181,3 +181,20 @@ def test_store_migrates_from_schema_1(tmp_path):
     assert store.schema_version == SCHEMA_VERSION == 2
     rows = store.runs_for_data("fp", "b")
     assert len(rows) == 1 and rows[0]["run"].run_id == "x" and store.record("r1")["status"] == "completed"
+
+
+def test_validate_scores_recommendations_against_a_real_sweep(image_folder, tiny_weights, tmp_path):
+    from tlcore.validate import validate
+
+    store = Store(tmp_path / "v.db")
+    report = validate([DatasetSpec(str(image_folder))], sizes=[3, 6], preset="quick",
+                      backbone=BackboneSpec("test_efficientnet", str(tiny_weights)), store=store)
+    assert [c.per_class for c in report.cases] == [3, 6] and len(report.sweeps) == 1
+    for case in report.cases:
+        assert set(case.accuracies) == {"feature-extraction", "fine-tune", "scratch"}
+        assert case.best_accuracy == max(case.accuracies.values())
+        assert case.recommended_accuracy == case.accuracies[case.recommended]
+        assert case.agrees == (case.regret <= 0.01)
+    again = validate([DatasetSpec(str(image_folder))], sizes=[3, 6], preset="quick",
+                     backbone=BackboneSpec("test_efficientnet", str(tiny_weights)), store=store)
+    assert [c.accuracies for c in again.cases] == [c.accuracies for c in report.cases]  # sweeps came from the store
