@@ -6,6 +6,8 @@ st.set_page_config(page_title="tlcore: transfer learning, measured", page_icon="
 
 
 def home() -> None:
+    if st.query_params.get("run"):  # a share link: open the stored run on the History page
+        st.switch_page(HISTORY, query_params={"run": st.query_params["run"]})
     st.title("Feature extraction, fine-tuning or training from scratch?")
     st.markdown(
         "tlcore answers this for **your** images by running all three on the same split with the same timm "
@@ -25,6 +27,7 @@ def home() -> None:
     st.page_link(SWEEP, label="Sweep dataset sizes: accuracy vs labelled images per class, and where strategies cross",
                  icon="📈")
     st.page_link(RECOMMEND, label="Get a recommendation for your data, with reasons, then confirm it", icon="🧭")
+    st.page_link(HISTORY, label="History: every stored run, share links, reports, bundles", icon="🗂️")
     st.caption("The default runs on the bundled Fashion-MNIST subset with tf_efficientnet_lite0 and its packaged "
                "ImageNet weights, entirely offline. Every figure shown comes from a real run whose config and seed "
                "are saved with it and can be re-run with `python -m tlcore compare`.")
@@ -33,4 +36,5 @@ def home() -> None:
 COMPARE = st.Page("pages/1_Compare.py", title="Compare", icon="⚖️", url_path="Compare")
 SWEEP = st.Page("pages/2_Sweep.py", title="Sweep", icon="📈", url_path="Sweep")
 RECOMMEND = st.Page("pages/3_Recommend.py", title="Recommend", icon="🧭", url_path="Recommend")
-st.navigation([st.Page(home, title="Home", icon="🏠", default=True), COMPARE, SWEEP, RECOMMEND]).run()
+HISTORY = st.Page("pages/4_History.py", title="History", icon="🗂️", url_path="History")
+st.navigation([st.Page(home, title="Home", icon="🏠", default=True), COMPARE, SWEEP, RECOMMEND, HISTORY]).run()

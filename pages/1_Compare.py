@@ -1,12 +1,13 @@
 """Compare page: choose data, backbone and strategies, run them as a background job, and read the results side by
 side. Layout only: configs, jobs, charts and galleries all come from tlcore."""
 
-import json
 
 import streamlit as st
 
-from pages._widgets import backbone_and_weights, data_source, job_sidebar, require_weights
+from pages._results import show_record
+from pages._widgets import backbone_and_weights, data_source, dataset_card_panel, job_sidebar, require_weights
 from tlcore import charts
+from tlcore.environment import read_only
 from tlcore.errors import TlcoreError
 from tlcore.jobs import ACTIVE, default_queue
 from tlcore.presets import PRESETS, build_config
@@ -18,13 +19,6 @@ st.set_page_config(page_title="Compare · tlcore", page_icon="⚖️", layout="w
 @st.cache_resource
 def job_queue():
     return default_queue()
-
-
-@st.cache_data(show_spinner="Loading test images...", max_entries=8)
-def test_gallery(job_id: str, strategy: str, limit: int):
-    snap = job_queue().get(job_id)
-    result = snap["result"]
-    return charts.gallery(result, result.run(strategy), limit)
 
 
 st.title("Compare strategies")
@@ -42,6 +36,7 @@ with st.expander("Set up a comparison", expanded=not job_id):
     with left:
         st.subheader("Data")
         data = data_source()
+        dataset_card_panel(data, "")
         per_class = st.number_input("Training images per class (0 = all)", min_value=0, max_value=100_000,
                                     value=PRESETS[preset].per_class, key=f"per_class_{preset}")
         image_size = st.number_input("Image size in pixels (0 = automatic: about 1.75x native, 48-128)", min_value=0,
@@ -67,7 +62,9 @@ with st.expander("Set up a comparison", expanded=not job_id):
             sc_epochs = st.number_input("Scratch: max epochs", 1, 500, sc_defaults["epochs"], key=f"sc_ep_{preset}")
             augment = st.checkbox("Light augmentation (random crop + flip) for fine-tune and scratch", key="augment")
 
-    run_clicked = st.button("Run", type="primary", key="run", disabled=not strategies)
+    if read_only():
+        st.info("This instance is read-only (TLCORE_READ_ONLY=1): open stored runs on the History page.")
+    run_clicked = st.button("Run", type="primary", key="run", disabled=not strategies or read_only())
 
     if run_clicked:
         try:
@@ -124,61 +121,11 @@ def live_panel(job_id: str) -> None:
         st.toast("Cancelling after the current batch...")
 
 
-def results_panel(job_id: str, snap: dict) -> None:
-    result = snap["result"]
-    status = snap["status"]
-    if status == "cancelled":
-        st.warning(f"Job {job_id} was cancelled. {snap['error'] or ''} Finished strategies are kept below.")
-    elif status == "failed" and (result is None or not any(r.status == "completed" for r in result.runs)):
-        st.error(f"Job {job_id} failed: {snap['error']}")
-    elif snap["error"]:
-        st.error(snap["error"])
-    if result is None:
-        return
-    st.subheader("Results")
-    ds = result.dataset
-    st.caption(f"{ds['name']}: {len(ds['classes'])} classes, {ds['sizes']['train']} training images "
-               f"({ds['per_class'] or 'all'} a class), {ds['sizes']['val']} val, {ds['sizes']['test']} test · "
-               f"{result.config['backbone']['name']} · {result.config['image_size']} px · seed "
-               f"{result.config['seed']} · {result.wall_seconds:.0f} s wall")
-    st.dataframe(charts.summary_table(result), hide_index=True, key=f"table_{job_id}",
-                 column_config={"accuracy": st.column_config.NumberColumn(format="%.3f"),
-                                "macro-F1": st.column_config.NumberColumn(format="%.3f"),
-                                "train time (s)": st.column_config.NumberColumn(format="%.1f"),
-                                "inference (img/s)": st.column_config.NumberColumn(format="%.0f")})
-    if not any(r.accuracy is not None for r in result.runs):
-        return
-    st.plotly_chart(charts.bars(result), key=f"bars_{job_id}")
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.pareto(result), key=f"pareto_{job_id}")
-    c2.plotly_chart(charts.curves(result.runs), key=f"curves_{job_id}")
-    done = [r.strategy for r in result.runs if r.accuracy is not None]
-    chosen = st.selectbox("Inspect a strategy", done, key=f"inspect_{job_id}")
-    run = result.run(chosen)
-    c3, c4 = st.columns(2)
-    c3.plotly_chart(charts.confusion(run, ds["classes"]), key=f"cm_{job_id}_{chosen}")
-    c4.plotly_chart(charts.per_class(run), key=f"pc_{job_id}_{chosen}")
-    if st.toggle("Show test images (mistakes first)", key=f"gallery_{job_id}"):
-        items = test_gallery(job_id, chosen, 24)
-        cols = st.columns(8)
-        for i, item in enumerate(items):
-            mark = "✅" if item["correct"] else "❌"
-            cols[i % 8].image(item["image"], caption=f"{mark} {item['predicted']} (true: {item['true']})",
-                              width="stretch")
-    d1, d2 = st.columns(2)
-    d1.download_button("Download CSV", result.to_frame().to_csv(index=False), f"tlcore-{job_id}.csv", "text/csv",
-                       key=f"csv_{job_id}")
-    d2.download_button("Download JSON", json.dumps(result.to_dict(), indent=1, default=str),
-                       f"tlcore-{job_id}.json", "application/json", key=f"json_{job_id}")
-    st.caption(f"Reproduce from the command line with the saved config (JSON above); runs: "
-               f"{', '.join(r.run_id for r in result.runs)}.")
-
-
 if job_id:
     snapshot = job_queue().get(job_id)
     if snapshot is None:
-        st.warning(f"No job '{job_id}' is known on this server (it may have been started before a restart).")
+        st.warning(f"No job or stored run '{job_id}' here. Check the link, or open the History page.")
     elif snapshot["status"] in ACTIVE:
         live_panel(job_id)
     else:
-        results_panel(job_id, snapshot)
+        show_record(snapshot, job_queue(), job_id)

@@ -1,16 +1,14 @@
 """Sweep page: accuracy, time and cost against labelled images per class, with repeats, intervals and crossovers.
 Layout only: the sweep, its statistics and its figures come from tlcore."""
 
-import json
-
 import pandas as pd
 import streamlit as st
 
+from pages._results import show_record, sweep_figures
 from pages._widgets import backbone_and_weights, data_source, job_sidebar, require_weights
-from tlcore import charts
+from tlcore.environment import read_only
 from tlcore.errors import TlcoreError
 from tlcore.jobs import ACTIVE, default_queue
-from tlcore.learning_curves import find_crossovers, summarize
 from tlcore.presets import SWEEP_PRESETS, build_sweep_config
 from tlcore.strategies import DEFAULTS, KINDS
 from tlcore.sweep import parse_sizes, size_label
@@ -59,7 +57,9 @@ with st.expander("Set up a sweep", expanded=not job_id):
                    f"{n_sizes * int(repeats) * len(strategies)} cells.")
     except TlcoreError as exc:
         st.error(str(exc))
-    if st.button("Run sweep", type="primary", key="sw_run", disabled=not strategies):
+    if read_only():
+        st.info("This instance is read-only (TLCORE_READ_ONLY=1): open stored sweeps on the History page.")
+    if st.button("Run sweep", type="primary", key="sw_run", disabled=not strategies or read_only()):
         try:
             dataset = data.resolve()
             config = build_sweep_config(
@@ -79,28 +79,6 @@ job_id = st.query_params.get("sweep") or st.session_state.get("sweep")
 
 def cells_frame(cells) -> pd.DataFrame:
     return pd.DataFrame([c.to_row() for c in cells])
-
-
-def figures(frame: pd.DataFrame, key: str) -> None:
-    summary = summarize(frame)
-    if summary.empty:
-        return
-    crossovers = find_crossovers(summary)
-    for c in crossovers:
-        st.info(c.statement)
-    st.plotly_chart(charts.learning_curves(summary, crossovers, frame), key=f"lc_{key}")
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.time_vs_size(summary), key=f"time_{key}")
-    c2.plotly_chart(charts.accuracy_per_second(summary), key=f"aps_{key}")
-    st.dataframe(charts.sweep_table(summary), hide_index=True, key=f"table_{key}",
-                 column_config={"accuracy": st.column_config.NumberColumn(format="%.3f"),
-                                "train s": st.column_config.NumberColumn(format="%.1f"),
-                                "accuracy per train s": st.column_config.NumberColumn(format="%.4f"),
-                                "still improving (share)": st.column_config.NumberColumn(format="%.2f")})
-    improving = summary[summary["undertrained_share"] > 0]
-    if not improving.empty:
-        st.caption("Still improving at the last epoch (a longer schedule may score higher): " + ", ".join(
-            f"{r.strategy} at {size_label(r.size)}/class" for r in improving.itertuples()) + ".")
 
 
 @st.fragment(run_every=1.0)
@@ -126,51 +104,14 @@ def live_panel(job_id: str) -> None:
         job_queue().cancel(job_id)
         st.toast("Cancelling after the current batch; finished cells are kept.")
     if snap["cells"]:
-        figures(cells_frame(snap["cells"]), f"live_{job_id}")
-
-
-def results_panel(job_id: str, snap: dict) -> None:
-    result = snap["result"]
-    if snap["status"] == "cancelled":
-        st.warning(f"Sweep {job_id} was cancelled; the finished cells are below and stored. Run the same sweep again "
-                   "to compute only the missing ones.")
-    elif snap["status"] == "failed":
-        st.error(f"Sweep {job_id} failed: {snap['error']}")
-    elif snap["error"]:
-        st.error(snap["error"])
-    if result is None:
-        return
-    ds = result.dataset
-    cfg = result.config
-    resumed = sum(c.resumed for c in result.cells)
-    st.subheader("Results")
-    st.caption(f"{ds.get('name')}: {len(ds.get('classes', []))} classes, test set of {ds.get('sizes', {}).get('test')} "
-               f"images for every cell · {cfg['experiment']['backbone']['name']} · {cfg.get('image_size')} px · "
-               f"{cfg['repeats']} repeat(s) from seed {cfg['experiment']['seed']} · {len(result.cells)} cells "
-               f"({resumed} from the store) · {result.wall_seconds:.0f} s wall · features computed "
-               f"{result.feature_cache.get('rows_computed', 0)} rows, reused {result.feature_cache.get('rows_reused', 0)}"
-               f" · store record `{result.record_id}`")
-    frame = result.cells_frame()
-    figures(frame, job_id)
-    d1, d2, d3 = st.columns(3)
-    d1.download_button("Download summary CSV", result.summary().to_csv(index=False), f"sweep-{job_id}-summary.csv",
-                       "text/csv", key=f"sw_sum_{job_id}")
-    d2.download_button("Download cells CSV", frame.to_csv(index=False), f"sweep-{job_id}-cells.csv", "text/csv",
-                       key=f"sw_cells_{job_id}")
-    d3.download_button("Download JSON", json.dumps(result.to_dict(), indent=1, default=str),
-                       f"sweep-{job_id}.json", "application/json", key=f"sw_json_{job_id}")
-    exp = cfg["experiment"]
-    st.caption("Reproduce: `python -m tlcore sweep --dataset " + str(exp["dataset"]["source"]) + " --backbone "
-               + exp["backbone"]["name"] + " --sizes " + ",".join(size_label(s) for s in cfg["sizes"])
-               + f" --repeats {cfg['repeats']} --seed {exp['seed']}` with the preset's schedules, or the JSON's "
-               "config exactly.")
+        sweep_figures(cells_frame(snap["cells"]), f"live_{job_id}")
 
 
 if job_id:
     snapshot = job_queue().get(job_id)
     if snapshot is None:
-        st.warning(f"No sweep '{job_id}' is known on this server (it may have been started before a restart).")
+        st.warning(f"No sweep or stored run '{job_id}' here. Check the link, or open the History page.")
     elif snapshot["status"] in ACTIVE:
         live_panel(job_id)
     else:
-        results_panel(job_id, snapshot)
+        show_record(snapshot, job_queue(), job_id)

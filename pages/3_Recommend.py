@@ -9,10 +9,11 @@ import streamlit as st
 from pages._widgets import backbone_and_weights, data_source, require_weights
 from tlcore import charts
 from tlcore.backbone import BackboneSpec
+from tlcore.environment import read_only
 from tlcore.errors import TlcoreError
 from tlcore.jobs import default_queue
 from tlcore.recommend import (SOURCES, confirmation_config, describe, evidence_from_store, measure, recommend,
-                              region)
+                              region, save_recommendation)
 from tlcore.validate import parse_dataset
 
 st.set_page_config(page_title="Recommend · tlcore", page_icon="🧭", layout="wide")
@@ -69,6 +70,16 @@ else:
 if signals is not None:
     evidence = evidence_from_store(signals) if not signals.described else []
     rec = recommend(signals, evidence)
+    inputs = st.session_state.get("rc_inputs")
+    if not signals.described and st.session_state.get("rc_saved") != inputs:
+        dataset_arg, backbone_arg, weights_arg, per_class_arg, size_arg = inputs
+        st.session_state["rc_saved_id"] = save_recommendation(rec, parse_dataset(dataset_arg),
+                                                              BackboneSpec(backbone_arg, weights_arg),
+                                                              per_class_arg or None, 0, size_arg or None)
+        st.session_state["rc_saved"] = inputs
+    if not signals.described and st.session_state.get("rc_saved_id"):
+        st.caption(f"Stored as `{st.session_state['rc_saved_id']}`: share it with `?run="
+                   f"{st.session_state['rc_saved_id']}`.")
     st.divider()
     a, b, c = st.columns(3)
     a.metric("Recommended", rec.choice.label)
@@ -104,7 +115,7 @@ if signals is not None:
         st.subheader("Measured on this dataset")
         st.dataframe(pd.DataFrame(evidence), hide_index=True, key="rc_evidence")
 
-    if not signals.described:
+    if not signals.described and not read_only():
         dataset, backbone_name, weights_arg, per_class_value, size = st.session_state["rc_inputs"]
         if st.button(f"Confirm on the Compare page: run {rec.choice.label} and {rec.runner_up.label}",
                      key="rc_confirm"):

@@ -41,8 +41,10 @@ class DataChoice:
 
 
 def data_source(prefix: str = "") -> DataChoice:
-    kind = st.radio("Dataset source", ["Built-in", "Folder on this server", "Upload a .zip"], horizontal=True,
-                    key=f"{prefix}source_kind")
+    from tlcore.environment import read_only
+
+    sources = ["Built-in", "Folder on this server"] + ([] if read_only() else ["Upload a .zip"])
+    kind = st.radio("Dataset source", sources, horizontal=True, key=f"{prefix}source_kind")
     choice = DataChoice(kind)
     if kind == "Built-in":
         names = list(BUILTIN_DATASETS)
@@ -91,3 +93,48 @@ def job_sidebar(queue) -> None:
         for job in active:
             where = "running" if job["status"] == "running" else f"queued #{job['position']}"
             st.write(f"`{job['id']}` {job['kind']} {where}: {job['label']}")
+
+
+@st.cache_data(show_spinner="Reading every image: counts, sizes, duplicates, overlaps...", max_entries=8)
+def _card(dataset: str):
+    from tlcore.dataset_card import dataset_card
+    from tlcore.validate import parse_dataset
+
+    return dataset_card(parse_dataset(dataset))
+
+
+def dataset_card_panel(data: DataChoice, key: str) -> None:
+    """The dataset card of the chosen data, on demand."""
+    if not st.toggle("Show the dataset card (class counts, samples, sizes, duplicates, train/test overlap)",
+                     key=f"{key}card"):
+        return
+    try:
+        dataset = data.resolve()
+        card = _card(dataset)
+    except TlcoreError as exc:
+        st.error(str(exc))
+        return
+    from tlcore.uploads import skipped_files
+
+    st.markdown(f"**{card.name}**: {len(card.classes)} classes")
+    c1, c2 = st.columns(2)
+    c1.dataframe(card.counts, key=f"{key}card_counts")
+    if not card.sizes.empty:
+        c2.dataframe(card.sizes, key=f"{key}card_sizes")
+    for name, images in list(card.samples.items())[:20]:
+        cols = st.columns(len(images) + 1)
+        cols[0].caption(name)
+        for col, img in zip(cols[1:], images):
+            col.image(img, width="stretch")
+    skipped = skipped_files(dataset) if data.kind == "Upload a .zip" else []
+    for title, items in (("Skipped files", [f"{p['path']}: {p['reason']}" for p in card.problems]),
+                         ("Non-image files left out of the upload", skipped),
+                         ("Exact duplicates (same content)", [" = ".join(g) for g in card.duplicates]),
+                         ("In training and in val/test", [f"{a} = {b}" for a, b in card.train_test_overlap])):
+        if items:
+            with st.expander(f"{title}: {len(items)}"):
+                st.write("\n".join(f"- {i}" for i in items[:200]))
+        else:
+            st.caption(f"{title}: none")
+    for note in card.notes:
+        st.warning(note)

@@ -133,3 +133,30 @@ def test_recommend_page_from_a_description_and_from_measured_data(image_folder, 
     assert at.metric[0].value in ("feature-extraction", "fine-tune (top 2 stages)", "fine-tune (all stages)",
                                   "scratch")
     assert at.button(key="rc_confirm").label.startswith("Confirm on the Compare page")
+
+
+def test_share_link_opens_a_stored_run_read_only(image_folder, tiny_weights, monkeypatch):
+    from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, compare, make_strategy
+
+    result = compare(ExperimentConfig(dataset=DatasetSpec(str(image_folder)),
+                                      backbone=BackboneSpec("test_efficientnet", str(tiny_weights)), image_size=32,
+                                      strategies=[make_strategy("feature-extraction", head_max_iter=20)]),
+                     label="shared run")
+    monkeypatch.setenv("TLCORE_READ_ONLY", "1")
+    at = AppTest.from_file(str(ROOT / "pages" / "4_History.py"), default_timeout=60)
+    at.query_params["run"] = result.record_id
+    at.run()
+    _no_exceptions(at)
+    assert result.record_id in at.title[0].value and "completed" in at.title[0].value
+    table = at.dataframe[0].value
+    assert list(table["strategy"]) == ["feature-extraction"]
+    assert table["accuracy"].iloc[0] == pytest.approx(result.runs[0].accuracy)
+    labels = [b.label for b in at.get("download_button")]
+    assert "HTML report" in labels and "Results bundle (.zip)" in labels
+    assert not any(b.label == "Delete" for b in at.button)
+
+    listing = AppTest.from_file(str(ROOT / "pages" / "4_History.py"), default_timeout=60).run()
+    _no_exceptions(listing)
+    assert result.record_id in list(listing.dataframe[0].value["id"])
+    compare_page = AppTest.from_file(str(ROOT / "pages" / "1_Compare.py"), default_timeout=60).run()
+    assert compare_page.button(key="run").disabled  # read-only: no runs from the pages either

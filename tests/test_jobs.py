@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, make_strategy
 from tlcore.jobs import JobQueue
+from tlcore.store import Store
 
 
 def _config(folder, weights, **kw):
@@ -13,8 +14,8 @@ def _config(folder, weights, **kw):
                             image_size=32, **kw)
 
 
-def test_two_jobs_run_one_at_a_time_and_keep_their_own_results(image_folder, tiny_weights):
-    queue = JobQueue(workers=1, persist=False)
+def test_two_jobs_run_one_at_a_time_and_keep_their_own_results(image_folder, tiny_weights, tmp_path):
+    queue = JobQueue(workers=1, store=Store(tmp_path / "jobs.db"))
     first = queue.submit(_config(image_folder, tiny_weights, seed=1), owner="tab-1")
     second = queue.submit(_config(image_folder, tiny_weights, seed=2), owner="tab-2")
     active = queue.active()
@@ -28,8 +29,8 @@ def test_two_jobs_run_one_at_a_time_and_keep_their_own_results(image_folder, tin
     assert a["progress"]["scratch"]["phase"] == "done"
 
 
-def test_cancel_queued_and_running_jobs(image_folder, tiny_weights):
-    queue = JobQueue(workers=1, persist=False)
+def test_cancel_queued_and_running_jobs(image_folder, tiny_weights, tmp_path):
+    queue = JobQueue(workers=1, store=Store(tmp_path / "jobs.db"))
     slow = _config(image_folder, tiny_weights)
     slow.strategies = [make_strategy("scratch", epochs=200, batch_size=4, min_steps=0)]
     running = queue.submit(slow)
@@ -47,9 +48,33 @@ def test_cancel_queued_and_running_jobs(image_folder, tiny_weights):
     assert done["status"] == "cancelled" and done["result"].runs[0].status == "cancelled"
 
 
-def test_finished_jobs_survive_a_new_queue(image_folder, tiny_weights):
-    job = JobQueue(workers=1, persist=True)
-    job_id = job.submit(_config(image_folder, tiny_weights))
-    assert job.wait(job_id)["status"] == "completed"
-    reloaded = JobQueue(workers=1, persist=True).get(job_id)  # as after a server restart
-    assert reloaded["status"] == "completed" and reloaded["result"].runs[0].accuracy is not None
+def test_finished_jobs_survive_a_new_queue(image_folder, tiny_weights, tmp_path):
+    store = Store(tmp_path / "jobs.db")
+    queue = JobQueue(workers=1, store=store)
+    job_id = queue.submit(_config(image_folder, tiny_weights))
+    live = queue.wait(job_id)
+    assert live["status"] == "completed"
+    reloaded = JobQueue(workers=1, store=store).get(job_id)  # as after a server restart
+    assert reloaded["status"] == "completed" and reloaded["kind"] == "comparison"
+    assert [r.to_dict() for r in reloaded["result"].runs] == [r.to_dict() for r in live["result"].runs]
+    assert reloaded["result"].config == live["result"].config
+
+
+def test_two_sessions_submitting_at_once_both_complete_queued(image_folder, tiny_weights, tmp_path):
+    import threading
+
+    store = Store(tmp_path / "jobs.db")
+    queue = JobQueue(workers=1, store=store)
+    ids = []
+    sessions = [threading.Thread(target=lambda s=seed: ids.append(queue.submit(_config(image_folder, tiny_weights,
+                                                                                       seed=s)))) for seed in (3, 4)]
+    for t in sessions:
+        t.start()
+    for t in sessions:
+        t.join()
+    done = [queue.wait(i) for i in ids]
+    assert [d["status"] for d in done] == ["completed", "completed"]
+    first, second = sorted(done, key=lambda d: d["started"])
+    assert first["finished"] <= second["started"]  # queued, never two at once
+    records = {r["id"]: r for r in store.records()}
+    assert all(records[i]["status"] == "completed" and records[i]["runs_count"] == 2 for i in ids)

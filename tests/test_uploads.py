@@ -4,6 +4,7 @@ are refused before anything is written."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 import stat
 import zipfile
 
@@ -60,3 +61,54 @@ def test_too_many_files_and_too_many_bytes_are_refused(isolated_home):
 def test_not_a_zip_is_a_clear_message(isolated_home):
     with pytest.raises(DataError, match="not a readable .zip"):
         extract_zip(b"definitely not a zip", "notes.txt")
+
+
+def _png(width: int, height: int, colour=(120, 30, 200)) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buf, "PNG")  # a flat image compresses to almost nothing
+    return buf.getvalue()
+
+
+def test_pixel_bomb_is_refused_before_extraction_completes(isolated_home):
+    bomb = _png(4000, 3000)  # 12 megapixels in a few kB
+    assert len(bomb) < 100_000
+    with pytest.raises(DataError, match="megapixels an image"):
+        extract_zip(_zip({"c/ok.png": _png(8, 8), "c/bomb.png": bomb}), "bomb.zip", max_pixels=10_000_000)
+    assert not list(isolated_home.rglob("bomb.png")) and not list(isolated_home.rglob(".extract-*"))
+
+
+def test_non_image_files_are_listed_and_skipped(isolated_home):
+    from tlcore.uploads import skipped_files
+
+    root = extract_zip(_zip({"d/a/1.png": _png(8, 8), "d/a/2.png": _png(8, 8, (1, 2, 3)), "d/b/1.png": _png(9, 9),
+                             "d/b/2.png": _png(9, 9, (9, 9, 9)), "d/b/notes.txt": b"hello", "d/README.md": b"#"}),
+                       "mixed.zip")
+    assert sorted(skipped_files(root)) == ["d/README.md", "d/b/notes.txt"]
+    assert not list(root.rglob("*.txt")) and not list(root.rglob("*.md"))
+
+
+def test_dataset_card_finds_duplicates_and_train_test_overlap(tmp_path):
+    from tlcore.dataset_card import dataset_card
+
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        for c, colour in (("a", (200, 0, 0)), ("b", (0, 0, 200))):
+            (root / split / c).mkdir(parents=True)
+    shades = {c: [(i * 20 + (c == "b") * 5, 40, 40) for i in range(6)] for c in "ab"}
+    for c in "ab":
+        for i, shade in enumerate(shades[c]):
+            (root / "train" / c / f"{i}.png").write_bytes(_png(12, 10, shade))
+        (root / "test" / c / "t0.png").write_bytes(_png(12, 10, (1, 250, 1 + (c == "b"))))
+    (root / "train" / "a" / "copy.png").write_bytes(_png(12, 10, shades["a"][0]))  # duplicate inside train
+    (root / "test" / "b" / "leak.png").write_bytes(_png(12, 10, shades["b"][3]))  # a training image in test
+    (root / "train" / "b" / "broken.png").write_bytes(b"not a png")
+    card = dataset_card(DatasetSpec(str(root)))
+    assert card.counts.loc["a", "train"] + card.counts.loc["a", "val"] == 7
+    assert card.counts.loc["b", "test"] == 2
+    assert any(sorted(Path(p).name for p in group) == ["0.png", "copy.png"] for group in card.duplicates)
+    assert [(Path(a).name, Path(b).name) for a, b in card.train_test_overlap] == [("3.png", "leak.png")]
+    assert any("broken.png" in p["path"] for p in card.problems)
+    assert card.sizes.loc["width", "max"] == 12 and any("inflated" in n for n in card.notes)
+    assert all(len(v) >= 1 for v in card.samples.values())

@@ -13,8 +13,21 @@ import torch
 
 
 def data_home() -> Path:
-    """TLCORE_HOME, or ~/.tlcore: caches, downloaded datasets and (later) the run store."""
+    """TLCORE_HOME, or ~/.tlcore: caches, downloaded datasets, uploads and the run store."""
     return Path(os.environ.get("TLCORE_HOME", Path.home() / ".tlcore")).expanduser()
+
+
+def read_only() -> bool:
+    """TLCORE_READ_ONLY=1: a demo that can be browsed and exported but not changed (no runs, uploads or deletes)."""
+    return os.environ.get("TLCORE_READ_ONLY", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def require_writable(action: str) -> None:
+    from .errors import ReadOnlyError
+
+    if read_only():
+        raise ReadOnlyError(f"This tlcore instance is read-only (TLCORE_READ_ONLY=1), so it cannot {action}. "
+                            "Open the links and export reports here, or run tlcore without TLCORE_READ_ONLY.")
 
 
 def cache_dir() -> Path:

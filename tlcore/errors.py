@@ -25,3 +25,7 @@ class RunCancelled(TlcoreError):
 
 class RunFailed(TlcoreError):
     """Training could not go on (for example the loss became NaN); the reason is recorded with the run."""
+
+
+class ReadOnlyError(TlcoreError):
+    """This instance serves a read-only demo (TLCORE_READ_ONLY=1): browsing, links and exports only."""

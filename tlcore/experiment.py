@@ -276,16 +276,24 @@ def build_runner(config: ExperimentConfig, callbacks: Optional[list[ProgressCall
 def compare(config: Optional[ExperimentConfig] = None, callbacks: Optional[list[ProgressCallback]] = None,
             cancel: Optional[CancelToken] = None, cache: Optional[FeatureCache] = None,
             on_result: Optional[Callable[[RunResult], None]] = None, store: Optional[Store] = None,
-            label: str = "") -> ComparisonResult:
+            label: str = "", record_id: Optional[str] = None) -> ComparisonResult:
     """Run every strategy of `config` on the same split and test set; a failed strategy does not stop the others, a
     cancel stops the rest and keeps what finished. Each run is written to the run store as it finishes."""
     started = time.perf_counter()
     config = config or ExperimentConfig()
     cancel = cancel or CancelToken()
-    runner = build_runner(config, callbacks, cancel, cache)
     store = store or default_store()
-    record_id = store.create_record("comparison", runner.config.to_dict(), label=label,
-                                    dataset=runner.data.dataset.name, backbone=config.backbone.name)
+    if record_id is None:
+        record_id = store.create_record("comparison", config.to_dict(), label=label, dataset=config.dataset.source,
+                                        backbone=config.backbone.name)
+    else:  # a queued job's record
+        store.claim(record_id)
+    try:
+        runner = build_runner(config, callbacks, cancel, cache)
+    except BaseException as exc:
+        store.update_record(record_id, status="failed", error=str(exc) if isinstance(exc, TlcoreError) else
+                            f"{type(exc).__name__}: {exc}")
+        raise
 
     def finished(run: RunResult) -> None:
         store.add_run(record_id, run, per_class=config.dataset.per_class or 0)
@@ -302,8 +310,22 @@ def compare(config: Optional[ExperimentConfig] = None, callbacks: Optional[list[
     status = "cancelled" if "cancelled" in statuses else "failed" if statuses == {"failed"} else "completed"
     store.update_record(record_id, status=status, error="; ".join(f"{r.strategy}: {r.error}" for r in result.runs
                                                                   if r.error) or None,
-                        summary={k: v for k, v in result.to_dict().items() if k not in ("runs", "config")})
+                        summary={k: v for k, v in result.to_dict().items() if k not in ("runs",)})
     return result
+
+
+def load_comparison(record_id: str, store: Optional[Store] = None) -> Optional[ComparisonResult]:
+    """A stored comparison rebuilt from its record and runs (also one that was interrupted: the finished runs)."""
+    store = store or default_store()
+    record = store.record(record_id)
+    if record is None or record["kind"] != "comparison":
+        return None
+    summary = record["summary"] or {}
+    runs = [row["run"] for row in store.runs(record_id)]
+    return ComparisonResult(config=summary.get("config", record["config"]), dataset=summary.get("dataset", {}),
+                            runs=runs, environment=summary.get("environment", {}),
+                            test_indices=summary.get("test_indices", []), test_labels=summary.get("test_labels", []),
+                            wall_seconds=summary.get("wall_seconds", 0.0), record_id=record_id)
 
 
 def run_all(runner: Runner, on_result: Optional[Callable[[RunResult], None]] = None,

@@ -2,26 +2,27 @@
 (1 by default, this is a small CPU machine), with live progress, curves, partial results and cancellation. No
 streamlit import: the pages keep a job id and poll `JobQueue.get`.
 
-Every finished job is also written to TLCORE_HOME/jobs/<id>.json, so a result outlives the browser session.
+A job is a record of the run store from the moment it is submitted (status 'queued'), and its id is the record's id:
+finished runs are stored as they finish, a job outlives the browser session and the server, and one that a restart
+or a kill cut short is shown as 'interrupted' and can be submitted again (a sweep then resumes from its stored cells).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import traceback
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from .environment import data_home
+from .environment import require_writable
 from .errors import TlcoreError
-from .experiment import ExperimentConfig, compare
+from .experiment import ExperimentConfig, compare, load_comparison
 from .progress import CancelToken, ProgressEvent
 from .results import ComparisonResult, RunResult
-from .sweep import SweepCell, SweepConfig, SweepResult, run_sweep
+from .store import ACTIVE_STATUSES, Store, default_store
+from .sweep import SweepCell, SweepConfig, SweepResult, load_sweep, run_sweep
 
 ACTIVE = ("queued", "running")
 
@@ -94,18 +95,29 @@ class Job:
 class JobQueue:
     """FIFO queue with `workers` threads. Jobs are identified by id, so two browser tabs never see each other's."""
 
-    def __init__(self, workers: int = 1, persist: bool = True) -> None:
+    def __init__(self, workers: int = 1, store: Optional[Store] = None) -> None:
         self._jobs: dict[str, Job] = {}
         self._pending: deque[str] = deque()
         self._cv = threading.Condition()
-        self.persist = persist
+        self._store = store
+        self.store.mark_interrupted()  # jobs of a previous server process that never finished
         self._threads = [threading.Thread(target=self._work, name=f"tlcore-job-{i}", daemon=True)
                          for i in range(max(1, workers))]
         for t in self._threads:
             t.start()
 
+    @property
+    def store(self) -> Store:
+        return self._store or default_store()
+
     def submit(self, config: Union[ExperimentConfig, SweepConfig], owner: str = "", label: str = "") -> str:
-        job = Job(id=uuid.uuid4().hex[:10], config=config, owner=owner, label=label)
+        """Queue a comparison or a sweep; its record is stored at once, so even a queued job survives a restart."""
+        require_writable("start a run")
+        kind = "sweep" if isinstance(config, SweepConfig) else "comparison"
+        exp = config.experiment if isinstance(config, SweepConfig) else config
+        record_id = self.store.create_record(kind, config.to_dict(), label=label, dataset=exp.dataset.source,
+                                             backbone=exp.backbone.name, status="queued")
+        job = Job(id=record_id, config=config, owner=owner, label=label)
         with self._cv:
             self._jobs[job.id] = job
             self._pending.append(job.id)
@@ -113,11 +125,11 @@ class JobQueue:
         return job.id
 
     def get(self, job_id: str) -> Optional[dict]:
+        """The live job, or a stored record (finished, interrupted, or from another server) in the same shape."""
         job = self._jobs.get(job_id)
         if job is not None:
             return job.snapshot()
-        saved = self._load(job_id)
-        return saved
+        return stored_snapshot(job_id, self.store)
 
     def cancel(self, job_id: str) -> bool:
         job = self._jobs.get(job_id)
@@ -128,6 +140,7 @@ class JobQueue:
             if job_id in self._pending:  # never started: cancelled at once
                 self._pending.remove(job_id)
                 job.status, job.error, job.finished = "cancelled", "cancelled before it started", time.time()
+                self.store.update_record(job_id, status="cancelled", error=job.error)
         return True
 
     def active(self) -> list[dict]:
@@ -162,12 +175,12 @@ class JobQueue:
             try:
                 if job.kind == "sweep":
                     sweep = run_sweep(job.config, callbacks=[job.on_event], cancel=job.cancel, on_cell=job.on_cell,
-                                      label=job.label)
+                                      label=job.label, store=self.store, record_id=job.id)
                     job.result, job.status = sweep, sweep.status
                     failed = [f"{c.label}: {c.run.error}" for c in sweep.cells if c.run.error]
                 else:
                     result = compare(job.config, callbacks=[job.on_event], cancel=job.cancel,
-                                     on_result=job.on_result)
+                                     on_result=job.on_result, store=self.store, record_id=job.id)
                     job.result = result
                     statuses = {r.status for r in result.runs}
                     job.status = "cancelled" if "cancelled" in statuses else (
@@ -180,39 +193,33 @@ class JobQueue:
                 job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
                 traceback.print_exc()
             job.finished = time.time()
-            if self.persist:
-                self._save(job)
+            record = self.store.record(job.id)
+            if record is not None and record["status"] in ACTIVE_STATUSES:  # failed before the run could say so
+                self.store.update_record(job.id, status=job.status, error=job.error)
 
-    def _path(self, job_id: str):
-        return data_home() / "jobs" / f"{job_id}.json"
 
-    def _save(self, job: Job) -> None:
-        path = self._path(job.id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        snap = job.snapshot()
-        snap["result"] = job.result.to_dict() if job.result else None
-        snap["runs"] = [r.to_dict() for r in job.runs]
-        snap["cells"] = [c.to_dict() for c in job.cells]
-        snap["config"] = job.config.to_dict()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(snap, default=str))
-        tmp.replace(path)
-
-    def _load(self, job_id: str) -> Optional[dict]:
-        if not job_id.isalnum():
-            return None
-        path = self._path(job_id)
-        if not path.exists():
-            return None
-        snap = json.loads(path.read_text())
-        kind = snap.get("kind", "comparison")
-        if snap.get("result"):
-            snap["result"] = (SweepResult if kind == "sweep" else ComparisonResult).from_dict(snap["result"])
-        snap["runs"] = [RunResult.from_dict(r) for r in snap.get("runs", [])]
-        snap["cells"] = [SweepCell.from_dict(c) for c in snap.get("cells", [])]
-        snap.setdefault("kind", kind)
-        snap.setdefault("cells_total", 0)
-        return snap
+def stored_snapshot(record_id: str, store: Store) -> Optional[dict]:
+    """A stored comparison or sweep in the shape of `Job.snapshot()`."""
+    if not record_id or not record_id.isalnum():
+        return None
+    record = store.record(record_id)
+    if record is None or record["kind"] not in ("comparison", "sweep"):
+        return None
+    if record["kind"] == "sweep":
+        result = load_sweep(record_id, store)
+        runs, cells = [c.run for c in result.cells], list(result.cells)
+        config = SweepConfig.from_dict(record["config"])
+        strategies, total = [s.name for s in config.experiment.strategies], config.cells_total
+    else:
+        result = load_comparison(record_id, store)
+        runs, cells = list(result.runs), []
+        strategies = [s.get("name") or s["kind"] for s in record["config"].get("strategies", [])]
+        total = 0
+    return {"id": record_id, "kind": record["kind"], "label": record["label"], "status": record["status"],
+            "error": record["error"], "submitted": record["created_at"], "started": None,
+            "finished": record["updated_at"], "progress": {}, "live_curves": {}, "runs": runs,
+            "result": result if (runs or record["status"] not in ACTIVE_STATUSES) else None,
+            "strategies": strategies, "cells": cells, "cells_total": total, "record": record}
 
 
 _QUEUE: Optional[JobQueue] = None

@@ -282,6 +282,7 @@ class Recommendation:
     signals: Signals
     evidence: list[dict] = field(default_factory=list)  # measured results on this data, when any
     based_on: str = "signals"  # or "measurements"
+    record_id: str = ""  # in the run store, when stored
 
     @property
     def strategy(self) -> str:
@@ -461,8 +462,13 @@ def advise(dataset: DatasetSpec | str, backbone: bb.BackboneSpec | str = bb.Back
            per_class: Optional[int] = None, seed: int = 0, image_size: Optional[int] = None,
            use_evidence: bool = True, store=None) -> Recommendation:
     """Measure, then recommend (with the stored evidence on this data unless `use_evidence` is False)."""
+    from .store import default_store
+
+    store = store or default_store()
     signals = measure(dataset, backbone, per_class=per_class, seed=seed, image_size=image_size)
-    return recommend(signals, evidence_from_store(signals, store) if use_evidence else None)
+    rec = recommend(signals, evidence_from_store(signals, store) if use_evidence else None)
+    save_recommendation(rec, dataset, backbone, per_class, seed, image_size, store)
+    return rec
 
 
 def confirmation_config(rec: Recommendation, dataset: DatasetSpec, backbone: bb.BackboneSpec,
@@ -475,3 +481,24 @@ def confirmation_config(rec: Recommendation, dataset: DatasetSpec, backbone: bb.
                   for c in (rec.choice, rec.runner_up)]
     return ExperimentConfig(dataset=dataset, backbone=backbone, strategies=strategies, image_size=image_size,
                             seed=seed)
+
+
+def save_recommendation(rec: Recommendation, dataset: DatasetSpec | str, backbone: bb.BackboneSpec | str,
+                        per_class: Optional[int] = None, seed: int = 0, image_size: Optional[int] = None,
+                        store=None) -> str:
+    """Store a recommendation like every run (it gets a link and shows in the history); not in read-only mode."""
+    from .environment import read_only
+    from .store import default_store
+
+    if read_only():
+        return ""
+    store = store or default_store()
+    spec = DatasetSpec(dataset) if isinstance(dataset, str) else dataset
+    backbone = bb.BackboneSpec(backbone) if isinstance(backbone, str) else backbone
+    rec.record_id = store.create_record(
+        "recommendation", {"dataset": asdict(spec), "backbone": asdict(backbone), "per_class": per_class, "seed": seed,
+                           "image_size": image_size, "rules_version": RULES_VERSION},
+        label=f"recommend: {rec.choice.label}", dataset=rec.signals.dataset, backbone=rec.signals.backbone,
+        status="completed")
+    store.update_record(rec.record_id, summary=rec.to_dict())
+    return rec.record_id

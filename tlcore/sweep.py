@@ -216,7 +216,7 @@ class _CellEvents:
 def run_sweep(config: Optional[SweepConfig] = None, callbacks: Optional[list[ProgressCallback]] = None,
               cancel: Optional[CancelToken] = None, cache: Optional[FeatureCache] = None,
               store: Optional[Store] = None, on_cell: Optional[Callable[[SweepCell], None]] = None,
-              resume: bool = True, label: str = "") -> SweepResult:
+              resume: bool = True, label: str = "", record_id: Optional[str] = None) -> SweepResult:
     """Run every (seed, size, strategy) cell, smallest size first within each seed; store each cell as it finishes.
     With `resume`, cells already in the store (same content key, completed) are taken from it, not recomputed.
     A cancel stops after the current batch and keeps every finished cell."""
@@ -261,8 +261,11 @@ def run_sweep(config: Optional[SweepConfig] = None, callbacks: Optional[list[Pro
         return PreparedData(ds, cfg, tkey, {"train": _select(decoded["train"], ds.indices["train"]),
                                             "val": decoded["val"], "test": decoded["test"]})
 
-    record_id = store.create_record("sweep", config.to_dict(), label=label, dataset=full.name,
-                                    backbone=exp.backbone.name)
+    if record_id is None:
+        record_id = store.create_record("sweep", config.to_dict(), label=label, dataset=full.name,
+                                        backbone=exp.backbone.name)
+    else:  # a queued job's record
+        store.claim(record_id)
     rows_before = (cache.stats.rows_computed, cache.stats.rows_reused)
     cells: list[SweepCell] = []
     status, error = "completed", None

@@ -1,13 +1,16 @@
 """Uploaded datasets: a .zip of class folders, extracted safely under TLCORE_HOME/datasets/uploads/<content hash>.
 
 Entries that would escape the target (absolute paths, '..'), symbolic links, too many files and too many bytes are
-refused before anything is written; the same archive uploaded twice is stored once.
+refused before anything is written; an image over the pixel limit (read from its header as it is extracted) refuses
+the whole archive before extraction completes; files that are not images are listed and skipped; the same archive
+uploaded twice is stored once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -16,11 +19,24 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Union
 
-from .environment import data_home
+from PIL import Image
+
+from .data import IMAGE_EXTENSIONS
+from .environment import data_home, require_writable
 from .errors import DataError
 
 MAX_FILES = 50_000
 MAX_BYTES = 4 * 2**30
+MAX_PIXELS = 50_000_000  # per image: a 7000 x 7000 photo passes, a decompression bomb does not
+SKIPPED = ".skipped.json"
+
+
+def skipped_files(root: Path) -> list[str]:
+    """The archive entries that were not images and were left out when it was extracted."""
+    for folder in (Path(root), Path(root).parent):
+        if (folder / SKIPPED).exists():
+            return json.loads((folder / SKIPPED).read_text())
+    return []
 
 
 def _check_members(zf: zipfile.ZipFile, name: str, max_files: int, max_bytes: int) -> list[zipfile.ZipInfo]:
@@ -44,8 +60,9 @@ def _check_members(zf: zipfile.ZipFile, name: str, max_files: int, max_bytes: in
 
 
 def extract_zip(archive: Union[bytes, str, Path, BinaryIO], name: str = "upload.zip", max_files: int = MAX_FILES,
-                max_bytes: int = MAX_BYTES) -> Path:
+                max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Path:
     """Extract and return the dataset root (the single top folder if the archive has one)."""
+    require_writable("store an upload")
     data = archive if isinstance(archive, bytes) else (
         Path(archive).read_bytes() if isinstance(archive, (str, Path)) else archive.read())
     digest = hashlib.sha256(data).hexdigest()[:20]
@@ -61,12 +78,15 @@ def extract_zip(archive: Union[bytes, str, Path, BinaryIO], name: str = "upload.
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".extract-"))
             try:
-                written = 0
+                written, skipped = 0, []
                 for m in members:
                     if m.is_dir():
                         continue
                     parts = [p for p in PurePosixPath(m.filename.replace("\\", "/")).parts if p not in ("", ".")]
                     if not parts or parts[0] == "__MACOSX" or parts[-1].startswith("."):
+                        continue
+                    if PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_EXTENSIONS:
+                        skipped.append(m.filename)
                         continue
                     dest = tmp.joinpath(*parts)
                     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +97,8 @@ def extract_zip(archive: Union[bytes, str, Path, BinaryIO], name: str = "upload.
                                 raise DataError(f"'{name}' unpacks to more than {max_bytes / 2**20:,.0f} MiB; "
                                                 "refused.")
                             out.write(chunk)
+                    _check_pixels(dest, m.filename, name, max_pixels)
+                (tmp / SKIPPED).write_text(json.dumps(skipped))
                 (tmp / ".complete").write_text(name)
                 if target.exists():
                     shutil.rmtree(target)
@@ -90,3 +112,16 @@ def extract_zip(archive: Union[bytes, str, Path, BinaryIO], name: str = "upload.
         if inner:
             return entries[0]
     return target
+
+
+def _check_pixels(path: Path, entry: str, name: str, max_pixels: int) -> None:
+    """Read only the image header: a huge image is refused before it is ever decoded."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Exception:  # unreadable images are reported by the dataset scan, not here
+        return
+    if width * height > max_pixels:
+        raise DataError(f"'{name}' contains '{entry}' of {width} x {height} = {width * height / 1e6:,.0f} megapixels; "
+                        f"the limit is {max_pixels / 1e6:,.0f} megapixels an image. The archive was refused; "
+                        "downscale that image or leave it out.")
