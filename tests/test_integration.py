@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, compare, make_strategy
+from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, make_strategy
 from tlcore.backbone import data_config, load_template
 from tlcore.weights import PACKAGED_WEIGHTS, file_sha256, packaged_weights_path
 
@@ -28,18 +28,6 @@ def test_packaged_lite0_weights_are_real_imagenet_weights():
     assert "palace" in names, names
 
 
-def test_feature_extraction_beats_scratch_at_20_a_class():
-    config = ExperimentConfig(dataset=DatasetSpec("fashion-mnist", per_class=20),
-                              strategies=[make_strategy("feature-extraction"),
-                                          make_strategy("scratch", epochs=6, min_steps=0)],
-                              image_size=48, seed=0)
-    fe, scratch = compare(config).runs
-    assert fe.status == scratch.status == "completed"
-    assert fe.weights["source"] == "packaged" and scratch.weights["source"] == "none"
-    assert fe.accuracy > scratch.accuracy + 0.05, (fe.accuracy, scratch.accuracy)
-    assert fe.accuracy > 0.6  # ten classes: chance is 0.1
-
-
 def test_pretraining_matters_more_at_5_than_at_50_a_class(tmp_path):
     """The seed's rule of thumb on real data: the gap between feature extraction and scratch shrinks as labelled
     images grow."""
@@ -48,12 +36,16 @@ def test_pretraining_matters_more_at_5_than_at_50_a_class(tmp_path):
 
     exp = ExperimentConfig(dataset=DatasetSpec("fashion-mnist"),
                            strategies=[make_strategy("feature-extraction"),
-                                       make_strategy("scratch", epochs=6, min_steps=48)], image_size=32, seed=0)
+                                       make_strategy("scratch", epochs=5, min_steps=40)], image_size=32, seed=0)
     result = run_sweep(SweepConfig(exp, sizes=[5, 50], repeats=1), store=Store(tmp_path / "s.db"))
     acc = {(c.kind, c.size): c.run.accuracy for c in result.cells}
     assert all(c.run.status == "completed" for c in result.cells)
+    fe = next(c.run for c in result.cells if c.kind == "feature-extraction")
+    assert fe.weights["source"] == "packaged" and next(c.run for c in result.cells if c.kind == "scratch").weights[
+        "source"] == "none"
     gap5 = acc[("feature-extraction", 5)] - acc[("scratch", 5)]
     gap50 = acc[("feature-extraction", 50)] - acc[("scratch", 50)]
     assert gap5 > gap50 + 0.03, acc
+    assert gap5 > 0.2 and acc[("feature-extraction", 5)] > 0.45  # ten classes: chance is 0.1
     assert acc[("scratch", 50)] > acc[("scratch", 5)] and acc[("feature-extraction", 50)] > acc[
         ("feature-extraction", 5)]

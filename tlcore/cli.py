@@ -4,6 +4,7 @@ Ctrl-C cancels cleanly and whatever finished is still printed and written."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 from pathlib import Path
 import sys
@@ -94,7 +95,12 @@ def _run_arguments(run, outputs: str) -> None:
     run.add_argument("--config", default=None, help="re-run exactly the config saved in a result JSON (from --out or "
                      "the dashboard's download); other options are then ignored")
     run.add_argument("--seed", type=int, default=0, help="seed for the subset, initialisation and batch order")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                     help="auto picks CUDA, then MPS, then CPU; CUDA runs bf16 autocast and channels_last")
+    run.add_argument("--executor", default=None, choices=["local", "ray"],
+                     help="where cells run: local (in this process) or ray (RAY_ADDRESS, else a local Ray instance); "
+                     "default: TLCORE_EXECUTOR or local")
+    run.add_argument("--ray-cpus-per-task", type=int, default=1, help="ray: CPUs declared (and threads used) per cell")
     run.add_argument("--out", default=None, help=f"folder for {outputs}")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -293,10 +299,20 @@ class _Interrupt:
         signal.signal(signal.SIGINT, self.previous)
 
 
+def _executor(args: argparse.Namespace, device: str):
+    from .executors import make_executor
+
+    name = args.executor or os.environ.get("TLCORE_EXECUTOR") or "local"
+    if name != "ray":
+        return make_executor(name)
+    return make_executor("ray", cpus_per_task=args.ray_cpus_per_task, gpus_per_task=1.0 if device == "cuda" else 0.0)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     with _Interrupt() as cancel:
-        result = compare(config, callbacks=[] if args.no_progress else [_Bars()], cancel=cancel)
+        result = compare(config, callbacks=[] if args.no_progress else [_Bars()], cancel=cancel,
+                         executor=_executor(args, config.device))
     print(format_table(result))
     if args.out:
         json_path, csv_path = result.save(args.out)
@@ -357,7 +373,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     bar = None if args.no_progress else _CellBar(config.cells_total)
     with _Interrupt() as cancel:
         result = run_sweep(config, callbacks=[bar] if bar else [], cancel=cancel, resume=not args.fresh,
-                           on_cell=bar.cell_done if bar else None)
+                           on_cell=bar.cell_done if bar else None,
+                           executor=_executor(args, config.experiment.device))
     if bar:
         bar.total_bar.close()
     print(format_sweep(result))

@@ -144,7 +144,7 @@ class Runner:
                            precision="bf16-autocast" if self.device.type == "cuda" else "fp32",
                            started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                            dataset=asdict(self.config.dataset) | {"fingerprint": self.data.dataset.source_fingerprint()},
-                           environment=library_versions())
+                           environment=library_versions() | {"torch_threads": torch.get_num_threads()})
         watch = Stopwatch()
         memory = PeakMemory(self.device)
         start = time.perf_counter()
@@ -276,7 +276,7 @@ def build_runner(config: ExperimentConfig, callbacks: Optional[list[ProgressCall
 def compare(config: Optional[ExperimentConfig] = None, callbacks: Optional[list[ProgressCallback]] = None,
             cancel: Optional[CancelToken] = None, cache: Optional[FeatureCache] = None,
             on_result: Optional[Callable[[RunResult], None]] = None, store: Optional[Store] = None,
-            label: str = "", record_id: Optional[str] = None) -> ComparisonResult:
+            label: str = "", record_id: Optional[str] = None, executor=None) -> ComparisonResult:
     """Run every strategy of `config` on the same split and test set; a failed strategy does not stop the others, a
     cancel stops the rest and keeps what finished. Each run is written to the run store as it finishes."""
     started = time.perf_counter()
@@ -301,7 +301,7 @@ def compare(config: Optional[ExperimentConfig] = None, callbacks: Optional[list[
             on_result(run)
 
     try:
-        result = run_all(runner, finished, started)
+        result = run_all(runner, finished, started, executor)
     except BaseException as exc:
         store.update_record(record_id, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -329,21 +329,44 @@ def load_comparison(record_id: str, store: Optional[Store] = None) -> Optional[C
 
 
 def run_all(runner: Runner, on_result: Optional[Callable[[RunResult], None]] = None,
-            started: Optional[float] = None) -> ComparisonResult:
+            started: Optional[float] = None, executor=None) -> ComparisonResult:
+    """Each strategy in turn here, or each as a task of `executor` (see executors.py; frozen features are extracted
+    here once first, so no task recomputes them)."""
+    from .environment import data_home
+    from .executors import CellTask, LocalExecutor, make_executor
+
     started = time.perf_counter() if started is None else started
     config, data = runner.config, runner.data
-    runs: list[RunResult] = []
-    for spec in config.strategies:
-        if runner.cancel.cancelled:
-            runs.append(RunResult(run_id=uuid.uuid4().hex[:12], strategy=spec.name, kind=spec.kind,
-                                  status="cancelled", error="not started: the comparison was cancelled",
-                                  backbone=config.backbone.name, options=spec.options(), seed=config.seed,
-                                  image_size=config.image_size or 0))
-            continue
-        result = runner.run(spec)
-        runs.append(result)
+    executor = executor or make_executor()
+    finished: dict[str, RunResult] = {}
+
+    def done(label: str, result: RunResult) -> None:
+        finished[label] = result
         if on_result:
             on_result(result)
+
+    if isinstance(executor, LocalExecutor):
+        for spec in config.strategies:
+            if runner.cancel.cancelled:
+                break
+            done(spec.name, runner.run(spec))
+    else:
+        if any(s.kind == "feature-extraction" or (s.kind == "fine-tune" and s.lp_ft) for s in config.strategies):
+            template, info = bb.load_template(config.backbone)
+            reporter = Reporter("features", runner.callbacks, runner.cancel)
+            for i, split in enumerate(("train", "val", "test")):
+                runner._features(template, info, split, reporter, (i / 3, (i + 1) / 3))
+        tasks = [CellTask(config.to_dict(), spec.options(), config.dataset.per_class or 0, config.seed, "",
+                          spec.name, str(data_home())) for spec in config.strategies]
+        try:
+            executor.run(tasks, None, lambda task, result: done(task.label, result), runner.callbacks,
+                         runner.cancel)
+        except RunCancelled:
+            pass
+    runs = [finished.get(spec.name) or RunResult(
+        run_id=uuid.uuid4().hex[:12], strategy=spec.name, kind=spec.kind, status="cancelled",
+        error="not started: the comparison was cancelled", backbone=config.backbone.name, options=spec.options(),
+        seed=config.seed, image_size=config.image_size or 0) for spec in config.strategies]
     return ComparisonResult(config=config.to_dict(), dataset=data.dataset.summary(), runs=runs,
                             environment=library_versions(),
                             test_indices=data.splits["test"].indices.tolist(),

@@ -55,8 +55,12 @@ class Job:
     def on_event(self, event: ProgressEvent) -> None:
         name = event.cell or event.strategy  # sweeps: one entry per cell
         with self._lock:
-            if event.cell:
-                self.progress = {name: event.to_dict()}  # only the running cell; finished ones are in `cells`
+            if event.cell:  # sweeps: the cells in flight (several on Ray); finished ones are in `cells`
+                self.progress.pop("", None)
+                if event.phase == "done":
+                    self.progress.pop(name, None)
+                else:
+                    self.progress[name] = event.to_dict()
             else:
                 self.progress[name] = event.to_dict()
             if event.val_accuracy is not None and event.epoch and event.batch == 0:

@@ -35,7 +35,9 @@ SUMMARY_COLUMNS = ["strategy", "kind", "size", "images_per_class", "repeats", "a
 
 def summarize(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per (strategy, size) from completed cells (columns as in SweepCell.to_row)."""
-    done = cells[cells["status"] == "completed"] if len(cells) else cells
+    if cells.empty or "status" not in cells:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    done = cells[cells["status"] == "completed"]
     rows = []
     for (strategy, size), g in done.groupby(["strategy", "size"], sort=False):
         acc = g["accuracy"].to_numpy(dtype=float)

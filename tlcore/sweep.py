@@ -23,13 +23,15 @@ import torch
 
 from . import backbone as bb
 from .data import Dataset, PreparedImages, load_dataset, prepare_split
-from .environment import library_versions, resolve_device
-from .errors import ConfigError
+from .environment import data_home, library_versions, resolve_device
+from .errors import ConfigError, RunCancelled
+from .executors import CellTask, Executor, make_executor
 from .experiment import ExperimentConfig, PreparedData, Runner, auto_image_size
 from .features import FeatureCache, default_cache
 from .learning_curves import Crossover, find_crossovers, summarize
 from .progress import CancelToken, ProgressCallback, ProgressEvent, Reporter
 from .results import RunResult, _jsonable
+from .strategies import StrategySpec
 from .store import Store, default_store
 
 ALL = 0  # size meaning "every training image"
@@ -208,7 +210,8 @@ class _CellEvents:
         self.callbacks, self.cell = callbacks, ""
 
     def __call__(self, event: ProgressEvent) -> None:
-        event = replace(event, cell=self.cell)
+        if not event.cell:  # events from a Ray worker already name their cell
+            event = replace(event, cell=self.cell)
         for cb in self.callbacks:
             cb(event)
 
@@ -216,7 +219,8 @@ class _CellEvents:
 def run_sweep(config: Optional[SweepConfig] = None, callbacks: Optional[list[ProgressCallback]] = None,
               cancel: Optional[CancelToken] = None, cache: Optional[FeatureCache] = None,
               store: Optional[Store] = None, on_cell: Optional[Callable[[SweepCell], None]] = None,
-              resume: bool = True, label: str = "", record_id: Optional[str] = None) -> SweepResult:
+              resume: bool = True, label: str = "", record_id: Optional[str] = None,
+              executor: Optional[Executor] = None) -> SweepResult:
     """Run every (seed, size, strategy) cell, smallest size first within each seed; store each cell as it finishes.
     With `resume`, cells already in the store (same content key, completed) are taken from it, not recomputed.
     A cancel stops after the current batch and keeps every finished cell."""
@@ -269,58 +273,78 @@ def run_sweep(config: Optional[SweepConfig] = None, callbacks: Optional[list[Pro
     rows_before = (cache.stats.rows_computed, cache.stats.rows_reused)
     cells: list[SweepCell] = []
     status, error = "completed", None
+    needs_features = pretrained and any(s.kind == "feature-extraction" or (s.kind == "fine-tune" and s.lp_ft)
+                                        for s in exp.strategies)
+    runners: dict[tuple[int, int], Runner] = {}
+
+    def runner(seed: int, size: int) -> Runner:
+        if (seed, size) not in runners:
+            cell_exp = replace(exp, seed=seed, image_size=image_size,
+                               dataset=replace(exp.dataset, per_class=None if size == ALL else size))
+            runners[(seed, size)] = Runner(cell_exp, prepared(subsets[seed][size]), device, [events], cancel, cache)
+        return runners[(seed, size)]
+
+    order = {(seed, size, spec.name): i for i, (seed, size, spec) in enumerate(
+        (seed, size, spec) for seed in config.seeds for size in config.sizes for spec in exp.strategies)}
+    specs = {spec.name: spec for spec in exp.strategies}
+    cells: list[SweepCell] = []
+    tasks: list[CellTask] = []
+
+    def record_cell(seed: int, size: int, spec: StrategySpec, key: str, run: RunResult, resumed: bool) -> None:
+        ds = subsets[seed][size]
+        per_class = float(np.mean(list(ds.counts("train").values())))
+        if not resumed:
+            run.extra["images_per_class"] = per_class
+            run.extra["train_indices"] = ds.indices["train"].tolist()  # which images: auditable
+        cell = SweepCell(spec.name, spec.kind, size, seed, per_class, key, run, resumed)
+        store.add_run(record_id, run, cell_key=key, per_class=size, resumed=resumed)
+        cells.append(cell)
+        if on_cell:
+            on_cell(cell)
+
+    status, error = "completed", None
     try:
         for seed in config.seeds:
+            for size in config.sizes:
+                for spec in exp.strategies:
+                    key = cell_key(full, exp, weights_id if spec.pretrained else "none", spec.options(), size, seed,
+                                   image_size, device.type)
+                    stored = store.completed_cell(key) if resume else None
+                    if stored is not None:
+                        record_cell(seed, size, spec, key, stored, True)
+                        continue
+                    task_exp = replace(exp, seed=seed, image_size=image_size).to_dict()
+                    tasks.append(CellTask(task_exp, spec.options(), size, seed, key,
+                                          f"{spec.name} · {size_label(size)}/class · seed {seed}", str(data_home())))
+        # Frozen features once per seed, for its largest subset, here: every cell (in this process or a Ray worker
+        # reading the data directory's cache) then finds them instead of recomputing them.
+        for seed in sorted({t.seed for t in tasks} if needs_features else ()):
             if cancel.cancelled:
                 break
-            needs_features = any(s.kind == "feature-extraction" or (s.kind == "fine-tune" and s.lp_ft)
-                                 for s in exp.strategies)
-            cell_exp = replace(exp, seed=seed, image_size=image_size)
-            runners: dict[int, Runner] = {}
+            events.cell = f"features · seed {seed}"
+            reporter = Reporter("features", [events], cancel)
+            for i, split in enumerate(("train", "val", "test")):
+                runner(seed, largest)._features(template, info, split, reporter, (i / 3, (i + 1) / 3))
+            reporter("done", 1.0)
 
-            def runner(size: int) -> Runner:
-                if size not in runners:
-                    runners[size] = Runner(replace(cell_exp, dataset=replace(exp.dataset, per_class=None if size == ALL
-                                                                             else size)),
-                                           prepared(subsets[seed][size]), device, [events], cancel, cache)
-                return runners[size]
+        def run_here(task: CellTask) -> RunResult:
+            events.cell = task.label
+            return runner(task.seed, task.size).run(specs[task.strategy["name"]])
 
-            keys = {(size, spec.name): cell_key(full, exp, weights_id if spec.pretrained else "none",
-                                                 spec.options(), size, seed, image_size, device.type)
-                    for size in config.sizes for spec in exp.strategies}
-            todo = [k for k in keys.values() if not (resume and store.completed_cell(k))]
-            if needs_features and pretrained and todo:
-                # Once per seed, for the largest subset: every smaller subset is then a cache hit.
-                events.cell = f"features · seed {seed}"
-                reporter = Reporter("features", [events], cancel)
-                for i, split in enumerate(("train", "val", "test")):
-                    runner(largest)._features(template, info, split, reporter, (i / 3, (i + 1) / 3))
-            for size in config.sizes:
-                ds = subsets[seed][size]
-                per_class = float(np.mean(list(ds.counts("train").values())))
-                for spec in exp.strategies:
-                    if cancel.cancelled:
-                        break
-                    key = keys[(size, spec.name)]
-                    run = store.completed_cell(key) if resume else None
-                    resumed = run is not None
-                    if run is None:
-                        cell_label = f"{spec.name} · {size_label(size)}/class · seed {seed}"
-                        events.cell = cell_label
-                        run = runner(size).run(spec)
-                        run.extra["images_per_class"] = per_class
-                        run.extra["train_indices"] = ds.indices["train"].tolist()  # which images: auditable
-                    cell = SweepCell(spec.name, spec.kind, size, seed, per_class, key, run, resumed)
-                    store.add_run(record_id, run, cell_key=key, per_class=size, resumed=resumed)
-                    cells.append(cell)
-                    if on_cell:
-                        on_cell(cell)
+        def done(task: CellTask, run: RunResult) -> None:
+            record_cell(task.seed, task.size, specs[task.strategy["name"]], task.key, run, False)
+
+        if not cancel.cancelled:
+            (executor or make_executor()).run(tasks, run_here, done, [events], cancel)
+        cells.sort(key=lambda c: order[(c.seed, c.size, c.strategy)])
         if cancel.cancelled:
             status = "cancelled"
         elif cells and all(c.run.status == "failed" for c in cells):
             status = "failed"
         failed = [f"{c.label}: {c.run.error}" for c in cells if c.run.status == "failed"]
         error = "; ".join(failed[:5]) or None
+    except RunCancelled:
+        status, error = "cancelled", None
     except BaseException as exc:
         store.update_record(record_id, status="cancelled" if isinstance(exc, KeyboardInterrupt) else "failed",
                             error=f"{type(exc).__name__}: {exc}")
