@@ -1,24 +1,19 @@
 """Compare page: choose data, backbone and strategies, run them as a background job, and read the results side by
 side. Layout only: configs, jobs, charts and galleries all come from tlcore."""
 
-
 import streamlit as st
 
 from pages._results import show_record
-from pages._widgets import backbone_and_weights, data_source, dataset_card_panel, job_sidebar, require_weights
+from pages._widgets import (backbone_and_weights, data_source, dataset_card_panel, job_queue, job_sidebar,
+                            require_weights)
 from tlcore import charts
 from tlcore.environment import read_only
 from tlcore.errors import TlcoreError
-from tlcore.jobs import ACTIVE, default_queue
+from tlcore.jobs import ACTIVE
 from tlcore.presets import PRESETS, build_config
 from tlcore.strategies import DEFAULTS, KINDS
 
 st.set_page_config(page_title="Compare · tlcore", page_icon="⚖️", layout="wide")
-
-
-@st.cache_resource
-def job_queue():
-    return default_queue()
 
 
 st.title("Compare strategies")

@@ -5,20 +5,15 @@ import pandas as pd
 import streamlit as st
 
 from pages._results import show_record, sweep_figures
-from pages._widgets import backbone_and_weights, data_source, job_sidebar, require_weights
+from pages._widgets import backbone_and_weights, data_source, job_queue, job_sidebar, require_weights
 from tlcore.environment import read_only
 from tlcore.errors import TlcoreError
-from tlcore.jobs import ACTIVE, default_queue
+from tlcore.jobs import ACTIVE
 from tlcore.presets import SWEEP_PRESETS, build_sweep_config
 from tlcore.strategies import DEFAULTS, KINDS
 from tlcore.sweep import parse_sizes, size_label
 
 st.set_page_config(page_title="Sweep · tlcore", page_icon="📈", layout="wide")
-
-
-@st.cache_resource
-def job_queue():
-    return default_queue()
 
 
 st.title("Accuracy vs images per class")

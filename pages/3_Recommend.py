@@ -6,22 +6,16 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from pages._widgets import backbone_and_weights, data_source, require_weights
+from pages._widgets import backbone_and_weights, data_source, job_queue, require_weights
 from tlcore import charts
 from tlcore.backbone import BackboneSpec
 from tlcore.environment import read_only
 from tlcore.errors import TlcoreError
-from tlcore.jobs import default_queue
 from tlcore.recommend import (SOURCES, confirmation_config, describe, evidence_from_store, measure, recommend,
                               region, save_recommendation)
 from tlcore.validate import parse_dataset
 
 st.set_page_config(page_title="Recommend · tlcore", page_icon="🧭", layout="wide")
-
-
-@st.cache_resource
-def job_queue():
-    return default_queue()
 
 
 @st.cache_data(show_spinner="Measuring the data: one frozen forward pass, then the scores...", max_entries=16)

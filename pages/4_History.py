@@ -6,18 +6,14 @@ import pandas as pd
 import streamlit as st
 
 from pages._results import show_record
+from pages._widgets import job_queue
 from tlcore import charts
 from tlcore.environment import read_only
 from tlcore.errors import TlcoreError
-from tlcore.jobs import default_queue, stored_snapshot
+from tlcore.jobs import stored_snapshot
 from tlcore.store import default_store
 
 st.set_page_config(page_title="History · tlcore", page_icon="🗂️", layout="wide")
-
-
-@st.cache_resource
-def job_queue():
-    return default_queue()
 
 
 store = default_store()

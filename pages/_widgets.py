@@ -14,6 +14,14 @@ from tlcore.errors import TlcoreError
 from tlcore.uploads import extract_zip
 
 
+@st.cache_resource
+def job_queue():
+    """The process-wide job queue, shared by every session (jobs are told apart by id)."""
+    from tlcore.jobs import default_queue
+
+    return default_queue()
+
+
 @st.cache_data(ttl=600, show_spinner=False)
 def catalog() -> list[dict]:
     return backbone_catalog()

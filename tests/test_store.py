@@ -128,3 +128,21 @@ def test_delete_removes_record_and_runs(image_folder, tiny_weights, tmp_path):
     assert store.delete_record(comparison.record_id)
     assert store.record(comparison.record_id) is None and store.runs(comparison.record_id) == []
     assert not store.delete_record(comparison.record_id)
+
+
+def _open_and_write(path: str) -> None:
+    Store(path).create_record("comparison", {}, status="completed")
+
+
+def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path):
+    import multiprocessing
+
+    path = str(tmp_path / "new.db")
+    workers = [multiprocessing.get_context("fork").Process(target=_open_and_write, args=(path,)) for _ in range(5)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0] * 5
+    store = Store(path)
+    assert store.schema_version == 3 and len(store.records()) == 5

@@ -109,16 +109,31 @@ class Store:
             conn.close()
 
     def _migrate(self) -> None:
-        with self._connect() as conn:
+        """Upgrade the schema in one exclusive transaction (SQLite DDL is transactional), so two processes opening a
+        new or old store at once never apply a migration twice or see half of one."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"Cannot open the run store {self.path}: {exc}. Check the path and its permissions, "
+                             "or set TLCORE_HOME to a writable folder.") from exc
+        try:
             conn.execute("PRAGMA journal_mode = WAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"The run store {self.path} has schema version {version}, newer than this tlcore "
-                                 f"({SCHEMA_VERSION}). Upgrade tlcore or point TLCORE_HOME elsewhere.")
-            for v in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[v]:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {v + 1}")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise StoreError(f"The run store {self.path} has schema version {version}, newer than this "
+                                     f"tlcore ({SCHEMA_VERSION}). Upgrade tlcore or point TLCORE_HOME elsewhere.")
+                for v in range(version, SCHEMA_VERSION):
+                    for statement in MIGRATIONS[v]:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {v + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
 
     @property
     def schema_version(self) -> int:

@@ -271,8 +271,6 @@ def run_sweep(config: Optional[SweepConfig] = None, callbacks: Optional[list[Pro
     else:  # a queued job's record
         store.claim(record_id)
     rows_before = (cache.stats.rows_computed, cache.stats.rows_reused)
-    cells: list[SweepCell] = []
-    status, error = "completed", None
     needs_features = pretrained and any(s.kind == "feature-extraction" or (s.kind == "fine-tune" and s.lp_ft)
                                         for s in exp.strategies)
     runners: dict[tuple[int, int], Runner] = {}
