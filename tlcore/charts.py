@@ -165,7 +165,7 @@ def learning_curves(summary: pd.DataFrame, crossovers: list = (), cells: pd.Data
         color = COLORS.get(g["kind"].iloc[0], "#7f7f7f")
         x = g["images_per_class"].tolist()
         fig.add_scatter(x=x + x[::-1], y=g["accuracy_high"].tolist() + g["accuracy_low"].tolist()[::-1],
-                        fill="toself", fillcolor=_hex_to_rgba(color, 0.15), line=dict(width=0), hoverinfo="skip",
+                        mode="lines", fill="toself", fillcolor=_hex_to_rgba(color, 0.15), line=dict(width=0), hoverinfo="skip",
                         showlegend=False, legendgroup=strategy)
         fig.add_scatter(x=x, y=g["accuracy"], mode="lines+markers", name=strategy, legendgroup=strategy,
                         line=dict(color=color), customdata=np.stack([g["accuracy_low"], g["accuracy_high"],

@@ -34,6 +34,7 @@ SCRATCH_IMAGES = 1000  # very different data with this many images a class: scra
 SIMILAR = 0.55  # similarity at or above: "close to the pretraining data"
 DIFFERENT = 0.30  # similarity below: "far from the pretraining data"
 SOLVED = 0.97  # linear-probe val accuracy at or above: the frozen features already separate the classes
+MAX_SCORED = 2000  # training images the scores are computed on (a per-class sample above this)
 
 SOURCES = {
     "kornblith": "Kornblith, Shlens & Le, 'Do Better ImageNet Models Transfer Better?', CVPR 2019: fine-tuning beats "
@@ -74,6 +75,7 @@ class Signals:
     similarity_basis: str = ""
     image_size: int = 0
     train_images: int = 0
+    scored_images: int = 0  # training images the scores used (all, or a per-class sample of MAX_SCORED)
     extract_seconds: float = 0.0  # the one frozen forward pass over train + val
     seconds_per_image: dict = field(default_factory=dict)  # kind -> training seconds per image-pass, probed here
     seconds: float = 0.0
@@ -151,26 +153,41 @@ def measure(dataset: DatasetSpec | str, backbone: bb.BackboneSpec | str = bb.Bac
                       max_per_class=int(counts.max()), native_size=ds.native_size(), chance=chance,
                       image_size=size, train_images=int(counts.sum()), extract_seconds=round(extract_seconds, 2),
                       seconds_per_image=training_rates(backbone, ds.num_classes, size, dev))
-    train = feats["train"].numpy()
-    if counts.min() >= 2:
-        signals.knn_accuracy = knn_accuracy(train, y["train"], seed=seed)
-    signals.logme = logme(train, y["train"])
+    # Score on at most MAX_SCORED training images (a seeded per-class sample): the scores are estimates, and past a
+    # few thousand images more rows change them little but cost a minute on a CPU.
+    keep = _sample_per_class(y["train"], MAX_SCORED, seed)
+    signals.scored_images = len(keep)
+    train_x, train_y = feats["train"][keep], y["train"][keep]
+    if np.bincount(train_y).min() >= 2:
+        signals.knn_accuracy = knn_accuracy(train_x.numpy(), train_y, seed=seed)
+    signals.logme = logme(train_x.numpy(), train_y)
     fe = make_strategy("feature-extraction")  # the same head as the feature-extraction strategy fits
-    fit = fit_linear_head(feats["train"], splits["train"].labels, feats["val"], splits["val"].labels,
-                          ds.num_classes, fe.head_l2_grid, fe.head_max_iter)
+    fit = fit_linear_head(train_x, torch.as_tensor(train_y), feats["val"], splits["val"].labels, ds.num_classes,
+                          fe.head_l2_grid, fe.head_max_iter)
     signals.linear_probe_accuracy = float(fit.val_accuracy)
-    signals.pixel_accuracy = pixel_accuracy(_pixels(splits["train"].images), y["train"], _pixels(splits["val"].images),
-                                            y["val"])
+    signals.pixel_accuracy = pixel_accuracy(_pixels(splits["train"].images[keep]), train_y,
+                                            _pixels(splits["val"].images), y["val"])
     head = template.get_classifier()
-    if isinstance(head, torch.nn.Linear) and head.in_features == train.shape[1] and head.out_features > 1:
+    if isinstance(head, torch.nn.Linear) and head.in_features == train_x.shape[1] and head.out_features > 1:
         with torch.no_grad():
-            logits = head(feats["train"])
+            logits = head(train_x)
         signals.head_entropy = head_entropy(logits)
-        signals.leep = leep(torch.softmax(logits, 1).numpy(), y["train"])
+        signals.leep = leep(torch.softmax(logits, 1).numpy(), train_y)
     signals.similarity, signals.similarity_basis = similarity_score(signals.leep, signals.linear_probe_accuracy,
                                                                     signals.pixel_accuracy, ds.num_classes)
     signals.seconds = round(time.perf_counter() - started, 2)
     return signals
+
+
+def _sample_per_class(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """All indices when there are at most `limit`; otherwise a seeded sample with the classes in proportion."""
+    if len(labels) <= limit:
+        return np.arange(len(labels))
+    rng = np.random.default_rng([seed, 4242])
+    share = limit / len(labels)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:max(2, int(round(share * (labels == c).sum())))]
+            for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
 
 
 def training_rates(backbone: bb.BackboneSpec, classes: int, image_size: int, device: torch.device,

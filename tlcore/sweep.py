@@ -354,6 +354,7 @@ def run_sweep(config: Optional[SweepConfig] = None, callbacks: Optional[list[Pro
                                         "rows_reused": cache.stats.rows_reused - rows_before[1]})
     store.update_record(record_id, status=status, error=error,
                         summary={"dataset": result.dataset, "environment": result.environment,
+                                 "image_size": image_size,
                                  "wall_seconds": result.wall_seconds, "feature_cache": result.feature_cache,
                                  "test_indices": result.test_indices,
                                  "crossovers": [c.to_dict() for c in result.crossovers()]})
@@ -373,7 +374,10 @@ def load_sweep(record_id: str, store: Optional[Store] = None) -> Optional[SweepR
         cells.append(SweepCell(run.strategy, run.kind, row["per_class"] or 0, run.seed,
                                float(run.extra.get("images_per_class", 0)), row["cell_key"] or "", run,
                                row["resumed"]))
-    return SweepResult(config=record["config"], dataset=summary.get("dataset", {}), cells=cells,
+    config = dict(record["config"])
+    if summary.get("image_size"):
+        config["image_size"] = summary["image_size"]
+    return SweepResult(config=config, dataset=summary.get("dataset", {}), cells=cells,
                        record_id=record_id, status=record["status"], environment=summary.get("environment", {}),
                        test_indices=summary.get("test_indices", []),
                        wall_seconds=summary.get("wall_seconds", 0.0), feature_cache=summary.get("feature_cache", {}))
