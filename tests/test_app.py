@@ -160,3 +160,26 @@ def test_share_link_opens_a_stored_run_read_only(image_folder, tiny_weights, mon
     assert result.record_id in list(listing.dataframe[0].value["id"])
     compare_page = AppTest.from_file(str(ROOT / "pages" / "1_Compare.py"), default_timeout=60).run()
     assert compare_page.button(key="run").disabled  # read-only: no runs from the pages either
+
+
+def test_interrupted_job_is_shown_and_re_run_with_one_click(image_folder, tiny_weights):
+    from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, make_strategy
+    from tlcore.store import default_store
+
+    config = ExperimentConfig(dataset=DatasetSpec(str(image_folder)), image_size=32,
+                              backbone=BackboneSpec("test_efficientnet", str(tiny_weights)),
+                              strategies=[make_strategy("feature-extraction", head_max_iter=20)])
+    store = default_store()
+    old = store.create_record("comparison", config.to_dict(), status="queued")
+    store.update_record(old, status="interrupted", error="the process running it stopped (server restart or kill)")
+    at = AppTest.from_file(str(ROOT / "pages" / "1_Compare.py"), default_timeout=60)
+    at.query_params["job"] = old
+    at.run()
+    _no_exceptions(at)
+    assert any("interrupted" in w.value for w in at.warning)
+    at.button(key=f"rerun_{old}").click().run()
+    new = at.query_params["job"]
+    assert new and new != old
+    at = _wait_for_results(at)
+    assert list(at.dataframe[0].value["status"]) == ["completed"]
+    assert store.record(new)["status"] == "completed" and store.record(old)["status"] == "interrupted"
