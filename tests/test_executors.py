@@ -95,3 +95,12 @@ def test_cancel_stops_outstanding_tasks(image_folder, tiny_weights, tmp_path, ra
 def test_unknown_executor_is_a_clear_error():
     with pytest.raises(ConfigError, match="Unknown executor 'spark'"):
         make_executor("spark")
+
+
+def test_without_ray_the_message_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(ConfigError, match="requirements-distributed.txt"):
+        make_executor("ray")
