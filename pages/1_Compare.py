@@ -3,7 +3,7 @@ side. Layout only: configs, jobs, charts and galleries all come from tlcore."""
 
 import streamlit as st
 
-from pages._results import show_record
+from pages._results import show_job
 from pages._widgets import (backbone_and_weights, data_source, dataset_card_panel, job_queue, job_sidebar,
                             require_weights)
 from tlcore import charts
@@ -117,10 +117,4 @@ def live_panel(job_id: str) -> None:
 
 
 if job_id:
-    snapshot = job_queue().get(job_id)
-    if snapshot is None:
-        st.warning(f"No job or stored run '{job_id}' here. Check the link, or open the History page.")
-    elif snapshot["status"] in ACTIVE:
-        live_panel(job_id)
-    else:
-        show_record(snapshot, job_queue(), job_id)
+    show_job(job_id, job_queue(), live_panel)

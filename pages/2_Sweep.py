@@ -4,7 +4,7 @@ Layout only: the sweep, its statistics and its figures come from tlcore."""
 import pandas as pd
 import streamlit as st
 
-from pages._results import show_record, sweep_figures
+from pages._results import show_job, sweep_figures
 from pages._widgets import backbone_and_weights, data_source, job_queue, job_sidebar, require_weights
 from tlcore.environment import read_only
 from tlcore.errors import TlcoreError
@@ -103,10 +103,4 @@ def live_panel(job_id: str) -> None:
 
 
 if job_id:
-    snapshot = job_queue().get(job_id)
-    if snapshot is None:
-        st.warning(f"No sweep or stored run '{job_id}' here. Check the link, or open the History page.")
-    elif snapshot["status"] in ACTIVE:
-        live_panel(job_id)
-    else:
-        show_record(snapshot, job_queue(), job_id)
+    show_job(job_id, job_queue(), live_panel)

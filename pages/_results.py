@@ -165,3 +165,16 @@ def show_record(snap: dict, queue, key: str) -> None:
         sweep_results(snap, key)
     else:
         comparison_results(snap, key)
+
+
+def show_job(job_id: str, queue, live_panel) -> None:
+    """A job's page: the live panel while it is queued or running, then the stored record."""
+    from tlcore.jobs import ACTIVE
+
+    snapshot = queue.get(job_id)
+    if snapshot is None:
+        st.warning(f"No job or stored run '{job_id}' here. Check the link, or open the History page.")
+    elif snapshot["status"] in ACTIVE:
+        live_panel(job_id)
+    else:
+        show_record(snapshot, queue, job_id)
