@@ -24,7 +24,7 @@ from .results import ComparisonResult, RunResult
 from .store import ACTIVE_STATUSES, Store, default_store
 from .sweep import SweepCell, SweepConfig, SweepResult, load_sweep, run_sweep
 
-ACTIVE = ("queued", "running")
+ACTIVE = ACTIVE_STATUSES  # queued or running: what the pages poll
 
 
 @dataclass
