@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from ui.navigation import page_objects, sidebar_links
+
 st.set_page_config(page_title="tlcore: transfer learning, measured", page_icon="🧪", layout="wide")
 
 
@@ -33,8 +35,8 @@ def home() -> None:
                "are saved with it and can be re-run with `python -m tlcore compare`.")
 
 
-COMPARE = st.Page("pages/1_Compare.py", title="Compare", icon="⚖️", url_path="Compare")
-SWEEP = st.Page("pages/2_Sweep.py", title="Sweep", icon="📈", url_path="Sweep")
-RECOMMEND = st.Page("pages/3_Recommend.py", title="Recommend", icon="🧭", url_path="Recommend")
-HISTORY = st.Page("pages/4_History.py", title="History", icon="🗂️", url_path="History")
-st.navigation([st.Page(home, title="Home", icon="🏠", default=True), COMPARE, SWEEP, RECOMMEND, HISTORY]).run()
+PAGES = page_objects(home)
+COMPARE, SWEEP, RECOMMEND, HISTORY = (PAGES[t] for t in ("Compare", "Sweep", "Recommend", "History"))
+current = st.navigation(list(PAGES.values()), position="hidden")
+sidebar_links(PAGES)
+current.run()

@@ -28,11 +28,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tlcore import DatasetSpec, ExperimentConfig, compare, make_strategy  # noqa: E402
-from tlcore.backbone import BackboneSpec, data_config, eval_transform, load_template  # noqa: E402
-from tlcore.data import load_dataset, prepare_split  # noqa: E402
-from tlcore.experiment import auto_image_size  # noqa: E402
-from tlcore.features import ExtractOptions, extract_features  # noqa: E402
-from tlcore.train import fit_linear_head  # noqa: E402
+from tlcore.engine.backbone import BackboneSpec, data_config, eval_transform, load_template  # noqa: E402
+from tlcore.data.dataset import prepare_split  # noqa: E402
+from tlcore.data.load import load_dataset  # noqa: E402
+from tlcore.experiments.prepare import auto_image_size  # noqa: E402
+from tlcore.engine.features import ExtractOptions, extract_features  # noqa: E402
+from tlcore.engine.train import fit_linear_head  # noqa: E402
 
 
 def timed(fn, repeats: int = 2):
@@ -125,7 +126,7 @@ def part2(args) -> dict:
     cpu = torch.device("cpu")
     feats = extract_features(model, prepared.images, cfg, cpu)
     labels = prepared.labels
-    from tlcore.features import Normalizer
+    from tlcore.engine.features import Normalizer
 
     norm = Normalizer(cfg, cpu, channels_last=True)
     frozen = model.eval().to(memory_format=torch.channels_last)
@@ -177,12 +178,12 @@ def sklearn_probe(cache_dir: Path, per_class: int) -> float:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from tlcore.features import default_cache, split_features
+    from tlcore.engine.features import default_cache, split_features
 
     model, info = load_template(BackboneSpec())
     ds = load_dataset(DatasetSpec("fashion-mnist", per_class=per_class), seed=0)
     cfg = data_config(model, auto_image_size(ds.native_size()))
-    from tlcore.backbone import transform_key
+    from tlcore.engine.backbone import transform_key
 
     f, y = {}, {}
     for split in ("train", "val", "test"):

@@ -30,11 +30,12 @@ def main() -> None:
 
     import torch
 
-    from tlcore.executors import LocalExecutor, RayExecutor
-    from tlcore.features import FeatureCache
-    from tlcore.presets import build_sweep_config
-    from tlcore.store import Store
-    from tlcore.sweep import parse_sizes, run_sweep
+    from tlcore.experiments.executors import LocalExecutor, RayExecutor
+    from tlcore.engine.features import FeatureCache
+    from tlcore.experiments.config import build_sweep_config
+    from tlcore.records.store import Store
+    from tlcore.experiments.config import parse_sizes
+    from tlcore.experiments.sweep import run_sweep
 
     config = build_sweep_config("quick", sizes=parse_sizes(args.sizes), repeats=1)
     figures = {}

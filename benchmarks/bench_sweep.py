@@ -30,10 +30,10 @@ def main() -> None:
     os.environ["TLCORE_HOME"] = tempfile.mkdtemp(prefix="tlcore-bench-sweep-")
 
     from tlcore.cli import format_sweep
-    from tlcore.features import FeatureCache
-    from tlcore.presets import build_sweep_config
-    from tlcore.store import Store
-    from tlcore.sweep import run_sweep
+    from tlcore.engine.features import FeatureCache
+    from tlcore.experiments.config import build_sweep_config
+    from tlcore.records.store import Store
+    from tlcore.experiments.sweep import run_sweep
 
     figures = {}
     for preset in args.presets.split(","):

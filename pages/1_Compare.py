@@ -3,15 +3,17 @@ side. Layout only: configs, jobs, charts and galleries all come from tlcore."""
 
 import streamlit as st
 
-from pages._results import show_job
-from pages._widgets import (backbone_and_weights, data_source, dataset_card_panel, job_queue, job_sidebar,
-                            require_weights)
-from tlcore import charts
-from tlcore.environment import read_only
-from tlcore.errors import TlcoreError
-from tlcore.jobs import ACTIVE
-from tlcore.presets import PRESETS, build_config
-from tlcore.strategies import DEFAULTS, KINDS
+from tlcore.core.environment import read_only
+from tlcore.core.errors import TlcoreError
+from tlcore.engine.strategies import KINDS
+from tlcore.experiments.config import DEFAULT_PRESET, PRESETS, build_config, preset_strategy, size_label
+from tlcore.server.jobs import ACTIVE
+from tlcore.views import charts
+from ui.navigation import through_app
+from ui.results import progress_bars, show_job
+from ui.widgets import backbone_and_weights, data_source, dataset_card_panel, job_queue, job_sidebar, require_weights
+
+through_app()  # a deep link on a fresh server: through app.py's navigation
 
 st.set_page_config(page_title="Compare · tlcore", page_icon="⚖️", layout="wide")
 
@@ -23,7 +25,7 @@ st.caption("All strategies see the same split and the same test set. Runs go to 
 # ------------------------------------------------------------------------------------------------------ set-up
 job_id = st.query_params.get("job") or st.session_state.get("job")
 with st.expander("Set up a comparison", expanded=not job_id):
-    preset = st.radio("Preset", list(PRESETS), index=0, horizontal=True, key="preset",
+    preset = st.radio("Preset", list(PRESETS), index=list(PRESETS).index(DEFAULT_PRESET), horizontal=True, key="preset",
                       format_func=lambda p: p.capitalize())
     st.caption(PRESETS[preset].description)
 
@@ -33,7 +35,7 @@ with st.expander("Set up a comparison", expanded=not job_id):
         data = data_source()
         dataset_card_panel(data, "")
         per_class = st.number_input("Training images per class (0 = all)", min_value=0, max_value=100_000,
-                                    value=PRESETS[preset].per_class, key=f"per_class_{preset}")
+                                    value=PRESETS[preset].per_class or 0, key=f"per_class_{preset}")
         image_size = st.number_input("Image size in pixels (0 = automatic: about 1.75x native, 48-128)", min_value=0,
                                      max_value=512, value=0, step=16, key="image_size")
         seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="seed")
@@ -43,19 +45,22 @@ with st.expander("Set up a comparison", expanded=not job_id):
         backbone, weights = backbone_and_weights()
         strategies = st.multiselect("Strategies", list(KINDS), default=list(KINDS), key="strategies")
         with st.expander("Strategy options"):
-            ft_defaults = {**DEFAULTS["fine-tune"], **PRESETS[preset].strategy_overrides.get("fine-tune", {})}
-            sc_defaults = {**DEFAULTS["scratch"], **PRESETS[preset].strategy_overrides.get("scratch", {})}
+            ft, sc = preset_strategy(preset, "fine-tune"), preset_strategy(preset, "scratch")
             stage_options = ["1", "2", "3", "4", "all"]
             ft_stages = st.selectbox("Fine-tune: top stages to train", stage_options,
-                                     index=stage_options.index(str(ft_defaults["stages"])), key=f"ft_stages_{preset}")
-            lp_ft = st.checkbox("Fine-tune: fit the head on frozen features first (LP-FT)", value=True, key="lp_ft")
+                                     index=stage_options.index(str(ft.stages)), key=f"ft_stages_{preset}")
+            lp_ft = st.checkbox("Fine-tune: fit the head on frozen features first (LP-FT)", value=ft.lp_ft,
+                                key=f"lp_ft_{preset}")
             lr_ratio = st.number_input("Fine-tune: backbone learning rate / head learning rate", min_value=0.001,
-                                       max_value=1.0, value=0.1, step=0.05, format="%.3f", key="lr_ratio")
-            bn_policy = st.radio("Fine-tune: BatchNorm statistics in trained stages", ["frozen", "train"],
-                                 horizontal=True, key="bn_policy")
-            ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft_defaults["epochs"], key=f"ft_ep_{preset}")
-            sc_epochs = st.number_input("Scratch: max epochs", 1, 500, sc_defaults["epochs"], key=f"sc_ep_{preset}")
-            augment = st.checkbox("Light augmentation (random crop + flip) for fine-tune and scratch", key="augment")
+                                       max_value=1.0, value=ft.backbone_lr_ratio, step=0.05, format="%.3f",
+                                       key=f"lr_ratio_{preset}")
+            bn_options = ["frozen", "train"]
+            bn_policy = st.radio("Fine-tune: BatchNorm statistics in trained stages", bn_options,
+                                 index=bn_options.index(ft.bn_policy), horizontal=True, key=f"bn_policy_{preset}")
+            ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft.epochs, key=f"ft_ep_{preset}")
+            sc_epochs = st.number_input("Scratch: max epochs", 1, 500, sc.epochs, key=f"sc_ep_{preset}")
+            augment = st.checkbox("Light augmentation (random crop + flip) for fine-tune and scratch",
+                                  value=ft.augment, key=f"augment_{preset}")
 
     if read_only():
         st.info("This instance is read-only (TLCORE_READ_ONLY=1): open stored runs on the History page.")
@@ -65,15 +70,15 @@ with st.expander("Set up a comparison", expanded=not job_id):
         try:
             dataset = data.resolve()
             weights = require_weights(weights)
-            common = {"augment": augment or None}
             config = build_config(
                 preset, dataset=dataset, backbone=backbone, weights=weights, strategies=strategies,
                 per_class=int(per_class), image_size=int(image_size) or None, seed=int(seed),
-                strategy_options={"fine-tune": {**common, "stages": ft_stages if ft_stages == "all" else int(ft_stages),
-                                                "lp_ft": lp_ft, "backbone_lr_ratio": lr_ratio, "bn_policy": bn_policy,
-                                                "epochs": int(ft_epochs)},
-                                  "scratch": {**common, "epochs": int(sc_epochs)}})
-            job_id = job_queue().submit(config, label=f"{dataset} · {backbone} · {int(per_class) or 'all'}/class")
+                strategy_options={"fine-tune": {"augment": augment, "lp_ft": lp_ft, "backbone_lr_ratio": lr_ratio,
+                                                "stages": ft_stages if ft_stages == "all" else int(ft_stages),
+                                                "bn_policy": bn_policy, "epochs": int(ft_epochs)},
+                                  "scratch": {"augment": augment, "epochs": int(sc_epochs)}})
+            size = size_label(config.dataset.per_class)
+            job_id = job_queue().submit(config, label=f"{dataset} · {backbone} · {size}/class")
             st.session_state["job"] = job_id
             st.query_params["job"] = job_id
         except TlcoreError as exc:
@@ -95,20 +100,7 @@ def live_panel(job_id: str) -> None:
     if snap["status"] == "queued":
         position = next((j["position"] for j in job_queue().active() if j["id"] == job_id), 0)
         st.info(f"Queued (position {position}). One training job runs at a time on this machine.")
-    for name in snap["strategies"]:
-        event = snap["progress"].get(name)
-        if event is None:
-            waiting = "loading data and backbone" if snap["status"] == "running" and not snap["progress"] else "waiting"
-            st.progress(0.0, text=f"{name}: {waiting}")
-            continue
-        text = f"{name}: {event['phase']}"
-        if event["epochs"]:
-            text += f", epoch {event['epoch']}/{event['epochs']}"
-        if event["val_accuracy"] is not None:
-            text += f", val {event['val_accuracy']:.3f}"
-        if event["eta_s"] is not None and event["phase"] != "done":
-            text += f", about {event['eta_s']:.0f} s left"
-        st.progress(min(1.0, event["fraction"]), text=text)
+    progress_bars(snap, snap["strategies"])
     if snap["live_curves"]:
         st.plotly_chart(charts.curves(snap["live_curves"]), key=f"live_{job_id}")
     if st.button("Cancel", key=f"cancel_{job_id}"):

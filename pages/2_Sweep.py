@@ -4,14 +4,23 @@ Layout only: the sweep, its statistics and its figures come from tlcore."""
 import pandas as pd
 import streamlit as st
 
-from pages._results import show_job, sweep_figures
-from pages._widgets import backbone_and_weights, data_source, job_queue, job_sidebar, require_weights
-from tlcore.environment import read_only
-from tlcore.errors import TlcoreError
-from tlcore.jobs import ACTIVE
-from tlcore.presets import SWEEP_PRESETS, build_sweep_config
-from tlcore.strategies import DEFAULTS, KINDS
-from tlcore.sweep import parse_sizes, size_label
+from tlcore.core.environment import read_only
+from tlcore.core.errors import TlcoreError
+from tlcore.engine.strategies import KINDS
+from tlcore.experiments.config import (
+    DEFAULT_PRESET,
+    SWEEP_PRESETS,
+    build_sweep_config,
+    parse_sizes,
+    preset_strategy,
+    size_label,
+)
+from tlcore.server.jobs import ACTIVE
+from ui.navigation import through_app
+from ui.results import progress_bars, show_job, sweep_figures
+from ui.widgets import backbone_and_weights, data_source, job_queue, job_sidebar, require_weights
+
+through_app()  # a deep link on a fresh server: through app.py's navigation
 
 st.set_page_config(page_title="Sweep · tlcore", page_icon="📈", layout="wide")
 
@@ -23,7 +32,8 @@ st.caption("Each strategy at several training-set sizes (nested subsets: the sma
 
 job_id = st.query_params.get("sweep") or st.session_state.get("sweep")
 with st.expander("Set up a sweep", expanded=not job_id):
-    preset = st.radio("Preset", list(SWEEP_PRESETS), index=1, horizontal=True, key="sw_preset",
+    preset = st.radio("Preset", list(SWEEP_PRESETS), index=list(SWEEP_PRESETS).index(DEFAULT_PRESET), horizontal=True,
+                      key="sw_preset",
                       format_func=lambda p: p.capitalize())
     base = SWEEP_PRESETS[preset]
     st.caption(base.description)
@@ -42,10 +52,9 @@ with st.expander("Set up a sweep", expanded=not job_id):
         st.subheader("Backbone and strategies")
         backbone, weights = backbone_and_weights("sw_")
         strategies = st.multiselect("Strategies", list(KINDS), default=list(KINDS), key="sw_strategies")
-        ft = {**DEFAULTS["fine-tune"], **base.strategy_overrides.get("fine-tune", {})}
-        sc = {**DEFAULTS["scratch"], **base.strategy_overrides.get("scratch", {})}
-        ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft["epochs"], key=f"sw_ft_ep_{preset}")
-        sc_epochs = st.number_input("Scratch: max epochs", 1, 500, sc["epochs"], key=f"sw_sc_ep_{preset}")
+        ft, sc = preset_strategy(preset, "fine-tune", sweep=True), preset_strategy(preset, "scratch", sweep=True)
+        ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft.epochs, key=f"sw_ft_ep_{preset}")
+        sc_epochs = st.number_input("Scratch: max epochs", 1, 500, sc.epochs, key=f"sw_sc_ep_{preset}")
     try:
         n_sizes = len(parse_sizes(sizes_text))
         st.caption(f"{n_sizes} sizes x {int(repeats)} repeats x {len(strategies)} strategies = "
@@ -86,13 +95,7 @@ def live_panel(job_id: str) -> None:
     if snap["status"] == "queued":
         st.info("Queued. One training job runs at a time on this machine.")
     st.progress(done / max(total, 1), text=f"{done} of {total} cells finished")
-    for name, event in snap["progress"].items():
-        text = f"{name}: {event['phase']}"
-        if event["epochs"]:
-            text += f", epoch {event['epoch']}/{event['epochs']}"
-        if event["val_accuracy"] is not None:
-            text += f", val {event['val_accuracy']:.3f}"
-        st.progress(min(1.0, event["fraction"]), text=text)
+    progress_bars(snap, [])
     if snap["status"] == "running" and not snap["progress"] and not done:
         st.caption("Loading the data, decoding images and extracting features once for the largest subset...")
     if st.button("Cancel", key=f"sw_cancel_{job_id}"):

@@ -6,14 +6,25 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from pages._widgets import backbone_and_weights, data_source, job_queue, require_weights
-from tlcore import charts
-from tlcore.backbone import BackboneSpec
-from tlcore.environment import read_only
-from tlcore.errors import TlcoreError
-from tlcore.recommend import (SOURCES, confirmation_config, describe, evidence_from_store, measure, recommend,
-                              region, save_recommendation)
-from tlcore.validate import parse_dataset
+from tlcore.advice.recommend import (
+    SOURCES,
+    confirmation_config,
+    describe,
+    evidence_from_store,
+    measure,
+    recommend,
+    region,
+    save_recommendation,
+)
+from tlcore.core.environment import read_only
+from tlcore.core.errors import TlcoreError
+from tlcore.data.load import parse_dataset
+from tlcore.engine.backbone import BackboneSpec
+from tlcore.views import charts
+from ui.navigation import through_app
+from ui.widgets import backbone_and_weights, data_source, job_queue, require_weights
+
+through_app()  # a deep link on a fresh server: through app.py's navigation
 
 st.set_page_config(page_title="Recommend · tlcore", page_icon="🧭", layout="wide")
 

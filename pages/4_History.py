@@ -5,13 +5,16 @@ Layout only: the store, reports and bundles are tlcore's."""
 import pandas as pd
 import streamlit as st
 
-from pages._results import show_record
-from pages._widgets import job_queue
-from tlcore import charts
-from tlcore.environment import read_only
-from tlcore.errors import TlcoreError
-from tlcore.jobs import stored_snapshot
-from tlcore.store import default_store
+from tlcore.core.environment import read_only
+from tlcore.core.errors import TlcoreError
+from tlcore.records.store import default_store
+from tlcore.server.jobs import stored_snapshot
+from tlcore.views import charts
+from ui.navigation import through_app
+from ui.results import show_record
+from ui.widgets import job_queue
+
+through_app()  # a deep link on a fresh server: through app.py's navigation
 
 st.set_page_config(page_title="History · tlcore", page_icon="🗂️", layout="wide")
 

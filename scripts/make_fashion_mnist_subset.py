@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tlcore.builtin import FASHION_MNIST_CLASSES, read_fashion_mnist_idx
+from tlcore.data.builtin import FASHION_MNIST_CLASSES, read_fashion_mnist_idx
 
 TRAIN_PER_CLASS = 700
 TEST_PER_CLASS = 100

@@ -1,5 +1,5 @@
-"""Shared fixtures: tiny real RGB image folders made from scikit-learn's sample photos, tiny timm test models, and an
-isolated TLCORE_HOME so tests never touch the user's cache."""
+"""Shared fixtures: tiny real RGB image folders made from scikit-learn's sample photos, tiny timm test models, and a
+TLCORE_HOME of each test's own (store, feature cache, uploads), so no outcome depends on which tests ran before."""
 
 from __future__ import annotations
 
@@ -19,10 +19,14 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory, monkeypatch):
-    home = tmp_path_factory.getbasetemp() / "tlcore_home"
+def isolated_home(tmp_path, monkeypatch):
+    """Each test its own data directory, and a fresh in-memory feature cache over it."""
+    from tlcore.engine import features
+
+    home = tmp_path / "tlcore_home"
     monkeypatch.setenv("TLCORE_HOME", str(home))
     monkeypatch.setenv("TLCORE_OFFLINE", "1")
+    monkeypatch.setattr(features, "_DEFAULT_CACHE", None)
     return home
 
 

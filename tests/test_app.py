@@ -77,6 +77,7 @@ def test_compare_page_reports_bad_folder_as_message(tmp_path):
     assert at.error and "does not exist" in at.error[0].value
 
 
+@pytest.mark.slow
 def test_sweep_page_runs_a_tiny_sweep(image_folder, tiny_weights):
     at = AppTest.from_file(str(ROOT / "pages" / "2_Sweep.py"), default_timeout=60).run()
     at.radio(key="sw_preset").set_value("quick").run()
@@ -164,7 +165,7 @@ def test_share_link_opens_a_stored_run_read_only(image_folder, tiny_weights, mon
 
 def test_interrupted_job_is_shown_and_re_run_with_one_click(image_folder, tiny_weights):
     from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, make_strategy
-    from tlcore.store import default_store
+    from tlcore.records.store import default_store
 
     config = ExperimentConfig(dataset=DatasetSpec(str(image_folder)), image_size=32,
                               backbone=BackboneSpec("test_efficientnet", str(tiny_weights)),

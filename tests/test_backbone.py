@@ -7,9 +7,9 @@ import pytest
 import timm
 import torch
 
-from tlcore.backbone import BackboneSpec, count_parameters, for_run, freeze_groups, resolve_stages, stage_groups
-from tlcore.errors import ConfigError, WeightsUnavailable
-from tlcore.weights import load_pretrained
+from tlcore.engine.backbone import BackboneSpec, count_parameters, for_run, freeze_groups, resolve_stages, stage_groups
+from tlcore.core.errors import ConfigError, WeightsUnavailable
+from tlcore.engine.weights import load_pretrained
 
 
 @pytest.mark.parametrize("name,expected", [("test_efficientnet", 6), ("test_resnet", 5), ("test_vit", 7)])

@@ -21,7 +21,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update"]
 
-pytestmark = [pytest.mark.browser,
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed; .ci/run "
                                  "installs it (apt-get install chromium)")]
 
@@ -34,8 +34,13 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path):
+    yield from _serve(tmp_path / "home")
+
+
+def _serve(home: Path, **env_vars):
+    """A fresh `streamlit run app.py` on a free port over `home`; yields its URL, stops it afterwards."""
     port = _free_port()
-    env = dict(os.environ, TLCORE_HOME=str(tmp_path / "home"), TLCORE_OFFLINE="1")
+    env = dict(os.environ, TLCORE_HOME=str(home), TLCORE_OFFLINE="1", **env_vars)
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -99,3 +104,42 @@ def test_quick_preset_with_tiny_model_in_chromium(server):
         expect(page.get_by_text("Results", exact=True)).to_be_visible(timeout=30_000)
         expect(page.locator("[data-testid='stDataFrame']").first).to_be_visible(timeout=30_000)
         browser.close()
+
+
+def _launch(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def test_first_request_a_share_link_shows_only_the_five_pages(tmp_path, image_folder, tiny_weights, monkeypatch):
+    """Helpers outside pages/: a fresh server whose first request is /History?run=<id> lists exactly the five pages
+    (Streamlit serves every .py in pages/ as a page on a deep link, before app.py has run)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tlcore import build_config, compare
+
+    home = tmp_path / "shared-home"
+    monkeypatch.setenv("TLCORE_HOME", str(home))
+    fast = {"epochs": 1, "batch_size": 8, "min_steps": 0}
+    config = build_config("quick", dataset=str(image_folder), backbone="test_efficientnet", weights=str(tiny_weights),
+                          strategies=["feature-extraction", "scratch"], per_class="all", image_size=32,
+                          strategy_options={"scratch": fast})
+    record_id = compare(config).record_id
+    ARTIFACTS.mkdir(exist_ok=True)
+    for url in _serve(home):
+        with sync_playwright() as p:
+            browser = _launch(p)
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            try:
+                page.goto(f"{url}/History?run={record_id}", wait_until="networkidle")
+                expect(page.get_by_text(f"?run={record_id}").first).to_be_visible(timeout=30_000)
+                nav = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink'] a")
+                expect(nav).to_have_count(5, timeout=10_000)
+                titles = [text.split()[-1] for text in nav.all_inner_texts()]  # after the icon
+                assert titles == ["Home", "Compare", "Sweep", "Recommend", "History"], nav.all_inner_texts()
+                expect(page.get_by_text("test_efficientnet").first).to_be_visible()  # the record's headline
+                page.screenshot(path=str(ARTIFACTS / "share-link-first.png"), full_page=True)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "share-link-first-FAILED.png"), full_page=True)
+                raise
+            finally:
+                browser.close()

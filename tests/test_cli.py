@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tlcore.cli import main
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -34,6 +36,7 @@ def test_compare_writes_table_json_and_csv(image_folder, tiny_weights, tmp_path,
     assert again["config"] == data["config"]
 
 
+@pytest.mark.slow
 def test_bad_dataset_exits_2_with_message(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tlcore", "compare", "--dataset", str(tmp_path / "missing"),
                            "--no-progress"], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -63,6 +66,7 @@ def test_datasets_command_lists_builtins(capsys):
     assert "fashion-mnist" in text and "digits" in text and "cifar10" in text
 
 
+@pytest.mark.slow
 def test_sweep_prints_table_and_crossovers_writes_files_and_resumes(image_folder, tiny_weights, tmp_path, capsys):
     args = ["sweep", "--dataset", str(image_folder), "--backbone", "test_efficientnet", "--weights",
             str(tiny_weights), "--sizes", "2,all", "--repeats", "2", "--image-size", "32", "--epochs", "1",
@@ -84,4 +88,4 @@ def test_sweep_prints_table_and_crossovers_writes_files_and_resumes(image_folder
 
 def test_sweep_bad_sizes_exit_2(capsys):
     assert main(["sweep", "--sizes", "5,ten", "--no-progress"]) == 2
-    assert "Sweep size 'ten'" in capsys.readouterr().err
+    assert "'ten' is not a whole number of images per class" in capsys.readouterr().err

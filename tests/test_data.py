@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import make_image_folder
-from tlcore.data import DatasetSpec, load_dataset, open_rgb, prepare_split, to_rgb
-from tlcore.errors import DataError
+from tlcore.data.dataset import DatasetSpec, open_rgb, prepare_split, to_rgb
+from tlcore.data.load import load_dataset
+from tlcore.core.errors import DataError
 
 
 def _spec(path, **kw) -> DatasetSpec:
@@ -158,7 +159,7 @@ def test_rgba_transparent_composited_on_white():
 def test_prepare_split_shapes_and_grey_to_rgb():
     import timm
 
-    from tlcore.backbone import data_config, eval_transform
+    from tlcore.engine.backbone import data_config, eval_transform
 
     ds = load_dataset(DatasetSpec("fashion-mnist", per_class=3))
     cfg = data_config(timm.create_model("test_efficientnet"), 48)

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from tlcore import BackboneSpec, CancelToken, DatasetSpec, ExperimentConfig, compare, make_strategy
-from tlcore.backbone import load_template, stage_groups
-from tlcore.experiment import build_runner, run_all
-from tlcore.features import FeatureCache
+from tlcore.engine.backbone import load_template, stage_groups
+from tlcore.engine.features import FeatureCache
+from tlcore.experiments.prepare import prepare
+from tlcore.experiments.runner import Runner
 
 FAST = {"epochs": 2, "batch_size": 8, "patience": 2, "min_steps": 0}
 
@@ -24,6 +25,17 @@ def config(folder, weights, strategies=None, **kw) -> ExperimentConfig:
                             str(weights)), strategies=strategies, image_size=32, seed=0)
 
 
+def build_runner(config: ExperimentConfig, cache: FeatureCache, keep_models: bool = False) -> Runner:
+    """A Runner on the config's own cell (its size and seed), the way cells.py makes one."""
+    prepared = prepare(config)
+    data = prepared.cell_data(prepared.subset(config.dataset.per_class, config.seed))
+    return Runner(prepared, data, config.seed, cache=cache, keep_models=keep_models)
+
+
+def run_all(runner: Runner):
+    return [runner.run(spec) for spec in runner.config.strategies]
+
+
 def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -31,12 +43,12 @@ def _state(model):
 def test_three_strategies_measured_side_by_side(image_folder, tiny_weights, tmp_path):
     cache = FeatureCache(tmp_path / "features")
     runner = build_runner(config(image_folder, tiny_weights), cache=cache, keep_models=True)
-    result = run_all(runner)
-    assert [r.status for r in result.runs] == ["completed"] * 3, [r.error for r in result.runs]
-    fe, ft, sc = result.runs
-    for r in result.runs:
+    runs = run_all(runner)
+    assert [r.status for r in runs] == ["completed"] * 3, [r.error for r in runs]
+    fe, ft, sc = runs
+    for r in runs:
         assert 0 <= r.accuracy <= 1 and r.accuracy_low <= r.accuracy <= r.accuracy_high
-        assert len(r.test_predictions) == r.test_images == len(result.test_labels) == 6
+        assert len(r.test_predictions) == r.test_images == len(runner.data.splits["test"].labels) == 6
         assert len(r.confusion) == 3 and sum(map(sum, r.confusion)) == 6
         assert set(r.per_class_accuracy) == {"class_0", "class_1", "class_2"}
         assert r.throughput_ips > 0 and r.peak_memory_mb > 0 and r.curve
@@ -51,7 +63,9 @@ def test_three_strategies_measured_side_by_side(image_folder, tiny_weights, tmp_
     assert fe.weights["source"] == ft.weights["source"] == "file" and sc.weights["source"] == "none"
     # the full model with the new head gives the logits of the head on cached features
     assert fe.extra["max_logit_diff_full_vs_cached"] < 1e-3
-    # JSON round trip and a flat table
+    # JSON round trip and a flat table, from the same comparison run through compare()
+    result = compare(config(image_folder, tiny_weights), cache=cache)
+    assert [r.accuracy for r in result.runs] == [r.accuracy for r in runs]
     json_path, csv_path = result.save(tmp_path / "out")
     assert json.loads(json_path.read_text())["runs"][0]["strategy"] == "feature-extraction"
     assert list(result.to_frame()["strategy"]) == ["feature-extraction", "fine-tune", "scratch"]
@@ -81,7 +95,7 @@ def test_fine_tune_changes_only_named_stages(image_folder, tiny_weights, tmp_pat
                           keep_models=True)
     template, _ = load_template(runner.config.backbone)
     before = _state(template)
-    result = run_all(runner).runs[0]
+    result = run_all(runner)[0]
     model = runner.models["fine-tune"]
     groups = stage_groups(model)
     trainable_modules = {n for g in groups[-2:] for n in g.modules}
@@ -182,7 +196,7 @@ def test_frozen_prefix_cache_trains_the_same_model(image_folder, tiny_weights, t
     for skip in (True, False):
         runner = build_runner(config(image_folder, tiny_weights, [spec]), cache=FeatureCache(tmp_path / "f"))
         runner.skip_frozen_prefix = skip
-        results.append(run_all(runner).runs[0])
+        results.append(run_all(runner)[0])
     cached, plain = results
     assert cached.extra["frozen_prefix_cached"] is True and plain.extra["frozen_prefix_cached"] is False
     for a, b in zip(cached.curve, plain.curve):
@@ -193,8 +207,8 @@ def test_frozen_prefix_cache_trains_the_same_model(image_folder, tiny_weights, t
 def test_frozen_prefix_not_used_for_vit(tmp_path):
     import timm
 
-    from tlcore.backbone import freeze_groups
-    from tlcore.prefix import split_frozen_prefix
+    from tlcore.engine.backbone import freeze_groups
+    from tlcore.engine.prefix import split_frozen_prefix
 
     model = timm.create_model("test_vit", num_classes=3)
     groups = stage_groups(model)

@@ -10,12 +10,14 @@ from dataclasses import replace
 import pytest
 
 from tlcore import BackboneSpec, CancelToken, DatasetSpec, ExperimentConfig, compare, make_strategy
-from tlcore.errors import ConfigError
-from tlcore.executors import MAX_RETRIES, CellTask, LocalExecutor, RayExecutor, make_executor
-from tlcore.store import Store
-from tlcore.sweep import SweepConfig, run_sweep
+from tlcore.core.errors import ConfigError
+from tlcore.experiments.config import SweepConfig
+from tlcore.experiments.executors import MAX_RETRIES, CellTask, LocalExecutor, RayExecutor, execute_cell, make_executor
+from tlcore.experiments.sweep import run_sweep
+from tlcore.records.store import Store
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a local Ray instance starts in ~10 s
 FAST = {"epochs": 2, "batch_size": 8, "patience": 2, "min_steps": 0}
 
 
@@ -66,14 +68,30 @@ def test_ray_comparison_runs_each_strategy_as_a_task(image_folder, tiny_weights,
     assert Store(tmp_path / "r.db").records()[0]["runs_count"] == 3
 
 
+def _dies_once_then_runs(marker: str):
+    """A worker function that kills its process the first time (the marker file is missing) or always ('hopeless')."""
+    def cell(task, callbacks):
+        import os
+        from pathlib import Path
+
+        if task.label == "hopeless":
+            os._exit(1)
+        if not Path(marker).exists():
+            Path(marker).write_text(str(os.getpid()))
+            os._exit(1)
+        return execute_cell(task, callbacks)
+    return cell
+
+
 def test_a_dead_worker_is_retried_and_a_hopeless_cell_fails_alone(image_folder, tiny_weights, tmp_path,
                                                                  ray_executor, isolated_home):
     exp = _experiment(image_folder, tiny_weights, [make_strategy("scratch", **FAST)])
     task = CellTask(replace(exp, seed=0).to_dict(), exp.strategies[0].options(), 3, 0, "", "scratch · 3/class",
-                    str(isolated_home), attempt_marker=str(tmp_path / "died-once"))
-    hopeless = replace(task, label="hopeless", attempt_marker="always")
+                    str(isolated_home))
+    hopeless = replace(task, label="hopeless")
+    faulty = RayExecutor(num_cpus=2, cell_function=_dies_once_then_runs(str(tmp_path / "died-once")))
     results = {}
-    ray_executor.run([task, hopeless], None, lambda t, r: results.__setitem__(t.label, r), [], CancelToken())
+    faulty.run([task, hopeless], None, lambda t, r: results.__setitem__(t.label, r), [], CancelToken())
     assert results["scratch · 3/class"].status == "completed"
     killed_pid = int((tmp_path / "died-once").read_text())
     assert results["scratch · 3/class"].extra["executor_pid"] != killed_pid

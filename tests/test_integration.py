@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 
 from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, make_strategy
-from tlcore.backbone import data_config, load_template
-from tlcore.weights import PACKAGED_WEIGHTS, file_sha256, packaged_weights_path
+from tlcore.engine.backbone import data_config, load_template
+from tlcore.engine.weights import PACKAGED_WEIGHTS, file_sha256, packaged_weights_path
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_packaged_lite0_weights_are_real_imagenet_weights():
@@ -31,8 +31,9 @@ def test_packaged_lite0_weights_are_real_imagenet_weights():
 def test_pretraining_matters_more_at_5_than_at_50_a_class(tmp_path):
     """The seed's rule of thumb on real data: the gap between feature extraction and scratch shrinks as labelled
     images grow."""
-    from tlcore.store import Store
-    from tlcore.sweep import SweepConfig, run_sweep
+    from tlcore.records.store import Store
+    from tlcore.experiments.config import SweepConfig
+    from tlcore.experiments.sweep import run_sweep
 
     exp = ExperimentConfig(dataset=DatasetSpec("fashion-mnist"),
                            strategies=[make_strategy("feature-extraction"),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, make_strategy
-from tlcore.jobs import JobQueue
-from tlcore.store import Store
+from tlcore.server.jobs import JobQueue
+from tlcore.records.store import Store
 
 
 def _config(folder, weights, **kw):
@@ -16,8 +18,8 @@ def _config(folder, weights, **kw):
 
 def test_two_jobs_run_one_at_a_time_and_keep_their_own_results(image_folder, tiny_weights, tmp_path):
     queue = JobQueue(workers=1, store=Store(tmp_path / "jobs.db"))
-    first = queue.submit(_config(image_folder, tiny_weights, seed=1), owner="tab-1")
-    second = queue.submit(_config(image_folder, tiny_weights, seed=2), owner="tab-2")
+    first = queue.submit(_config(image_folder, tiny_weights, seed=1))
+    second = queue.submit(_config(image_folder, tiny_weights, seed=2))
     active = queue.active()
     assert [j["id"] for j in active] == [first, second]
     assert sum(j["status"] == "running" for j in active) <= 1
@@ -31,8 +33,8 @@ def test_two_jobs_run_one_at_a_time_and_keep_their_own_results(image_folder, tin
 
 def test_cancel_queued_and_running_jobs(image_folder, tiny_weights, tmp_path):
     queue = JobQueue(workers=1, store=Store(tmp_path / "jobs.db"))
-    slow = _config(image_folder, tiny_weights)
-    slow.strategies = [make_strategy("scratch", epochs=200, batch_size=4, min_steps=0)]
+    slow = replace(_config(image_folder, tiny_weights),
+                   strategies=[make_strategy("scratch", epochs=200, batch_size=4, min_steps=0)])
     running = queue.submit(slow)
     waiting = queue.submit(_config(image_folder, tiny_weights))
     assert queue.cancel(waiting)

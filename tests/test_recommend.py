@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from tlcore import BackboneSpec, DatasetSpec, make_strategy
-from tlcore.data import load_dataset
-from tlcore.errors import DataError
-from tlcore.recommend import (DIFFERENT, FE, FEW_IMAGES, FT2, FT_ALL, MANY_IMAGES_DIFFERENT, SCRATCH, SCRATCH_IMAGES,
+from tlcore.data.load import load_dataset
+from tlcore.core.errors import DataError
+from tlcore.advice.recommend import (DIFFERENT, FE, FEW_IMAGES, FT2, FT_ALL, MANY_IMAGES_DIFFERENT, SCRATCH, SCRATCH_IMAGES,
                               SIMILAR, SOLVED, describe, measure, recommend, region, similarity_score)
-from tlcore.store import MIGRATIONS, SCHEMA_VERSION, Store
-from tlcore.transferability import head_entropy, knn_accuracy, leep, logme
-from tlcore.validate import ValidationReport, parse_dataset, score_case
+from tlcore.records.store import MIGRATIONS, SCHEMA_VERSION, Store
+from tlcore.advice.transferability import head_entropy, knn_accuracy, leep, logme
+from tlcore.advice.validate import ValidationReport, score_case
+from tlcore.data.load import parse_dataset
 
 
 def _clusters(separation: float, n_per_class=30, classes=4, dim=32, seed=0):
@@ -144,7 +145,7 @@ def test_measure_on_tiny_data_gives_scores_in_range(image_folder, tiny_weights):
 
 def test_stored_comparison_becomes_evidence(image_folder, tiny_weights, tmp_path):
     from tlcore import ExperimentConfig, compare
-    from tlcore.recommend import evidence_from_store
+    from tlcore.advice.recommend import evidence_from_store
 
     store = Store(tmp_path / "s.db")
     spec = DatasetSpec(str(image_folder))
@@ -183,8 +184,9 @@ def test_store_migrates_from_schema_1(tmp_path):
     assert len(rows) == 1 and rows[0]["run"].run_id == "x" and store.record("r1")["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_validate_scores_recommendations_against_a_real_sweep(image_folder, tiny_weights, tmp_path):
-    from tlcore.validate import validate
+    from tlcore.advice.validate import validate
 
     store = Store(tmp_path / "v.db")
     report = validate([DatasetSpec(str(image_folder))], sizes=[3, 6], preset="quick",

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, compare, make_strategy
-from tlcore.errors import ReadOnlyError
-from tlcore.experiment import load_comparison
-from tlcore.jobs import JobQueue, stored_snapshot
-from tlcore.store import Store
-from tlcore.sweep import SweepConfig, load_sweep, run_sweep
+from tlcore.core.errors import ReadOnlyError
+from tlcore.experiments.compare import load_comparison
+from tlcore.server.jobs import JobQueue, stored_snapshot
+from tlcore.records.store import Store
+from tlcore.experiments.config import SweepConfig
+from tlcore.experiments.sweep import load_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"epochs": 1, "batch_size": 8, "min_steps": 0}
@@ -31,7 +32,7 @@ def _config(folder, weights) -> ExperimentConfig:
 
 
 def test_every_record_type_round_trips(image_folder, tiny_weights, tmp_path):
-    from tlcore.recommend import advise
+    from tlcore.advice.recommend import advise
 
     store = Store(tmp_path / "s.db")
     comparison = compare(_config(image_folder, tiny_weights), store=store)
@@ -49,6 +50,7 @@ def test_every_record_type_round_trips(image_folder, tiny_weights, tmp_path):
     assert kinds["comparison"]["runs_count"] == 2 and kinds["sweep"]["runs_count"] == 4
 
 
+@pytest.mark.slow
 def test_killed_process_leaves_readable_store_and_interrupted_record(image_folder, tiny_weights, tmp_path):
     home = tmp_path / "home"
     script = textwrap.dedent(f"""
@@ -103,7 +105,7 @@ def test_bundle_imports_into_a_fresh_data_directory_identically(image_folder, ti
 
 
 def test_read_only_mode_refuses_writes_in_tlcore(image_folder, tiny_weights, tmp_path, monkeypatch):
-    from tlcore.uploads import extract_zip
+    from tlcore.data.uploads import extract_zip
 
     store = Store(tmp_path / "s.db")
     comparison = compare(_config(image_folder, tiny_weights), store=store)

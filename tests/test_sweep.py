@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 
 from tlcore import BackboneSpec, CancelToken, DatasetSpec, ExperimentConfig, make_strategy
-from tlcore.errors import ConfigError
-from tlcore.features import FeatureCache
-from tlcore.learning_curves import find_crossovers, mean_interval, summarize
-from tlcore.store import Store
-from tlcore.sweep import ALL, SweepConfig, SweepResult, load_sweep, parse_sizes, run_sweep
+from tlcore.core.errors import ConfigError
+from tlcore.engine.features import FeatureCache
+from tlcore.experiments.learning_curves import find_crossovers, mean_interval, summarize
+from tlcore.records.store import Store
+from tlcore.experiments.config import ALL, SweepConfig, parse_sizes
+from tlcore.experiments.sweep import SweepResult, load_sweep, run_sweep
 
 FAST = {"epochs": 2, "batch_size": 8, "patience": 2, "min_steps": 0}
 
@@ -30,7 +31,8 @@ def store(tmp_path) -> Store:
 
 
 def test_parse_sizes():
-    assert parse_sizes("50, 5,all,10,5") == [5, 10, 50, ALL]
+    assert parse_sizes("50, 5,all,10,5") == (5, 10, 50, ALL)
+    assert parse_sizes([0, 25, None, "all"]) == (25, ALL)  # 'all' is None inside tlcore, whatever it was called
     for bad in ("", "5,x", "0.5", "-3"):
         with pytest.raises(ConfigError):
             parse_sizes(bad)
@@ -98,7 +100,7 @@ def test_sweep_result_round_trips_through_json(image_folder, tiny_weights, store
     again = SweepResult.load(json_path)
     pd.testing.assert_frame_equal(again.summary(), result.summary())
     assert len(pd.read_csv(cells_csv)) == 4 and len(pd.read_csv(summary_csv)) == 2
-    assert SweepConfig.from_dict(again.config).sizes == [2, 4]
+    assert SweepConfig.from_dict(again.config).sizes == (2, 4)
 
 
 # ------------------------------------------------------------------------------------- statistics on known curves
@@ -107,7 +109,7 @@ def _cells(curves: dict[str, dict[int, list[float]]], kinds=None) -> pd.DataFram
     for strategy, by_size in curves.items():
         for size, accs in by_size.items():
             for seed, acc in enumerate(accs):
-                rows.append({"strategy": strategy, "kind": (kinds or {}).get(strategy, strategy), "size": size,
+                rows.append({"strategy": strategy, "kind": (kinds or {}).get(strategy, strategy), "size": str(size),
                              "seed": seed, "images_per_class": float(size), "status": "completed",
                              "accuracy": acc, "accuracy_low": acc - 0.03, "accuracy_high": acc + 0.03,
                              "train_seconds": 1.0 + size / 10, "trainable_params": 1000, "still_improving": False})
@@ -133,8 +135,8 @@ def test_crossovers_with_known_answers():
     sc = {5: [0.30, 0.33, 0.31], 25: [0.50, 0.52, 0.51], 100: [0.70, 0.71, 0.70], 500: [0.875, 0.88, 0.88]}
     summary = summarize(_cells({"feature-extraction": fe, "fine-tune": ft, "scratch": sc}))
     found = {c.name: c for c in find_crossovers(summary)}
-    assert found["fine-tune beats feature extraction"].size == 100  # at 25 the means differ, the intervals overlap
-    assert found["scratch within 1 point of the best"].size == 500
+    assert found["fine-tune beats feature extraction"].size == "100"  # at 25 the means differ, intervals overlap
+    assert found["scratch within 1 point of the best"].size == "500"
     assert "100 images a class" in found["fine-tune beats feature extraction"].statement
 
 

@@ -10,9 +10,10 @@ import zipfile
 
 import pytest
 
-from tlcore.data import DatasetSpec, load_dataset
-from tlcore.errors import DataError
-from tlcore.uploads import extract_zip
+from tlcore.data.dataset import DatasetSpec
+from tlcore.data.load import load_dataset
+from tlcore.core.errors import DataError
+from tlcore.data.uploads import extract_zip
 
 
 def _zip(entries: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
@@ -80,7 +81,7 @@ def test_pixel_bomb_is_refused_before_extraction_completes(isolated_home):
 
 
 def test_non_image_files_are_listed_and_skipped(isolated_home):
-    from tlcore.uploads import skipped_files
+    from tlcore.data.uploads import skipped_files
 
     root = extract_zip(_zip({"d/a/1.png": _png(8, 8), "d/a/2.png": _png(8, 8, (1, 2, 3)), "d/b/1.png": _png(9, 9),
                              "d/b/2.png": _png(9, 9, (9, 9, 9)), "d/b/notes.txt": b"hello", "d/README.md": b"#"}),
@@ -90,7 +91,7 @@ def test_non_image_files_are_listed_and_skipped(isolated_home):
 
 
 def test_dataset_card_finds_duplicates_and_train_test_overlap(tmp_path):
-    from tlcore.dataset_card import dataset_card
+    from tlcore.data.card import dataset_card
 
     root = tmp_path / "data"
     for split in ("train", "test"):

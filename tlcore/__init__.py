@@ -1,28 +1,34 @@
 """tlcore: measure whether to use a pretrained network as a frozen feature extractor, fine-tune it, or train from
-scratch, on your own images. No streamlit here: the dashboard in pages/ is a thin layer over this package.
+scratch, on your own images. No streamlit here: the dashboard (app.py, pages/, ui/) is a thin layer over this package.
 
     import tlcore
-    result = tlcore.compare(tlcore.ExperimentConfig(dataset=tlcore.DatasetSpec("fashion-mnist", per_class=100)))
+    config = tlcore.build_config("default", dataset="fashion-mnist")        # a preset, then your choices
+    result = tlcore.compare(config)
     print(result.to_frame())
-    sweep = tlcore.run_sweep(tlcore.SweepConfig(sizes=[5, 25, 100], repeats=3))
+    sweep = tlcore.run_sweep(tlcore.build_sweep_config("quick", sizes="5,25,100", repeats=3))
     print(sweep.summary(), [c.statement for c in sweep.crossovers()])
     print(tlcore.advise("fashion-mnist", per_class=20).choice.label)
+
+Where things live: core (errors, settings, progress, result records), data, engine (backbones, weights, features,
+training), records (the run store), experiments (configs, prepare, cells, compare, sweep, executors), advice
+(transferability, recommendation), views (text, charts, reports), server (job queue), cli.
 """
 
-__version__ = "0.1.0"
+from tlcore.core.version import __version__
+from tlcore.advice.recommend import advise
+from tlcore.core.errors import ConfigError, DataError, RunCancelled, RunFailed, TlcoreError, WeightsUnavailable
+from tlcore.core.progress import CancelToken, ProgressEvent
+from tlcore.core.results import ComparisonResult, RunResult
+from tlcore.data.dataset import DatasetSpec
+from tlcore.data.load import load_dataset
+from tlcore.engine.backbone import BackboneSpec
+from tlcore.engine.strategies import StrategySpec, default_strategies, make_strategy
+from tlcore.experiments.compare import compare, load_comparison
+from tlcore.experiments.config import ALL, ExperimentConfig, SweepConfig, build_config, build_sweep_config
+from tlcore.experiments.sweep import SweepResult, load_sweep, run_sweep
 
-from .backbone import BackboneSpec  # noqa: E402
-from .data import DatasetSpec, load_dataset  # noqa: E402
-from .errors import (ConfigError, DataError, RunCancelled, RunFailed, TlcoreError,  # noqa: E402
-                     WeightsUnavailable)
-from .experiment import ExperimentConfig, compare  # noqa: E402
-from .progress import CancelToken, ProgressEvent  # noqa: E402
-from .results import ComparisonResult, RunResult  # noqa: E402
-from .strategies import StrategySpec, default_strategies, make_strategy  # noqa: E402
-from .sweep import SweepConfig, SweepResult, run_sweep  # noqa: E402
-from .recommend import advise  # noqa: E402
-
-__all__ = ["BackboneSpec", "CancelToken", "ComparisonResult", "ConfigError", "DataError", "DatasetSpec",
+__all__ = ["ALL", "BackboneSpec", "CancelToken", "ComparisonResult", "ConfigError", "DataError", "DatasetSpec",
            "ExperimentConfig", "ProgressEvent", "RunCancelled", "RunFailed", "RunResult", "StrategySpec",
-           "TlcoreError", "WeightsUnavailable", "compare", "default_strategies", "load_dataset", "make_strategy",
-           "SweepConfig", "SweepResult", "run_sweep", "advise"]
+           "SweepConfig", "SweepResult", "TlcoreError", "WeightsUnavailable", "__version__", "advise", "build_config",
+           "build_sweep_config", "compare", "default_strategies", "load_comparison", "load_dataset", "load_sweep",
+           "make_strategy", "run_sweep"]

@@ -4,24 +4,39 @@ Ctrl-C cancels cleanly and whatever finished is still printed and written."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
-from pathlib import Path
 import sys
-from dataclasses import replace
+from pathlib import Path
 from typing import Optional, Sequence
 
-import pandas as pd
+import timm
+from tqdm import tqdm
 
-from .backbone import DEFAULT_BACKBONE
-from .errors import ConfigError, TlcoreError
-from .experiment import ExperimentConfig, compare
-from .presets import PRESETS, SWEEP_PRESETS, build_config, build_sweep_config
-from .progress import CancelToken, ProgressEvent
-from .results import ComparisonResult
-from .recommend import SOURCES
-from .strategies import KINDS
-from .sweep import SweepConfig, SweepResult, parse_sizes, run_sweep, size_label
+from tlcore.advice.recommend import advise
+from tlcore.advice.validate import VALIDATION_SIZES, VALIDATION_SUITE, validate
+from tlcore.core.errors import ConfigError, TlcoreError
+from tlcore.core.progress import CancelToken, ProgressEvent
+from tlcore.data.builtin import BUILTIN_DATASETS, builtin_available
+from tlcore.data.dataset import DatasetSpec
+from tlcore.data.load import parse_dataset
+from tlcore.engine.backbone import DEFAULT_BACKBONE, BackboneSpec
+from tlcore.engine.strategies import KINDS
+from tlcore.engine.weights import PACKAGED_WEIGHTS, weights_availability
+from tlcore.experiments.compare import compare
+from tlcore.experiments.config import (
+    PRESETS,
+    SWEEP_PRESETS,
+    ExperimentConfig,
+    SweepConfig,
+    build_config,
+    build_sweep_config,
+    parse_sizes,
+)
+from tlcore.experiments.executors import make_executor
+from tlcore.experiments.sweep import run_sweep
+from tlcore.views.text import comparison_table, progress_line, recommendation_report, sweep_report
 
 SWEEP_EPILOG = """examples:
   python -m tlcore sweep                                     # built-in default: 5-100 a class, 2 repeats
@@ -54,14 +69,16 @@ def _experiment_arguments(c: argparse.ArgumentParser, per_class: bool) -> None:
                       help="built-in name (see `datasets`) or a folder of class sub-folders, optionally with "
                       "train/ val/ test/ split folders; 'name:classA|classB' keeps only those classes")
     if per_class:
-        data.add_argument("--per-class", type=int, default=None,
-                          help="training images a class (nested seeded subset); 0 = all; default: the preset's "
+        data.add_argument("--per-class", default=None,
+                          help="training images a class (nested seeded subset), or 'all'; default: the preset's "
                           "(100)")
-    data.add_argument("--val-fraction", type=float, default=0.1, help="share of each class drawn for validation "
-                      "when there is no val/ folder")
-    data.add_argument("--test-fraction", type=float, default=0.2, help="share of each class drawn for the test set "
-                      "when there is no test/ folder")
-    data.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split (fixed across runs)")
+    split = DatasetSpec()
+    data.add_argument("--val-fraction", type=float, default=None, help="share of each class drawn for validation "
+                      f"when there is no val/ folder (default {split.val_fraction})")
+    data.add_argument("--test-fraction", type=float, default=None, help="share of each class drawn for the test set "
+                      f"when there is no test/ folder (default {split.test_fraction})")
+    data.add_argument("--split-seed", type=int, default=None, help="seed of the train/val/test split, fixed across "
+                      f"runs (default {split.split_seed})")
     data.add_argument("--image-size", type=int, default=None,
                       help="input size in pixels; default: about 1.75x the images' native size, 48 to 128")
 
@@ -147,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     r.add_argument("--dataset", default="fashion-mnist", help="built-in name or folder; a sub-task of a dataset as "
                    "'name:classA|classB'")
-    r.add_argument("--per-class", type=int, default=None, help="training images a class to consider (default: all)")
+    r.add_argument("--per-class", default=None, help="training images a class to consider, or 'all' "
+                   "(default: all)")
     r.add_argument("--backbone", default=DEFAULT_BACKBONE, help="any timm model name")
     r.add_argument("--weights", default="pretrained", help="'pretrained' or a path to a state_dict")
     r.add_argument("--image-size", type=int, default=None, help="default: automatic, as for compare")
@@ -179,23 +197,14 @@ def _strategy_options(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def _experiment_choices(args: argparse.Namespace) -> dict:
+    """build_config's arguments from the command line; None keeps the preset's value."""
     return {"dataset": args.dataset, "backbone": args.backbone, "weights": args.weights,
             "strategies": [s for s in args.strategies.split(",") if s.strip()], "image_size": args.image_size,
-            "seed": args.seed, "device": args.device}
-
-
-def _split_options(config: ExperimentConfig, args: argparse.Namespace) -> None:
-    from .validate import parse_dataset
-
-    spec = parse_dataset(args.dataset)  # 'name:classA|classB' is a sub-task
-    config.dataset = replace(config.dataset, source=spec.source, classes=spec.classes, val_fraction=args.val_fraction,
-                             test_fraction=args.test_fraction, split_seed=args.split_seed)
+            "seed": args.seed, "device": args.device, "strategy_options": _strategy_options(args),
+            "val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
 
 
 def _saved_config(path: str) -> dict:
-    import json
-    from pathlib import Path
-
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
@@ -208,10 +217,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """The preset, then every option given on the command line (or a saved config, as it is)."""
     if args.config:
         return ExperimentConfig.from_dict(_saved_config(args.config))
-    config = build_config(args.preset, per_class=args.per_class, strategy_options=_strategy_options(args),
-                          **_experiment_choices(args))
-    _split_options(config, args)
-    return config
+    return build_config(args.preset, per_class="preset" if args.per_class is None else args.per_class,
+                        **_experiment_choices(args))
 
 
 def sweep_config_from_args(args: argparse.Namespace) -> SweepConfig:
@@ -220,62 +227,50 @@ def sweep_config_from_args(args: argparse.Namespace) -> SweepConfig:
         if "experiment" not in saved:
             raise ConfigError(f"'{args.config}' holds a comparison config, not a sweep; use `compare --config`.")
         return SweepConfig.from_dict(saved)
-    config = build_sweep_config(args.preset, sizes=parse_sizes(args.sizes) if args.sizes else None,
-                                repeats=args.repeats, strategy_options=_strategy_options(args),
-                                **_experiment_choices(args))
-    _split_options(config.experiment, args)
-    return config
-
-
-def format_table(result: ComparisonResult) -> str:
-    rows = []
-    for r in result.runs:
-        ok = r.accuracy is not None
-        rows.append({
-            "strategy": r.strategy,
-            "status": r.status,
-            "accuracy": f"{r.accuracy:.3f} [{r.accuracy_low:.3f}, {r.accuracy_high:.3f}]" if ok else "-",
-            "macro-F1": f"{r.macro_f1:.3f}" if ok else "-",
-            "train s": f"{r.train_seconds:.1f}" if r.train_seconds is not None else "-",
-            "img/s": f"{r.throughput_ips:.0f}" if r.throughput_ips else "-",
-            "trainable": f"{r.trainable_params:,}" if r.trainable_params is not None else "-",
-            "total": f"{r.total_params:,}" if r.total_params else "-",
-            "peak MB": f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb else "-",
-            "epochs": f"{r.epochs_run} (best {r.best_epoch})" if r.kind != "feature-extraction" else "L-BFGS",
-        })
-    table = pd.DataFrame(rows).to_string(index=False)
-    notes = [f"  {r.strategy}: {r.error}" for r in result.runs if r.error]
-    ds = result.dataset
-    head = (f"dataset {ds['name']} | {len(ds['classes'])} classes | train {ds['sizes']['train']} "
-            f"(per class {ds['per_class'] or 'all'}) | val {ds['sizes']['val']} | test {ds['sizes']['test']} | "
-            f"backbone {result.config['backbone']['name']} | image {result.config['image_size']} px | "
-            f"seed {result.config['seed']} | wall {result.wall_seconds:.1f} s")
-    return "\n".join([head, table] + (["problems:"] + notes if notes else []))
+    return build_sweep_config(args.preset, sizes=parse_sizes(args.sizes) if args.sizes else None,
+                              repeats=args.repeats, **_experiment_choices(args))
 
 
 class _Bars:
-    """One tqdm bar per strategy, fed by progress events."""
+    """One tqdm bar per strategy (or sweep cell) on a terminal."""
 
     def __init__(self) -> None:
-        from tqdm import tqdm
 
         self._tqdm = tqdm
         self.bars: dict[str, object] = {}
 
     def __call__(self, event: ProgressEvent) -> None:
-        bar = self.bars.get(event.strategy)
+        name = event.cell or event.strategy
+        bar = self.bars.get(name)
         if bar is None:
-            bar = self.bars[event.strategy] = self._tqdm(total=1000, desc=f"{event.strategy:>18}", leave=True,
-                                                         file=sys.stderr, bar_format="{desc} {percentage:3.0f}%|"
-                                                         "{bar}| {elapsed}<{remaining} {postfix}")
+            bar = self.bars[name] = self._tqdm(total=1000, desc=f"{name:>18}", leave=True, file=sys.stderr,
+                                               bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining} "
+                                               "{postfix}")
         bar.n = int(event.fraction * 1000)
-        post = event.phase + (f" ep {event.epoch}/{event.epochs}" if event.epochs else "")
-        if event.val_accuracy is not None:
-            post += f" val {event.val_accuracy:.3f}"
-        bar.set_postfix_str(post, refresh=False)
+        bar.set_postfix_str(progress_line(name, event).split(": ", 1)[1], refresh=False)
         bar.refresh()
         if event.phase == "done":
             bar.close()
+
+
+class _Lines:
+    """Into a log or a pipe: one line when a run enters a new phase or epoch, never carriage-return updates."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, tuple] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
+        name = event.cell or event.strategy
+        step = (event.phase, event.epoch)
+        if self.last.get(name) != step:
+            self.last[name] = step
+            print(progress_line(name, event), file=sys.stderr, flush=True)
+
+
+def _progress(args: argparse.Namespace) -> list:
+    if args.no_progress:
+        return []
+    return [_Bars() if sys.stderr.isatty() else _Lines()]
 
 
 class _Interrupt:
@@ -300,8 +295,6 @@ class _Interrupt:
 
 
 def _executor(args: argparse.Namespace, device: str):
-    from .executors import make_executor
-
     name = args.executor or os.environ.get("TLCORE_EXECUTOR") or "local"
     if name != "ray":
         return make_executor(name)
@@ -311,73 +304,22 @@ def _executor(args: argparse.Namespace, device: str):
 def cmd_compare(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     with _Interrupt() as cancel:
-        result = compare(config, callbacks=[] if args.no_progress else [_Bars()], cancel=cancel,
-                         executor=_executor(args, config.device))
-    print(format_table(result))
+        result = compare(config, callbacks=_progress(args), cancel=cancel, executor=_executor(args, config.device))
+    print(comparison_table(result))
     if args.out:
         json_path, csv_path = result.save(args.out)
         print(f"wrote {json_path} and {csv_path}")
-    if any(r.status == "cancelled" for r in result.runs):
+    if result.status == "cancelled":
         return 130
     return 1 if any(r.status == "failed" for r in result.runs) else 0
 
 
-def format_sweep(result: SweepResult) -> str:
-    summary = result.summary()
-    if summary.empty:
-        return "no finished cells"
-    summary["cell"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
-                       zip(summary["accuracy"], summary["accuracy_low"], summary["accuracy_high"])]
-    summary["size"] = summary["size"].map(size_label)
-    order = list(dict.fromkeys(summary["size"]))
-    acc = summary.pivot(index="strategy", columns="size", values="cell")[order]
-    secs = summary.pivot(index="strategy", columns="size", values="train_seconds")[order].map(lambda v: f"{v:.1f}")
-    cfg = result.config
-    ds = result.dataset
-    resumed = sum(c.resumed for c in result.cells)
-    head = (f"sweep {result.record_id} | dataset {ds.get('name')} | {len(ds.get('classes', []))} classes | test "
-            f"{ds.get('sizes', {}).get('test')} images (same for every cell) | backbone "
-            f"{cfg['experiment']['backbone']['name']} | image {cfg.get('image_size')} px | repeats {cfg['repeats']} | "
-            f"{len(result.cells)} cells ({resumed} from the store) | wall {result.wall_seconds:.1f} s | features "
-            f"computed {result.feature_cache.get('rows_computed', 0)} rows, reused "
-            f"{result.feature_cache.get('rows_reused', 0)}")
-    lines = [head, "", "test accuracy: mean [95% interval] by images per class", acc.to_string(), "",
-             "training seconds (mean)", secs.to_string(), ""]
-    improving = summary[summary["undertrained_share"] > 0]
-    if not improving.empty:
-        lines.append("still improving at the last epoch (a longer schedule may score higher): " + ", ".join(
-            f"{r.strategy} at {r.size}/class ({r.undertrained_share:.0%} of repeats)" for r in improving.itertuples()))
-    lines += ["crossovers:"] + [f"  {c.statement}" for c in result.crossovers()]
-    failed = [f"  {c.label}: {c.run.error}" for c in result.cells if c.run.error]
-    return "\n".join(lines + (["problems:"] + failed if failed else []))
-
-
-class _CellBar:
-    """One line per cell: a tqdm bar fed by progress events."""
-
-    def __init__(self, total: int) -> None:
-        from tqdm import tqdm
-
-        self.total_bar = tqdm(total=total, desc="cells", file=sys.stderr, position=0)
-        self.bars = _Bars()
-
-    def __call__(self, event: ProgressEvent) -> None:
-        self.bars(replace(event, strategy=event.cell or event.strategy))
-
-    def cell_done(self, cell) -> None:
-        self.total_bar.update(1)
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     config = sweep_config_from_args(args)
-    bar = None if args.no_progress else _CellBar(config.cells_total)
     with _Interrupt() as cancel:
-        result = run_sweep(config, callbacks=[bar] if bar else [], cancel=cancel, resume=not args.fresh,
-                           on_cell=bar.cell_done if bar else None,
+        result = run_sweep(config, callbacks=_progress(args), cancel=cancel, resume=not args.fresh,
                            executor=_executor(args, config.experiment.device))
-    if bar:
-        bar.total_bar.close()
-    print(format_sweep(result))
+    print(sweep_report(result))
     if args.out:
         paths = result.save(args.out)
         print("wrote " + ", ".join(str(p) for p in paths))
@@ -388,66 +330,41 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if any(c.run.status == "failed" for c in result.cells) else 0
 
 
-def format_recommendation(rec) -> str:
-    s = rec.signals
-    lines = [f"recommended: {rec.choice.label}   (runner-up: {rec.runner_up.label}; confidence {rec.confidence}, "
-             f"{rec.confidence_score:.2f}; based on {rec.based_on})", "",
-             f"data: {s.dataset} | {s.classes} classes | {s.images_per_class:g} images a class (min {s.min_per_class}, "
-             f"max {s.max_per_class}) | native {s.native_size} px | measured in {s.seconds:.1f} s", "", "signals:"]
-    for name, value in (("k-NN accuracy (frozen features, cross-validated)", s.knn_accuracy),
-                        ("linear-probe val accuracy", s.linear_probe_accuracy),
-                        ("raw-pixel baseline val accuracy", s.pixel_accuracy), ("LogME", s.logme),
-                        ("ImageNet head entropy (0 sure .. 1 uniform)", s.head_entropy), ("LEEP", s.leep),
-                        ("similarity to the pretraining data", s.similarity)):
-        if value is not None:
-            lines.append(f"  {name:50} {value:.3f}")
-    lines += ["", "reasons:"] + [f"  - {r.text()}\n      [{SOURCES[r.source]}]" for r in rec.reasons]
-    lines += ["", "what to expect:"]
-    for o in rec.outlooks:
-        secs = f"{o.seconds:.0f} s" if o.seconds is not None else "-"
-        lines.append(f"  {o.strategy:32} accuracy {o.accuracy_low:.2f}-{o.accuracy_high:.2f}   training {secs:>7}   "
-                     f"({o.basis})")
-    return "\n".join(lines)
+def _print_case(c) -> None:
+    print(f"{c.dataset:45} {c.per_class:>5}/class  recommended {c.recommended_label:28} winner {c.winner:20} "
+          f"regret {c.regret * 100:4.1f} pts  {'agrees' if c.agrees else 'DISAGREES'}", flush=True)
+
+
+def cmd_validate(args: argparse.Namespace, backbone: BackboneSpec) -> int:
+    datasets = [parse_dataset(d) for d in args.datasets.split(",")] if args.datasets else VALIDATION_SUITE
+    sizes = parse_sizes(args.sizes) if args.sizes else list(VALIDATION_SIZES)
+    with _Interrupt() as cancel:
+        report = validate(datasets, sizes, repeats=args.repeats, preset=args.preset, backbone=backbone,
+                          cancel=cancel, on_case=_print_case)
+    frame = report.to_frame()
+    print()
+    print(frame[["dataset", "per_class", "similarity", "linear_probe_accuracy", "recommended_label", "winner",
+                 "recommended_accuracy", "best_accuracy", "regret", "agrees"]].to_string(index=False))
+    print(f"\nagreement {report.agreement:.0%} ({sum(c.agrees for c in report.cases)} of {len(report.cases)}), "
+          f"mean regret {report.mean_regret * 100:.2f} points")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
+    return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    import json
-
-    from .backbone import BackboneSpec
-    from .recommend import advise
-    from .validate import VALIDATION_SIZES, VALIDATION_SUITE, parse_dataset, validate
-
     backbone = BackboneSpec(args.backbone, args.weights)
     if args.validate:
-        datasets = [parse_dataset(d) for d in args.datasets.split(",")] if args.datasets else VALIDATION_SUITE
-        sizes = parse_sizes(args.sizes) if args.sizes else list(VALIDATION_SIZES)
-        with _Interrupt() as cancel:
-            report = validate(datasets, sizes, repeats=args.repeats, preset=args.preset, backbone=backbone,
-                              cancel=cancel, on_case=lambda c: print(
-                                  f"{c.dataset:45} {c.per_class:>5}/class  recommended {c.recommended_label:28} "
-                                  f"winner {c.winner:20} regret {c.regret * 100:4.1f} pts  "
-                                  f"{'agrees' if c.agrees else 'DISAGREES'}", flush=True))
-        frame = report.to_frame()
-        print()
-        print(frame[["dataset", "per_class", "similarity", "linear_probe_accuracy", "recommended_label", "winner",
-                     "recommended_accuracy", "best_accuracy", "regret", "agrees"]].to_string(index=False))
-        print(f"\nagreement {report.agreement:.0%} ({sum(c.agrees for c in report.cases)} of {len(report.cases)}), "
-              f"mean regret {report.mean_regret * 100:.2f} points")
-        if args.json:
-            Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
-        return 0
-    spec = parse_dataset(args.dataset)
-    rec = advise(spec, backbone, per_class=args.per_class, seed=args.seed, image_size=args.image_size,
-                 use_evidence=not args.no_evidence)
-    print(format_recommendation(rec))
+        return cmd_validate(args, backbone)
+    rec = advise(parse_dataset(args.dataset), backbone, per_class=args.per_class, seed=args.seed,
+                 image_size=args.image_size, use_evidence=not args.no_evidence)
+    print(recommendation_report(rec))
     if args.json:
         Path(args.json).write_text(json.dumps(rec.to_dict(), indent=1))
     return 0
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from .builtin import BUILTIN_DATASETS, builtin_available
-
     for name, info in BUILTIN_DATASETS.items():
         why = builtin_available(name)
         print(f"{name:20} {'ready' if why is None else why:45} {info.description}")
@@ -455,14 +372,14 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_backbones(args: argparse.Namespace) -> int:
-    import timm
-
-    from .weights import PACKAGED_WEIGHTS, weights_availability
-
     names = timm.list_models(args.filter or "*") if args.filter else list(PACKAGED_WEIGHTS)
     for name in names:
         print(f"{name:40} {weights_availability(name)}")
     return 0
+
+
+COMMANDS = {"compare": cmd_compare, "sweep": cmd_sweep, "recommend": cmd_recommend, "datasets": cmd_datasets,
+            "backbones": cmd_backbones}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -472,7 +389,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"compare": cmd_compare, "sweep": cmd_sweep, "recommend": cmd_recommend, "datasets": cmd_datasets, "backbones": cmd_backbones}[args.command](args)
+        return COMMANDS[args.command](args)
     except TlcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,513 @@
+"""Strategy recommendation: measure the data (size, balance, and how well and how closely the pretrained features fit
+it), turn the measurements into a recommendation with reasons, and let real measurements on the same data outweigh
+the prediction.
+
+The rules are a function of two numbers, images per class and similarity to the pretraining data, plus two overrides
+(frozen features that already separate the classes; measured results on this data). The recommendation is the
+strategy expected to score best; the runner-up is usually the cheaper one, with its expected accuracy and time. `region()` is the whole rule, so
+the page can draw it as a map and the validation (`validate.py`) can check it against sweeps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tlcore.core.environment import read_only
+from tlcore.core.errors import ConfigError
+from tlcore.data.dataset import DatasetSpec
+from tlcore.data.load import parse_dataset
+from tlcore.engine import backbone as bb
+from tlcore.engine.features import ExtractOptions, FeatureCache, default_cache, split_features
+from tlcore.engine.strategies import make_strategy
+from tlcore.engine.train import fit_linear_head
+from tlcore.experiments.config import ExperimentConfig, parse_size
+from tlcore.experiments.prepare import prepare
+from tlcore.records.store import default_store
+from tlcore.advice.transferability import head_entropy, knn_accuracy, leep, logme, pixel_accuracy
+
+# Thresholds of the rules; every reason quotes the ones it used.
+FEW_IMAGES = 10  # at or below this many images a class: only the top stages, from the linear probe
+MANY_IMAGES_DIFFERENT = 300  # data not close to the pretraining data: fine-tune every stage from here on
+SCRATCH_IMAGES = 1000  # very different data with this many images a class: scratch becomes the pick
+SIMILAR = 0.55  # similarity at or above: "close to the pretraining data"
+DIFFERENT = 0.30  # similarity below: "far from the pretraining data"
+SOLVED = 0.97  # linear-probe val accuracy at or above: the frozen features already separate the classes
+MAX_SCORED = 2000  # training images the scores are computed on (a per-class sample above this)
+
+SOURCES = {
+    "kornblith": "Kornblith, Shlens & Le, 'Do Better ImageNet Models Transfer Better?', CVPR 2019: fine-tuning beats "
+                 "fixed features, and the gain of pretraining over random init shrinks as the training set grows",
+    "he": "He, Girshick & Dollar, 'Rethinking ImageNet Pre-training', ICCV 2019: with enough data and a long schedule "
+          "scratch catches up; pretraining helps most with little data",
+    "yosinski": "Yosinski et al., 'How transferable are features in deep neural networks?', NeurIPS 2014: higher "
+                "layers are task-specific, so distant tasks gain from retraining more of the network",
+    "kumar": "Kumar et al., 'Fine-Tuning can Distort Pretrained Features', ICLR 2022: fit the head first (LP-FT), "
+             "then fine-tune",
+    "logme": "You et al., 'LogME', ICML 2021; Nguyen et al., 'LEEP', ICML 2020: transferability scores from frozen "
+             "features predict fine-tuned accuracy; k-NN on frozen features is a strong baseline (Sorkhei et al., 2025)",
+    "measured": "tlcore's own measurements on this dataset (stored runs and sweeps)",
+}
+
+
+@dataclass
+class Signals:
+    """What was measured about the data, before any training."""
+
+    dataset: str
+    data_fingerprint: str
+    backbone: str
+    weights: str
+    classes: int
+    images_per_class: float
+    min_per_class: int
+    max_per_class: int
+    native_size: int
+    chance: float
+    knn_accuracy: Optional[float] = None
+    logme: Optional[float] = None
+    linear_probe_accuracy: Optional[float] = None
+    pixel_accuracy: Optional[float] = None
+    head_entropy: Optional[float] = None
+    leep: Optional[float] = None
+    similarity: float = 0.5
+    similarity_basis: str = ""
+    image_size: int = 0
+    train_images: int = 0
+    scored_images: int = 0  # training images the scores used (all, or a per-class sample of MAX_SCORED)
+    extract_seconds: float = 0.0  # the one frozen forward pass over train + val
+    seconds_per_image: dict = field(default_factory=dict)  # kind -> training seconds per image-pass, probed here
+    seconds: float = 0.0
+    described: bool = False  # True: the user described the data, nothing was measured
+
+    @property
+    def balance(self) -> float:
+        return self.min_per_class / max(self.max_per_class, 1)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"balance": self.balance}
+
+
+def similarity_score(leep_value: Optional[float], linear_probe: Optional[float], pixels: Optional[float],
+                     classes: int) -> tuple[float, str]:
+    """0 (nothing like the pretraining data) to 1 (just like it): the mean of two measurements.
+
+    - normalised LEEP, 1 + LEEP / log(classes): how well the original ImageNet head's beliefs predict these labels
+      (0: no better than the class prior, 1: they determine the label);
+    - the frozen features' lead over raw pixels, (linear probe - pixel baseline) / (1 - chance), scaled so that a
+      lead of +0.2 reads 1 and -0.2 reads 0.
+
+    The source head's entropy is reported but not used: on grey clothing and 8x8 digits it was as low (the head as
+    sure) as one expects on photos, so it did not separate near from far domains here."""
+    chance = 1.0 / classes
+    parts, basis = [], []
+    if leep_value is not None:
+        nleep = float(np.clip(1.0 + leep_value / np.log(classes), 0.0, 1.0))
+        parts.append(nleep)
+        basis.append(f"normalised LEEP {nleep:.2f}")
+    if linear_probe is not None and pixels is not None:
+        lead = (linear_probe - pixels) / max(1.0 - chance, 1e-9)
+        parts.append(float(np.clip(0.5 + lead / 0.4, 0.0, 1.0)))
+        basis.append(f"features lead raw pixels by {(linear_probe - pixels) * 100:+.1f} points")
+    if not parts:
+        return 0.5, "unknown (nothing measured)"
+    return float(np.mean(parts)), "; ".join(basis)
+
+
+def _pixels(images: torch.Tensor, size: int = 16) -> np.ndarray:
+    x = F.adaptive_avg_pool2d(images.float().mean(1, keepdim=True), size)
+    return x.flatten(1).numpy()
+
+
+def measure(dataset: DatasetSpec | str, backbone: bb.BackboneSpec | str = bb.BackboneSpec(),
+            per_class: Optional[int] = None, seed: int = 0, image_size: Optional[int] = None,
+            cache: Optional[FeatureCache] = None, device: str = "cpu") -> Signals:
+    """One forward pass over the training (and val) images with the frozen backbone, then the scores. The test split
+    is never touched."""
+    started = time.perf_counter()
+    spec = parse_dataset(dataset) if isinstance(dataset, str) else dataset
+    backbone = bb.BackboneSpec(backbone) if isinstance(backbone, str) else backbone
+    if backbone.weights == "none":
+        raise ConfigError("A recommendation measures pretrained features; choose pretrained or file weights.")
+    fe = make_strategy("feature-extraction")  # the same head as the feature-extraction strategy fits
+    prepared = prepare(ExperimentConfig(dataset=spec, backbone=backbone, strategies=(fe,), image_size=image_size,
+                                        seed=seed, device=device))
+    ds = prepared.subset(parse_size(per_class) if per_class is not None else spec.per_class, seed)
+    data = prepared.cell_data(ds, splits=("train", "val"))
+    splits, size, template = data.splits, prepared.image_size.pixels, prepared.reference
+    cache = cache or default_cache()
+    dev = prepared.device
+    extract_start = time.perf_counter()
+    feats = {s: split_features(cache, template, backbone.name, prepared.weights_id, ds, s, splits[s], data.cfg,
+                               data.transform_key, dev, ExtractOptions()) for s in splits}
+    extract_seconds = time.perf_counter() - extract_start
+    y = {s: splits[s].labels.numpy() for s in splits}
+    counts = np.bincount(y["train"], minlength=ds.num_classes)
+    chance = 1.0 / ds.num_classes
+    signals = Signals(dataset=ds.name, data_fingerprint=ds.source_fingerprint(), backbone=backbone.name,
+                      weights=prepared.weights_id, classes=ds.num_classes,
+                      images_per_class=float(counts.mean()), min_per_class=int(counts.min()),
+                      max_per_class=int(counts.max()), native_size=ds.native_size(), chance=chance,
+                      image_size=size, train_images=int(counts.sum()), extract_seconds=round(extract_seconds, 2),
+                      seconds_per_image=training_rates(backbone, ds.num_classes, size, dev))
+    # Score on at most MAX_SCORED training images (a seeded per-class sample): the scores are estimates, and past a
+    # few thousand images more rows change them little but cost a minute on a CPU.
+    keep = _sample_per_class(y["train"], MAX_SCORED, seed)
+    signals.scored_images = len(keep)
+    train_x, train_y = feats["train"][keep], y["train"][keep]
+    if np.bincount(train_y).min() >= 2:
+        signals.knn_accuracy = knn_accuracy(train_x.numpy(), train_y, seed=seed)
+    signals.logme = logme(train_x.numpy(), train_y)
+    fit = fit_linear_head(train_x, torch.as_tensor(train_y), feats["val"], splits["val"].labels, ds.num_classes,
+                          fe.head_l2_grid, fe.head_max_iter)
+    signals.linear_probe_accuracy = float(fit.val_accuracy)
+    signals.pixel_accuracy = pixel_accuracy(_pixels(splits["train"].images[keep]), train_y,
+                                            _pixels(splits["val"].images), y["val"])
+    head = template.get_classifier()
+    if isinstance(head, torch.nn.Linear) and head.in_features == train_x.shape[1] and head.out_features > 1:
+        with torch.no_grad():
+            logits = head(train_x)
+        signals.head_entropy = head_entropy(logits)
+        signals.leep = leep(torch.softmax(logits, 1).numpy(), train_y)
+    signals.similarity, signals.similarity_basis = similarity_score(signals.leep, signals.linear_probe_accuracy,
+                                                                    signals.pixel_accuracy, ds.num_classes)
+    signals.seconds = round(time.perf_counter() - started, 2)
+    return signals
+
+
+def _sample_per_class(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """All indices when there are at most `limit`; otherwise a seeded sample with the classes in proportion."""
+    if len(labels) <= limit:
+        return np.arange(len(labels))
+    rng = np.random.default_rng([seed, 4242])
+    share = limit / len(labels)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:max(2, int(round(share * (labels == c).sum())))]
+            for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
+def training_rates(backbone: bb.BackboneSpec, classes: int, image_size: int, device: torch.device,
+                   batch: int = 16) -> dict[str, float]:
+    """Seconds per training image for scratch (every layer) and fine-tune (top 2 stages, an upper bound: the engine
+    also skips the frozen bottom), timed with a few real optimizer steps on random inputs on this machine."""
+    model, _ = bb.for_run(replace(backbone, weights="none"), classes, pretrained=False)
+    model.to(device).to(memory_format=torch.channels_last).train()
+    x = torch.randn(batch, 3, image_size, image_size, device=device).to(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (batch,), device=device)
+
+    def per_image() -> float:
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+        return min(times[1:]) / batch
+
+    rates = {"scratch": per_image()}
+    groups = bb.stage_groups(model)
+    bb.freeze_groups(model, groups[:-2])
+    rates["fine-tune"] = per_image()
+    return {k: round(v, 5) for k, v in rates.items()}
+
+
+def describe(images_per_class: float, classes: int, similarity: float) -> Signals:
+    """Signals from a description alone (no data at hand): size, classes and a similarity judged by the user."""
+    if images_per_class < 1 or classes < 2 or not 0 <= similarity <= 1:
+        raise ConfigError("Describe the data with images per class >= 1, classes >= 2 and a similarity in [0, 1].")
+    return Signals(dataset="(described)", data_fingerprint="", backbone="", weights="", classes=int(classes),
+                   images_per_class=float(images_per_class), min_per_class=int(images_per_class),
+                   max_per_class=int(images_per_class), native_size=0, chance=1.0 / classes,
+                   similarity=float(similarity), similarity_basis="as described", described=True)
+
+
+# ------------------------------------------------------------------------------------------------------- the rules
+@dataclass(frozen=True)
+class Choice:
+    kind: str
+    stages: Optional[str | int] = None  # fine-tune depth
+
+    @property
+    def label(self) -> str:
+        if self.kind == "fine-tune":
+            return f"fine-tune ({'all stages' if self.stages == 'all' else f'top {self.stages} stages'})"
+        return self.kind
+
+
+FE, FT2, FT_ALL, SCRATCH = Choice("feature-extraction"), Choice("fine-tune", 2), Choice("fine-tune", "all"), \
+    Choice("scratch")
+
+
+RULES_VERSION = 2
+
+
+def region(images_per_class: float, similarity: float) -> tuple[Choice, Choice]:
+    """The recommended strategy and the runner-up for a dataset of this size and similarity.
+
+    Version 2. Version 1 followed the usual rule of thumb (feature extraction at 10 images a class or fewer, and for
+    similar data under 50 a class); on the fashion-mnist validation family fine-tuning with LP-FT beat it by 3 to 7
+    points at 5 a class, because LP-FT starts from the very linear probe that feature extraction stops at and keeps
+    the best epoch on val (Kumar et al., 2022). So fine-tuning the top stages is the default at every size, deeper
+    fine-tuning once there is enough data for a domain that is not close, and scratch only with a lot of data from a
+    far domain; feature extraction wins through the `SOLVED` override (and is always the cheap runner-up)."""
+    n = images_per_class
+    if n >= SCRATCH_IMAGES and similarity < DIFFERENT:
+        return SCRATCH, FT_ALL
+    if n >= SCRATCH_IMAGES or (n >= MANY_IMAGES_DIFFERENT and similarity < SIMILAR):
+        return FT_ALL, FT2
+    return FT2, FE
+
+
+@dataclass
+class Reason:
+    signal: str
+    value: str
+    rule: str  # the threshold or comparison applied
+    points_to: str
+    source: str  # key into SOURCES
+
+    def text(self) -> str:
+        return f"{self.signal} = {self.value} ({self.rule}) → {self.points_to}."
+
+
+@dataclass
+class Outlook:
+    """What to expect from one strategy: an accuracy range and training seconds, estimated or measured."""
+
+    strategy: str
+    accuracy_low: float
+    accuracy_high: float
+    seconds: Optional[float]
+    basis: str
+
+
+@dataclass
+class Recommendation:
+    choice: Choice
+    runner_up: Choice
+    confidence: str  # high | medium | low
+    confidence_score: float
+    reasons: list[Reason]
+    outlooks: list[Outlook]
+    signals: Signals
+    evidence: list[dict] = field(default_factory=list)  # measured results on this data, when any
+    based_on: str = "signals"  # or "measurements"
+    record_id: str = ""  # in the run store, when stored
+
+    @property
+    def strategy(self) -> str:
+        return self.choice.label
+
+    def to_dict(self) -> dict:
+        return {"strategy": self.choice.kind, "stages": self.choice.stages, "label": self.choice.label,
+                "runner_up": self.runner_up.kind, "runner_up_stages": self.runner_up.stages,
+                "runner_up_label": self.runner_up.label, "confidence": self.confidence,
+                "confidence_score": self.confidence_score, "based_on": self.based_on,
+                "reasons": [asdict(r) | {"text": r.text(), "citation": SOURCES[r.source]} for r in self.reasons],
+                "outlooks": [asdict(o) for o in self.outlooks], "signals": self.signals.to_dict(),
+                "evidence": self.evidence}
+
+
+def _margin(value: float, thresholds: list[float], scale: float) -> float:
+    """How far a value sits from the nearest threshold, 0 (on it) to 1 (far), in units of `scale`."""
+    if not thresholds:
+        return 1.0
+    return float(min(1.0, min(abs(value - t) for t in thresholds) / scale))
+
+
+def _outlooks(s: Signals) -> list[Outlook]:
+    """Estimated accuracy ranges: the linear probe's val accuracy anchors feature extraction; fine-tuning may add a
+    share of the remaining headroom that grows with data and distance; scratch starts from the pixel baseline."""
+    n = s.images_per_class
+    if s.linear_probe_accuracy is None:  # described: broad ranges from the rules of thumb only
+        return [Outlook(c.label, 0.0, 1.0, None, "not estimated: describe mode measures nothing") for c in
+                (FE, FT2, SCRATCH)]
+    lp, px = s.linear_probe_accuracy, s.pixel_accuracy or s.chance
+    headroom = 1.0 - lp
+    data_factor = float(np.clip(np.log10(max(n, 1)) / 3, 0, 1))  # 0 at 1 image a class, 1 at 1000
+    distance = 1.0 - s.similarity
+    ft_gain = headroom * (0.1 + 0.5 * data_factor * (0.5 + distance))
+    basis = "estimated from the linear probe's val accuracy and the pixel baseline; seconds from a timed probe"
+    return [
+        Outlook(FE.label, max(0.0, lp - 0.04), min(1.0, lp + 0.02), round(2.5 * s.extract_seconds + 1.0, 1), basis),
+        Outlook(FT2.label, max(0.0, lp - 0.05), min(1.0, lp + ft_gain + 0.02), _seconds(s, "fine-tune"), basis),
+        Outlook(SCRATCH.label, max(s.chance, px - 0.25 * (1 - data_factor) - 0.05),
+                min(1.0, px + 0.1 * data_factor + 0.02), _seconds(s, "scratch"), basis),
+    ]
+
+
+def _seconds(s: Signals, kind: str) -> Optional[float]:
+    """Training seconds with the strategy's default schedule (no early stop: an upper bound), plus validation."""
+    rate = s.seconds_per_image.get(kind)
+    if not rate:
+        return None
+    spec = make_strategy(kind)
+    steps_per_epoch = max(s.train_images // spec.batch_size, -(-spec.min_steps // spec.epochs), 1)
+    passes = spec.epochs * steps_per_epoch * spec.batch_size
+    return round(passes * rate * 1.15, 1)  # +15% for validation passes
+
+
+def recommend(signals: Signals, evidence: Optional[list[dict]] = None) -> Recommendation:
+    """Rules on the signals; measured results on this data (`evidence`, see `evidence_from_store`) override them."""
+    s = signals
+    n = s.images_per_class
+    choice, runner_up = region(n, s.similarity)
+    reasons: list[Reason] = []
+    # size
+    if n <= FEW_IMAGES:
+        reasons.append(Reason("images per class", f"{n:g}", f"<= {FEW_IMAGES}", "few images: fine-tune only the top "
+                              "stages, starting from the linear probe (LP-FT), which measured 3-7 points above "
+                              "feature extraction at 5 a class on the validation suite", "kumar"))
+    elif n >= SCRATCH_IMAGES:
+        reasons.append(Reason("images per class", f"{n:g}", f">= {SCRATCH_IMAGES}", "enough data to fine-tune every "
+                              "stage, or for scratch if the domain is far", "he"))
+    else:
+        reasons.append(Reason("images per class", f"{n:g}", f"between {FEW_IMAGES} and {SCRATCH_IMAGES}",
+                              "pretrained starts win here; fine-tune the top stages from the linear probe", "kornblith"))
+    if s.similarity >= SIMILAR:
+        where, to = f">= {SIMILAR} (close to the pretraining data)", "the top stages are enough to adapt"
+    elif s.similarity >= DIFFERENT:
+        where = f"between {DIFFERENT} and {SIMILAR} (somewhat different)"
+        to = (f"fine-tune the top stages; from {MANY_IMAGES_DIFFERENT} images a class, every stage"
+              if n < MANY_IMAGES_DIFFERENT else f"{MANY_IMAGES_DIFFERENT}+ images a class: fine-tune every stage")
+    else:
+        where = f"< {DIFFERENT} (far from the pretraining data)"
+        to = (f"retrain deeply; from {SCRATCH_IMAGES} images a class scratch is the pick" if n < SCRATCH_IMAGES else
+              "far domain and plenty of data: scratch")
+    reasons.append(Reason("similarity to the pretraining data", f"{s.similarity:.2f} [{s.similarity_basis}]", where, to,
+                          "yosinski"))
+    # the features already solve it
+    if s.linear_probe_accuracy is not None and s.linear_probe_accuracy >= SOLVED and choice != FE and \
+            n < SCRATCH_IMAGES:
+        runner_up, choice = choice, FE
+        reasons.append(Reason("linear-probe val accuracy", f"{s.linear_probe_accuracy:.3f}", f">= {SOLVED}",
+                              "feature extraction: the frozen features already separate the classes, so retraining "
+                              "can gain little and costs 10-100x the time", "logme"))
+    elif s.linear_probe_accuracy is not None:
+        reasons.append(Reason("linear-probe val accuracy", f"{s.linear_probe_accuracy:.3f}",
+                              f"< {SOLVED}: room left above the frozen features", "retraining may add accuracy",
+                              "kumar" if choice.kind == "fine-tune" else "logme"))
+    if s.knn_accuracy is not None:
+        reasons.append(Reason("k-NN accuracy on frozen features (cross-validated)", f"{s.knn_accuracy:.3f}",
+                              f"chance is {s.chance:.3f}", "how much class structure the features carry "
+                              "without any training", "logme"))
+    if s.balance < 0.5:
+        reasons.append(Reason("class balance (smallest / largest class)", f"{s.balance:.2f}", "< 0.5",
+                              "imbalanced: read macro-F1 and per-class accuracy, not just accuracy", "measured"))
+    # confidence: distance from the thresholds that decided, and agreement of the measured signals
+    score = 0.5 * _margin(np.log10(max(n, 1)), [np.log10(t) for t in (MANY_IMAGES_DIFFERENT, SCRATCH_IMAGES)], 0.3) \
+        + 0.5 * _margin(s.similarity, [SIMILAR, DIFFERENT], 0.15)
+    if s.described:
+        score *= 0.6
+    outlooks = _outlooks(s)
+    rec = Recommendation(choice, runner_up, "", round(score, 2), reasons, outlooks, s)
+    if evidence:
+        _apply_evidence(rec, evidence)
+    rec.confidence = "high" if rec.confidence_score >= 0.66 else "medium" if rec.confidence_score >= 0.33 else "low"
+    return rec
+
+
+# ------------------------------------------------------------------------------------------------------ evidence
+def evidence_from_store(signals: Signals, store=None, tolerance: float = 0.25) -> list[dict]:
+    """Measured runs on the same data and split, backbone and weights, at about this size (within +-25% images a
+    class): {kind, stages, per_class, accuracy, train_seconds, seed, record_id}."""
+    if not signals.data_fingerprint:
+        return []
+    store = store or default_store()
+    out = []
+    for row in store.runs_for_data(signals.data_fingerprint, signals.backbone):
+        run = row["run"]
+        if run.status != "completed" or run.accuracy is None:
+            continue
+        if run.kind != "scratch" and (run.weights or {}).get("sha256") not in (None, signals.weights):
+            continue
+        size = float(run.extra.get("images_per_class") or row["per_class"] or 0)
+        if not size or abs(size - signals.images_per_class) > tolerance * signals.images_per_class:
+            continue
+        out.append({"kind": run.kind, "stages": run.options.get("stages"), "per_class": size,
+                    "accuracy": run.accuracy, "train_seconds": run.train_seconds, "seed": run.seed,
+                    "record_id": row["record_id"]})
+    return out
+
+
+def _apply_evidence(rec: Recommendation, evidence: list[dict]) -> None:
+    """Measured mean accuracy per strategy kind decides; within 1 point, the cheaper one wins."""
+    by_kind: dict[str, list[dict]] = {}
+    for e in evidence:
+        by_kind.setdefault(e["kind"], []).append(e)
+    if len(by_kind) < 2:
+        return
+    stats = {k: (float(np.mean([e["accuracy"] for e in v])), float(np.mean([e["train_seconds"] or 0 for e in v])),
+                 len(v)) for k, v in by_kind.items()}
+    best = max(stats.values(), key=lambda t: t[0])[0]
+    close = [k for k, (acc, _, _) in stats.items() if acc >= best - 0.01]
+    pick = min(close, key=lambda k: stats[k][1])  # the cheapest of those within 1 point of the best
+    order = sorted(stats, key=lambda k: -stats[k][0])
+    second = next(k for k in order if k != pick)
+
+    def choice_of(kind: str) -> Choice:
+        stages = next((e["stages"] for e in by_kind[kind] if e.get("stages") is not None), 2)
+        return Choice(kind, stages if kind == "fine-tune" else None)
+
+    summary = ", ".join(f"{k} {acc:.3f} ({m} run{'s' if m > 1 else ''}, {sec:.0f} s)" for k, (acc, sec, m) in
+                        sorted(stats.items(), key=lambda kv: -kv[1][0]))
+    agrees = pick == rec.choice.kind
+    rec.reasons.insert(0, Reason("measured on this dataset", summary, "measurements outweigh the prediction",
+                                 f"{choice_of(pick).label}" + (" (the rules agree)" if agrees else
+                                                               f" (the rules alone said {rec.choice.label})"),
+                                 "measured"))
+    rec.choice, rec.runner_up = choice_of(pick), choice_of(second)
+    rec.evidence, rec.based_on = evidence, "measurements"
+    runs = sum(m for _, _, m in stats.values())
+    rec.confidence_score = round(min(1.0, 0.5 + 0.1 * runs + (0.2 if agrees else 0.0)), 2)
+    rec.outlooks = [Outlook(choice_of(k).label, min(e["accuracy"] for e in by_kind[k]),
+                            max(e["accuracy"] for e in by_kind[k]), sec, f"measured ({m} run{'s' if m > 1 else ''})")
+                    for k, (acc, sec, m) in stats.items()] + [o for o in rec.outlooks if o.strategy.split(" ")[0]
+                                                              not in stats]
+
+
+def advise(dataset: DatasetSpec | str, backbone: bb.BackboneSpec | str = bb.BackboneSpec(),
+           per_class: Optional[int] = None, seed: int = 0, image_size: Optional[int] = None,
+           use_evidence: bool = True, store=None) -> Recommendation:
+    """Measure, then recommend (with the stored evidence on this data unless `use_evidence` is False)."""
+    store = store or default_store()
+    signals = measure(dataset, backbone, per_class=per_class, seed=seed, image_size=image_size)
+    rec = recommend(signals, evidence_from_store(signals, store) if use_evidence else None)
+    save_recommendation(rec, dataset, backbone, per_class, seed, image_size, store)
+    return rec
+
+
+def confirmation_config(rec: Recommendation, dataset: DatasetSpec, backbone: bb.BackboneSpec,
+                        image_size: Optional[int] = None, seed: int = 0):
+    """A comparison of the recommended strategy and its runner-up (default schedules) on this data: the one-click
+    check that the advice holds."""
+    strategies = [make_strategy(c.kind, name=c.label, stages=c.stages if c.kind == "fine-tune" else None)
+                  for c in (rec.choice, rec.runner_up)]
+    return ExperimentConfig(dataset=dataset, backbone=backbone, strategies=strategies, image_size=image_size,
+                            seed=seed)
+
+
+def save_recommendation(rec: Recommendation, dataset: DatasetSpec | str, backbone: bb.BackboneSpec | str,
+                        per_class: Optional[int] = None, seed: int = 0, image_size: Optional[int] = None,
+                        store=None) -> str:
+    """Store a recommendation like every run (it gets a link and shows in the history); not in read-only mode."""
+    if read_only():
+        return ""
+    store = store or default_store()
+    spec = DatasetSpec(dataset) if isinstance(dataset, str) else dataset
+    backbone = bb.BackboneSpec(backbone) if isinstance(backbone, str) else backbone
+    rec.record_id = store.create_record(
+        "recommendation", {"dataset": asdict(spec), "backbone": asdict(backbone), "per_class": per_class, "seed": seed,
+                           "image_size": image_size, "rules_version": RULES_VERSION},
+        label=f"recommend: {rec.choice.label}", dataset=rec.signals.dataset, backbone=rec.signals.backbone,
+        status="completed")
+    store.update_record(rec.record_id, summary=rec.to_dict())
+    return rec.record_id

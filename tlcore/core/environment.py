@@ -1,0 +1,84 @@
+"""The runtime environment: where tlcore keeps its files, whether a hub is reachable, which device to use, and the
+library versions recorded with every result."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import socket
+from pathlib import Path
+
+import numpy
+import sklearn
+import timm
+import torch
+import torchvision
+
+from tlcore.core.errors import ConfigError, ReadOnlyError
+from tlcore.core.version import __version__
+
+
+def data_home() -> Path:
+    """TLCORE_HOME, or ~/.tlcore: caches, downloaded datasets, uploads and the run store."""
+    return Path(os.environ.get("TLCORE_HOME", Path.home() / ".tlcore")).expanduser()
+
+
+def read_only() -> bool:
+    """TLCORE_READ_ONLY=1: a demo that can be browsed and exported but not changed (no runs, uploads or deletes)."""
+    return os.environ.get("TLCORE_READ_ONLY", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def require_writable(action: str) -> None:
+
+    if read_only():
+        raise ReadOnlyError(f"This tlcore instance is read-only (TLCORE_READ_ONLY=1), so it cannot {action}. "
+                            "Open the links and export reports here, or run tlcore without TLCORE_READ_ONLY.")
+
+
+def cache_dir() -> Path:
+    path = data_home() / "cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@functools.lru_cache(maxsize=16)
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """A quick TCP check, so an offline machine fails in seconds instead of after a minute of retries."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TLCORE_OFFLINE") == "1":
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then CPU."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"Unknown device '{device}'; use auto, cpu, cuda or mps.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is visible; use --device auto or cpu.")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' was asked for but Apple MPS is not available; use --device auto or cpu.")
+    return dev
+
+
+@functools.lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+
+
+    return {"tlcore": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "timm": timm.__version__, "numpy": numpy.__version__,
+            "scikit-learn": sklearn.__version__, "platform": platform.platform(),
+            "torch_threads": str(torch.get_num_threads())}

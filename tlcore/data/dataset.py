@@ -1,0 +1,516 @@
+"""Datasets: folders of class sub-folders or built-in names, seeded stratified splits, nested per-class subsets,
+timm preprocessing done once into uint8 tensors, and clear messages for bad input.
+
+Flow: `DatasetSpec` --load_dataset--> `Dataset` (pools + split indices) --subset(per_class, seed)--> `Dataset`
+--prepare(transform)--> `PreparedImages` (uint8 N x 3 x H x W, normalised on the fly by the trainer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from tlcore.core.errors import DataError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+SPLIT_NAMES = ("train", "val", "test")
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What data to use. `source` is a built-in name (see `tlcore.data.builtin.BUILTIN_DATASETS`) or a folder path.
+
+    Without split folders, val and test are drawn per class with `split_seed`, so they never depend on `per_class`
+    or on the run seed: every strategy, size and repeat is scored on the same test set.
+    """
+
+    source: str = "fashion-mnist"
+    per_class: Optional[int] = None  # training images a class; None = all
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    classes: Optional[tuple[str, ...]] = None  # keep only these classes (a sub-task); None = all
+
+    def __post_init__(self) -> None:
+        if self.classes is not None:  # from JSON a list: keep the spec hashable
+            object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+
+
+# ----------------------------------------------------------------------------------------------------------- pools
+class ImagePool(ABC):
+    """An indexable collection of labelled images. Subclasses decide where pixels come from."""
+
+    classes: list[str]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @abstractmethod
+    def load(self, index: int) -> Image.Image:
+        """The image as 8-bit RGB."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Changes whenever pixels or labels change: part of every feature-cache key."""
+
+    def describe(self, index: int) -> str:
+        return f"#{index}"
+
+    def native_size(self) -> int:
+        """Typical longer side in pixels, for the automatic image size."""
+        return 224
+
+
+class ArrayPool(ImagePool):
+    """Images held in memory as uint8 arrays (N, H, W) or (N, H, W, 3): the built-in datasets."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: Sequence[str], name: str) -> None:
+        if images.dtype != np.uint8:
+            raise DataError(f"{name}: images must be uint8, got {images.dtype}")
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.classes = list(classes)
+        self.name = name
+        self._fingerprint: Optional[str] = None
+
+    def load(self, index: int) -> Image.Image:
+        return Image.fromarray(self.images[index]).convert("RGB")
+
+    def describe(self, index: int) -> str:
+        return f"{self.name}[{index}]"
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            h = hashlib.sha256(self.images.tobytes())
+            h.update(self.labels.tobytes())
+            h.update("\0".join(self.classes).encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def native_size(self) -> int:
+        return int(max(self.images.shape[1:3]))
+
+
+class FilePool(ImagePool):
+    """Images read from files, already checked to decode (see `scan_folder`)."""
+
+    def __init__(self, paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str],
+                 sizes: Sequence[tuple[int, int]] = ()) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.classes = list(classes)
+        self.sizes = list(sizes)
+
+    def load(self, index: int) -> Image.Image:
+        return open_rgb(self.paths[index])
+
+    def describe(self, index: int) -> str:
+        return str(self.paths[index])
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for path, label in zip(self.paths, self.labels):
+            st = path.stat()
+            h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}|{label}\n".encode())
+        return h.hexdigest()[:16]
+
+    def native_size(self) -> int:
+        return int(np.median([max(s) for s in self.sizes])) if self.sizes else 224
+
+
+class RelabeledPool(ImagePool):
+    """Another pool seen through a subset of its classes, relabelled 0..k-1; images of other classes get label -1.
+    Indices are the base pool's, so its feature-cache rows stay meaningful."""
+
+    def __init__(self, base: ImagePool, classes: Sequence[str]) -> None:
+        self.base = base
+        self.classes = list(classes)
+        mapping = np.full(len(base.classes), -1, dtype=np.int64)
+        for new, name in enumerate(self.classes):
+            mapping[base.classes.index(name)] = new
+        self.labels = mapping[base.labels]
+
+    def load(self, index: int) -> Image.Image:
+        return self.base.load(index)
+
+    def describe(self, index: int) -> str:
+        return self.base.describe(index)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{self.base.fingerprint()}|{'|'.join(self.classes)}".encode()).hexdigest()[:16]
+
+    def native_size(self) -> int:
+        return self.base.native_size()
+
+
+# --------------------------------------------------------------------------------------------------- image decoding
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB: grey, palette, RGBA (onto white), CMYK, 16-bit and float images."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        if img.mode == "F":
+            scale = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        else:  # integer images: keep the absolute scale of 16-bit data rather than stretching each image
+            scale = arr / (65535.0 if hi > 255 else 255.0)
+        return Image.fromarray(np.clip(scale * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_rgb(path: Path, draft_size: Optional[int] = None) -> Image.Image:
+    """Open and fully decode an image as RGB; decompression bombs are errors, not warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            if draft_size and img.format == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))  # decode at reduced scale: a fast integrity check
+            img.load()
+            return to_rgb(img)
+
+
+@dataclass
+class FileProblem:
+    path: str
+    reason: str
+
+
+def _check_file(path: Path) -> tuple[Optional[tuple[int, int]], Optional[str]]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                size = img.size
+                if img.format == "JPEG":
+                    img.draft("RGB", (64, 64))
+                img.load()
+        return size, None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return None, (f"refused: larger than Pillow's decompression-bomb limit ({Image.MAX_IMAGE_PIXELS:,} pixels); "
+                      "resize it or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file")
+    except UnidentifiedImageError:
+        return None, "not an image Pillow can read"
+    except (OSError, SyntaxError, ValueError) as exc:
+        return None, f"corrupt or truncated ({exc})"
+
+
+# ---------------------------------------------------------------------------------------------------- folder scan
+@dataclass
+class FolderScan:
+    """The usable files of one folder of class sub-folders, with everything that was skipped and why."""
+
+    root: Path
+    classes: list[str]
+    paths: list[Path]
+    labels: np.ndarray
+    sizes: list[tuple[int, int]]
+    problems: list[FileProblem] = field(default_factory=list)
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: d.name)
+
+
+def scan_folder(root: Path, classes: Optional[list[str]] = None) -> FolderScan:
+    """List and decode-check every file under root/<class>/. Unreadable files are skipped and recorded."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"Dataset folder '{root}' does not exist. Give a folder holding one sub-folder per class "
+                        "(e.g. data/cats/*.jpg, data/dogs/*.jpg) or a built-in name such as 'fashion-mnist'.")
+    if not root.is_dir():
+        raise DataError(f"'{root}' is a file, not a folder. Give a folder of class sub-folders "
+                        "(unzip an archive first, or upload the .zip in the dashboard).")
+    class_dirs = _class_dirs(root)
+    if classes is None:
+        classes = [d.name for d in class_dirs]
+    files: list[tuple[Path, int]] = []
+    problems: list[FileProblem] = []
+    index = {name: i for i, name in enumerate(classes)}
+    for d in class_dirs:
+        if d.name not in index:
+            problems.append(FileProblem(str(d), f"class '{d.name}' is not among the training classes; skipped"))
+            continue
+        for path in sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                problems.append(FileProblem(str(path), "not an image file (by extension); skipped"))
+                continue
+            files.append((path, index[d.name]))
+    stray = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
+    for p in stray:
+        problems.append(FileProblem(str(p), "file at the top level, outside any class folder; skipped"))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        checks = list(pool.map(lambda item: _check_file(item[0]), files))
+    paths, labels, sizes = [], [], []
+    for (path, label), (size, problem) in zip(files, checks):
+        if problem:
+            problems.append(FileProblem(str(path), problem))
+        else:
+            paths.append(path)
+            labels.append(label)
+            sizes.append(size)
+    return FolderScan(root, list(classes), paths, np.asarray(labels, dtype=np.int64), sizes, problems)
+
+
+def summarize_problems(problems: list[FileProblem], limit: int = 5) -> str:
+    head = "; ".join(f"{p.path}: {p.reason}" for p in problems[:limit])
+    more = f" (and {len(problems) - limit} more)" if len(problems) > limit else ""
+    return f"{len(problems)} file(s) skipped: {head}{more}"
+
+
+# ------------------------------------------------------------------------------------------------------- datasets
+@dataclass
+class Dataset:
+    """Pools of images and the indices of each split into them. `train_pool` may equal `eval_pool`."""
+
+    name: str
+    classes: list[str]
+    pools: dict[str, ImagePool]  # split -> pool
+    indices: dict[str, np.ndarray]  # split -> indices into pools[split]
+    spec: DatasetSpec
+    problems: list[FileProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    subset_seed: Optional[int] = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def labels(self, split: str) -> np.ndarray:
+        return self.pools[split].labels[self.indices[split]]
+
+    def counts(self, split: str) -> dict[str, int]:
+        counts = np.bincount(self.labels(split), minlength=self.num_classes)
+        return {c: int(n) for c, n in zip(self.classes, counts)}
+
+    def native_size(self) -> int:
+        return self.pools["train"].native_size()
+
+    def fingerprint(self) -> str:
+        """Identifies the pixels and labels of every split (not the per-class subset)."""
+        h = hashlib.sha256()
+        for split in SPLIT_NAMES:
+            h.update(f"{split}:{self.pools[split].fingerprint()}:".encode())
+            h.update(np.asarray(self.indices[split], dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+    def source_fingerprint(self) -> str:
+        """Identifies the data and its split, whatever per-class subset is taken: the pools (pixels, labels, classes)
+        and the val and test indices. Runs with the same source fingerprint share a test set."""
+        h = hashlib.sha256()
+        for split in SPLIT_NAMES:
+            h.update(f"{split}:{self.pools[split].fingerprint()}:".encode())
+        for split in ("val", "test"):
+            h.update(np.asarray(self.indices[split], dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "classes": self.classes,
+            "per_class": self.spec.per_class,
+            "subset_seed": self.subset_seed,
+            "sizes": {s: int(len(self.indices[s])) for s in SPLIT_NAMES},
+            "train_counts": self.counts("train"),
+            "skipped_files": len(self.problems),
+            "fingerprint": self.source_fingerprint(),
+            "notes": list(self.notes),
+        }
+
+    def restrict(self, classes: Optional[Sequence[str]]) -> "Dataset":
+        """Only `classes` (a sub-task), relabelled in the order given; every split keeps its images of those classes."""
+        if not classes:
+            return self
+        unknown = [c for c in classes if c not in self.classes]
+        if unknown:
+            raise DataError(f"Class(es) {unknown} are not in '{self.name}'; its classes are {self.classes}.")
+        if len(set(classes)) < 2:
+            raise DataError(f"A sub-task needs at least 2 distinct classes (got {list(classes)}).")
+        pools: dict[str, ImagePool] = {}
+        for split, pool in self.pools.items():
+            pools[split] = next((p for p in pools.values() if getattr(p, "base", None) is pool), None) or \
+                RelabeledPool(pool, classes)
+        indices = {s: self.indices[s][pools[s].labels[self.indices[s]] >= 0] for s in self.indices}
+        return replace(self, name=f"{self.name}[{','.join(classes)}]", classes=list(classes), pools=pools,
+                       indices=indices, spec=replace(self.spec, classes=tuple(classes)))
+
+    def subset(self, per_class: Optional[int], seed: int) -> "Dataset":
+        """N training images a class, nested: for one seed the 10-a-class subset lies inside the 50-a-class one.
+
+        Val and test are untouched. A class with fewer than N images keeps all of them (noted).
+        """
+        if per_class is None:
+            return replace(self, subset_seed=seed, spec=replace(self.spec, per_class=None))
+        if per_class < 1:
+            raise DataError(f"per_class must be at least 1 (got {per_class}).")
+        labels = self.labels("train")
+        rng = np.random.default_rng([seed, 7919])
+        chosen, notes = [], list(self.notes)
+        for c, name in enumerate(self.classes):
+            members = np.flatnonzero(labels == c)
+            order = members[rng.permutation(len(members))]  # one fixed order per (seed, class): nesting
+            if len(order) < per_class:
+                notes.append(f"class '{name}' has only {len(order)} training images; all are used "
+                             f"(asked for {per_class})")
+            chosen.append(order[:per_class])
+        picked = np.sort(np.concatenate(chosen))
+        indices = dict(self.indices, train=self.indices["train"][picked])
+        return replace(self, indices=indices, notes=notes, subset_seed=seed,
+                       spec=replace(self.spec, per_class=per_class))
+
+
+def stratified_split(labels: np.ndarray, classes: list[str], val_fraction: float, test_fraction: float,
+                     seed: int, make_val: bool = True, make_test: bool = True,
+                     where: str = "") -> dict[str, np.ndarray]:
+    """Per-class seeded split guaranteeing at least one image of every class in each split made.
+
+    scikit-learn's stratified splitters can leave a small class out of a split entirely; a per-class draw cannot.
+    """
+    needed = 1 + int(make_val) + int(make_test)
+    rng = np.random.default_rng([seed, 104729])
+    out = {"train": [], "val": [], "test": []}
+    for c, name in enumerate(classes):
+        members = np.flatnonzero(labels == c)
+        if len(members) < needed:
+            raise DataError(
+                f"Class '{name}'{where} has {len(members)} usable image(s); at least {needed} are needed to make "
+                f"train{'/val' if make_val else ''}{'/test' if make_test else ''} splits. Add images to that class, "
+                "remove the class folder, or provide explicit train/ val/ test/ folders.")
+        members = members[rng.permutation(len(members))]
+        n = len(members)
+        n_test = max(1, round(n * test_fraction)) if make_test else 0
+        n_val = max(1, round(n * val_fraction)) if make_val else 0
+        while n - n_test - n_val < 1:  # keep at least one training image
+            if n_val > 1:
+                n_val -= 1
+            else:
+                n_test -= 1
+        out["test"].append(members[:n_test])
+        out["val"].append(members[n_test:n_test + n_val])
+        out["train"].append(members[n_test + n_val:])
+    return {k: np.sort(np.concatenate(v)) if v else np.zeros(0, dtype=np.int64) for k, v in out.items()}
+
+
+def _check_fractions(spec: DatasetSpec) -> None:
+    for name in ("val_fraction", "test_fraction"):
+        value = getattr(spec, name)
+        if not 0 < value < 1:
+            raise DataError(f"{name} must be between 0 and 1 (got {value}).")
+    if spec.val_fraction + spec.test_fraction >= 0.9:
+        raise DataError(f"val_fraction + test_fraction = {spec.val_fraction + spec.test_fraction:.2f} leaves too "
+                        "little for training; keep the sum below 0.9.")
+
+
+def dataset_from_pools(name: str, spec: DatasetSpec, train_pool: ImagePool, test_pool: Optional[ImagePool] = None,
+                       val_pool: Optional[ImagePool] = None, problems: Optional[list[FileProblem]] = None) -> Dataset:
+    """Assemble splits from whatever pools exist, carving the missing val/test splits out of train."""
+    _check_fractions(spec)
+    classes = train_pool.classes
+    if len(classes) < 2:
+        raise DataError(f"Dataset '{name}' has {len(classes)} class(es) {classes}; at least 2 are needed to train a "
+                        "classifier. Put each class's images in its own sub-folder.")
+    empty = [c for c, n in zip(classes, np.bincount(train_pool.labels, minlength=len(classes))) if n == 0]
+    if empty:
+        raise DataError(f"Dataset '{name}': class folder(s) {empty} contain no usable images. Add images or remove "
+                        "the folder(s).")
+    split = stratified_split(train_pool.labels, classes, spec.val_fraction, spec.test_fraction, spec.split_seed,
+                             make_val=val_pool is None, make_test=test_pool is None, where=f" of '{name}'")
+    pools = {"train": train_pool, "val": val_pool or train_pool, "test": test_pool or train_pool}
+    indices = {"train": split["train"],
+               "val": split["val"] if val_pool is None else np.arange(len(val_pool)),
+               "test": split["test"] if test_pool is None else np.arange(len(test_pool))}
+    for s in ("val", "test"):
+        if len(indices[s]) == 0:
+            raise DataError(f"Dataset '{name}': the {s} split has no usable images. Add images to {s}/ or remove "
+                            f"the {s}/ folder so it is drawn from train.")
+    return Dataset(name=name, classes=list(classes), pools=pools, indices=indices, spec=spec,
+                   problems=list(problems or []))
+
+
+def load_folder(root: Path, spec: DatasetSpec) -> Dataset:
+    """A folder of class sub-folders, or one with train/ [val/] [test/] split folders, each of class sub-folders."""
+    root = Path(root).expanduser()
+    if root.is_dir():
+        subdirs = {SPLIT_ALIASES.get(d.name.lower()): d for d in _class_dirs(root) if d.name.lower() in SPLIT_ALIASES}
+    else:
+        subdirs = {}
+    if "train" in subdirs:
+        train = scan_folder(subdirs["train"])
+        problems = list(train.problems)
+        others = {}
+        for s in ("val", "test"):
+            if s in subdirs:
+                scan = scan_folder(subdirs[s], classes=train.classes)
+                problems += scan.problems
+                others[s] = FilePool(scan.paths, scan.labels, train.classes, scan.sizes)
+        _require_images(train, root, problems)
+        ds = dataset_from_pools(str(root), spec, FilePool(train.paths, train.labels, train.classes, train.sizes),
+                                test_pool=others.get("test"), val_pool=others.get("val"), problems=problems)
+    else:
+        scan = scan_folder(root)
+        if not scan.classes:
+            raise DataError(f"Dataset folder '{root}' has no sub-folders. Put each class's images in its own "
+                            "sub-folder: root/<class name>/<image files>.")
+        _require_images(scan, root, scan.problems)
+        ds = dataset_from_pools(str(root), spec, FilePool(scan.paths, scan.labels, scan.classes, scan.sizes),
+                                problems=scan.problems)
+    if ds.problems:
+        ds.notes.append(summarize_problems(ds.problems))
+    return ds
+
+
+def _require_images(scan: FolderScan, root: Path, problems: list[FileProblem]) -> None:
+    if len(scan.paths) == 0:
+        detail = f" {summarize_problems(problems)}" if problems else ""
+        raise DataError(f"No usable images found in '{root}'.{detail} Supported formats: "
+                        f"{', '.join(sorted(IMAGE_EXTENSIONS))}.")
+
+
+# ---------------------------------------------------------------------------------------------------- preparation
+@dataclass
+class PreparedImages:
+    """Decoded, resized, cropped images as uint8 (N, 3, H, W): decoded once, normalised per batch on the fly."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: np.ndarray  # into the split's pool, for galleries and feature-cache lookups
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def prepare_split(dataset: Dataset, split: str, transform, indices: Optional[np.ndarray] = None) -> PreparedImages:
+    """Run the timm eval transform (built with use_prefetcher=True, so it yields uint8 CHW arrays) once per image."""
+    pool = dataset.pools[split]
+    idx = dataset.indices[split] if indices is None else indices
+
+    def one(i: int) -> np.ndarray:
+        try:
+            return np.asarray(transform(pool.load(int(i))), dtype=np.uint8)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(f"Could not read {pool.describe(int(i))}: {exc}. Remove or replace the file.") from exc
+
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        arrays = list(ex.map(one, idx))
+    if not arrays:
+        raise DataError(f"The {split} split of '{dataset.name}' is empty.")
+    images = torch.from_numpy(np.stack(arrays))
+    labels = torch.from_numpy(pool.labels[idx].astype(np.int64))
+    return PreparedImages(images=images, labels=labels, indices=np.asarray(idx))

@@ -1,0 +1,183 @@
+"""timm backbones: create by name, load weights, replace the head, find stage groups with timm's own group matcher,
+freeze stages (BatchNorm statistics included, via timm's FrozenBatchNorm2d), count parameters, build transforms."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+import timm
+import torch
+from timm.data import create_transform, resolve_model_data_config
+from timm.models import group_modules, group_parameters
+from timm.utils.model import freeze
+
+from tlcore.core.environment import hub_reachable
+from tlcore.core.errors import ConfigError
+from tlcore.engine.weights import PACKAGED_WEIGHTS, WeightsInfo, load_pretrained, weights_availability
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A timm model name and where its weights come from: 'pretrained', 'none', or a path to a state_dict file."""
+
+    name: str = DEFAULT_BACKBONE
+    weights: str = "pretrained"
+
+
+@dataclass(frozen=True)
+class StageGroup:
+    """One of timm's coarse layer groups (stem, each stage, ...); fine-tuning depth counts these from the top."""
+
+    index: int
+    modules: tuple[str, ...]
+    params: tuple[str, ...]
+    num_params: int
+
+    @property
+    def label(self) -> str:
+        first = (self.modules or self.params)[0].split(".")
+        return ".".join(first[:2]) if first[0] in ("blocks", "stages", "layers") else first[0]
+
+
+def _create(name: str) -> torch.nn.Module:
+    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+        close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:8]
+        hint = f" Similar names: {', '.join(close)}." if close else ""
+        raise ConfigError(f"'{name}' is not a timm model name.{hint} See timm.list_models().")
+    return timm.create_model(name, pretrained=False)
+
+
+_TEMPLATES: dict[BackboneSpec, tuple[torch.nn.Module, WeightsInfo]] = {}
+_TEMPLATES_LOCK = threading.Lock()
+
+
+def load_template(spec: BackboneSpec) -> tuple[torch.nn.Module, WeightsInfo]:
+    """The model with its original (e.g. ImageNet) head, loaded once per process. Never train it: use `for_run`."""
+    with _TEMPLATES_LOCK:
+        if spec not in _TEMPLATES:
+            with torch.random.fork_rng():  # 'none' weights must be the same random weights in every process
+                torch.manual_seed(0)
+                model = _create(spec.name)
+            info = load_pretrained(model, spec.name, spec.weights)
+            model.eval()
+            _TEMPLATES[spec] = (model, info)
+        return _TEMPLATES[spec]
+
+
+def for_run(spec: BackboneSpec, num_classes: int, pretrained: bool = True,
+            seed: Optional[int] = None) -> tuple[torch.nn.Module, WeightsInfo]:
+    """A private copy with a new `num_classes` head (timm's reset_classifier), or a random-init model for scratch."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    if not pretrained:
+        model = _create(spec.name)
+        model.reset_classifier(num_classes)
+        return model, WeightsInfo("none", "random init", None, f"torch seed {seed}")
+    template, info = load_template(spec)
+    model = copy.deepcopy(template)
+    model.reset_classifier(num_classes)
+    return model, info
+
+
+def classifier_names(model: torch.nn.Module) -> set[str]:
+    head = model.get_classifier()
+    return {name for name, module in model.named_modules() if module is head and name}
+
+
+def stage_groups(model: torch.nn.Module) -> list[StageGroup]:
+    """Backbone groups from timm's `group_matcher(coarse=True)`, bottom to top, the classifier excluded.
+
+    Parameters held by the model itself (a ViT's cls_token and pos_embed) belong to the group timm assigns them to.
+    """
+    heads = classifier_names(model)
+
+    def in_head(name: str) -> bool:
+        return any(name == h or name.startswith(h + ".") for h in heads)
+
+    matcher = model.group_matcher(coarse=True)
+    modules = group_modules(model, matcher)
+    params = group_parameters(model, matcher)
+    sizes = dict((n, p.numel()) for n, p in model.named_parameters())
+    out: list[StageGroup] = []
+    for gid in sorted(set(modules) | set(params)):
+        mods = tuple(n for n in modules.get(gid, []) if not in_head(n))
+        names = tuple(n for n in params.get(gid, []) if not in_head(n))
+        if not mods and not names:
+            continue
+        out.append(StageGroup(len(out), mods, names, sum(sizes[n] for n in names)))
+    return out
+
+
+def freeze_groups(model: torch.nn.Module, groups: list[StageGroup]) -> None:
+    """Freeze parameters and swap BatchNorm for timm's FrozenBatchNorm2d, so running statistics cannot drift."""
+    names = [n for g in groups for n in g.modules]
+    if names:
+        freeze(model, submodules=names, include_bn_running_stats=True)
+    owned = dict(model.named_parameters())
+    for g in groups:
+        for n in g.params:
+            if n in owned:
+                owned[n].requires_grad_(False)
+
+
+def resolve_stages(stages: int | str, available: int) -> int:
+    """'all' or an int in 1..available."""
+    if stages == "all":
+        return available
+    try:
+        k = int(stages)
+    except (TypeError, ValueError):
+        raise ConfigError(f"fine-tune stages must be a number or 'all' (got {stages!r}).") from None
+    if not 1 <= k <= available:
+        raise ConfigError(f"fine-tune stages must be between 1 and {available} for this backbone, or 'all' "
+                          f"(got {k}).")
+    return k
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters, counting each tensor once."""
+    seen: dict[int, torch.nn.Parameter] = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() for p in seen.values())
+    trainable = sum(p.numel() for p in seen.values() if p.requires_grad)
+    return trainable, total
+
+
+def data_config(model: torch.nn.Module, image_size: int) -> dict:
+    """timm's preprocessing for this model (mean, std, interpolation, crop) at the chosen image size."""
+    cfg = resolve_model_data_config(model)
+    cfg["input_size"] = (3, image_size, image_size)
+    return cfg
+
+
+def eval_transform(cfg: dict):
+    """PIL image -> uint8 CHW array (use_prefetcher=True leaves normalisation to the batch, done once on device)."""
+    return create_transform(**cfg, is_training=False, use_prefetcher=True)
+
+
+def transform_key(cfg: dict) -> str:
+    return (f"{cfg['input_size'][1]}x{cfg['input_size'][2]}|{cfg['interpolation']}|{cfg['crop_pct']}|"
+            f"{cfg.get('crop_mode', 'center')}")
+
+
+def backbone_catalog(online: Optional[bool] = None) -> list[dict]:
+    """Backbones for a picker: offline-weight models first, then timm's test models, then every architecture timm has
+    pretrained weights for, each with where weights can come from right now."""
+
+    online = hub_reachable() if online is None else online
+    rows = [{"name": n, "weights": weights_availability(n)} for n in PACKAGED_WEIGHTS]
+    rows += [{"name": n, "weights": "hub" if online else "none"} for n in timm.list_models("test_*")]
+    seen = {r["name"] for r in rows}
+    for n in sorted({m.split(".")[0] for m in timm.list_models(pretrained=True)}):
+        if n not in seen:
+            rows.append({"name": n, "weights": "hub" if online else "hub-offline"})
+    labels = {"packaged": "offline weights installed", "packaged-missing": "offline weights: pip package missing",
+              "hub": "weights from the hub", "hub-offline": "hub weights, unreachable now",
+              "none": "no weights available now (scratch or a local file)"}
+    for r in rows:
+        r["label"] = f"{r['name']}  ({labels[r['weights']]})"
+    return rows

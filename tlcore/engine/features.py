@@ -1,0 +1,203 @@
+"""Frozen-backbone features: one fast forward pass per image, cached in memory and on disk.
+
+The cache is keyed by backbone, weights sha256, the image pool's fingerprint and the preprocessing; it stores rows by
+pool index, so a smaller nested subset (or the val/test split of a second run) is served without any forward pass
+and a larger one computes only the rows it lacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from tlcore.data.dataset import Dataset, PreparedImages
+from tlcore.core.environment import cache_dir
+from tlcore.core.progress import Reporter
+
+FEATURE_VERSION = 1
+
+
+class Normalizer:
+    """uint8 NCHW batch -> normalised float batch on the device (timm's prefetcher convention: mean, std x 255)."""
+
+    def __init__(self, cfg: dict, device: torch.device, channels_last: bool = True) -> None:
+        self.mean = torch.tensor([m * 255 for m in cfg["mean"]], device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor([s * 255 for s in cfg["std"]], device=device).view(1, 3, 1, 1)
+        self.device = device
+        self.channels_last = channels_last
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.to(self.device, non_blocking=True).float().sub_(self.mean).div_(self.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+class _Embed(torch.nn.Module):
+    """forward_features + forward_head(pre_logits=True): the pooled features the classifier sees."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+@dataclass
+class ExtractOptions:
+    """How features are computed. Defaults are what won benchmarks/bench_engine.py part 1 on CPU: prepared uint8
+    images, batches of 128, channels_last, inference_mode. bf16 autocast is used on CUDA, and on CPUs with AMX
+    (on an AVX2-only CPU it measured 8x slower, so it stays off there)."""
+
+    batch_size: int = 128
+    channels_last: bool = True
+    bf16: Optional[bool] = None  # None: automatic (CUDA, or a CPU with AMX tiles)
+
+
+def _use_bf16(options: ExtractOptions, device: torch.device) -> bool:
+    if options.bf16 is not None:
+        return options.bf16
+    if device.type == "cuda":
+        return True
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(device.type == "cpu" and amx is not None and amx())
+
+
+def extract_features(model: torch.nn.Module, images: torch.Tensor, cfg: dict, device: torch.device,
+                     options: Optional[ExtractOptions] = None, reporter: Optional[Reporter] = None,
+                     progress_span: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    """Pooled pre-logit features for uint8 images, float32 on the CPU. The model is not modified."""
+    options = options or ExtractOptions()
+    if len(images) == 0:
+        return torch.zeros(0, getattr(model, "num_features", 0))
+    norm = Normalizer(cfg, device, options.channels_last)
+    bs = options.batch_size
+    model = model.eval().to(device)
+    if options.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    embed = _Embed(model)
+    use_autocast = _use_bf16(options, device)
+    out = []
+    n_batches = (len(images) + bs - 1) // bs
+    lo, hi = progress_span
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
+        for b, start in enumerate(range(0, len(images), bs)):
+            x = norm(images[start:start + bs])
+            out.append(embed(x).float().cpu())
+            if reporter:
+                reporter("features", lo + (hi - lo) * (b + 1) / n_batches, batch=b + 1, batches=n_batches)
+    return torch.cat(out)
+
+
+@dataclass
+class CacheStats:
+    memory_hits: int = 0
+    disk_hits: int = 0
+    rows_computed: int = 0
+    rows_reused: int = 0
+
+
+@dataclass
+class _Entry:
+    rows: dict[int, int] = field(default_factory=dict)  # pool index -> row in features
+    features: Optional[torch.Tensor] = None
+
+
+class FeatureCache:
+    """Rows of features by pool index under a key; thread-safe; on disk under TLCORE_HOME/cache/features."""
+
+    def __init__(self, root: Optional[Path] = None, use_disk: bool = True) -> None:
+        self.root = root
+        self.use_disk = use_disk
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.RLock()
+        self.stats = CacheStats()
+
+    def _dir(self) -> Path:
+        root = self.root or (cache_dir() / "features")
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    @staticmethod
+    def key(backbone: str, weights_sha: str, pool_fingerprint: str, transform_key: str) -> str:
+        raw = f"v{FEATURE_VERSION}|{backbone}|{weights_sha}|{pool_fingerprint}|{transform_key}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+    def _load(self, key: str) -> _Entry:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self.stats.memory_hits += 1
+            return entry
+        entry = _Entry()
+        path = self._dir() / f"{key}.pt" if self.use_disk else None
+        if path is not None and path.exists():
+            try:
+                blob = torch.load(path, map_location="cpu", weights_only=True)
+                entry = _Entry({int(i): r for r, i in enumerate(blob["indices"].tolist())}, blob["features"])
+                self.stats.disk_hits += 1
+            except Exception:  # a torn or stale cache file is only a cache miss
+                entry = _Entry()
+        self._entries[key] = entry
+        return entry
+
+    def get_or_compute(self, key: str, indices: np.ndarray, compute) -> torch.Tensor:
+        """Features for `indices`, computing (via `compute(missing_indices)`) only the rows not cached yet."""
+        with self._lock:
+            entry = self._load(key)
+            missing = [int(i) for i in indices if int(i) not in entry.rows]
+        if missing:
+            missing_arr = np.asarray(sorted(set(missing)), dtype=np.int64)
+            new = compute(missing_arr)
+            with self._lock:
+                entry = self._load(key)
+                start = 0 if entry.features is None else len(entry.features)
+                entry.features = new if entry.features is None else torch.cat([entry.features, new])
+                for offset, i in enumerate(missing_arr.tolist()):
+                    entry.rows[i] = start + offset
+                self.stats.rows_computed += len(missing_arr)
+                self._save(key, entry)
+        with self._lock:
+            self.stats.rows_reused += len(indices) - len(set(missing))
+            rows = torch.as_tensor([entry.rows[int(i)] for i in indices], dtype=torch.long)
+            return entry.features[rows]
+
+    def _save(self, key: str, entry: _Entry) -> None:
+        if not self.use_disk:
+            return
+        order = sorted(entry.rows.items(), key=lambda kv: kv[1])
+        blob = {"indices": torch.as_tensor([i for i, _ in order], dtype=torch.long), "features": entry.features}
+        path = self._dir() / f"{key}.pt"
+        tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
+
+
+_DEFAULT_CACHE: Optional[FeatureCache] = None
+
+
+def default_cache() -> FeatureCache:
+    global _DEFAULT_CACHE
+    if _DEFAULT_CACHE is None:
+        _DEFAULT_CACHE = FeatureCache()
+    return _DEFAULT_CACHE
+
+
+def split_features(cache: FeatureCache, model: torch.nn.Module, backbone_name: str, weights_sha: str,
+                   dataset: Dataset, split: str, prepared: PreparedImages, cfg: dict, tkey: str,
+                   device: torch.device, options: Optional[ExtractOptions] = None,
+                   reporter: Optional[Reporter] = None, progress_span: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    """Features for one prepared split through the cache."""
+    key = cache.key(backbone_name, weights_sha, dataset.pools[split].fingerprint(), tkey)
+    position = {int(i): p for p, i in enumerate(prepared.indices.tolist())}
+
+    def compute(missing: np.ndarray) -> torch.Tensor:
+        rows = torch.as_tensor([position[int(i)] for i in missing], dtype=torch.long)
+        return extract_features(model, prepared.images[rows], cfg, device, options, reporter, progress_span)
+
+    return cache.get_or_compute(key, prepared.indices, compute)

@@ -1,0 +1,253 @@
+"""Configs as plain, frozen data, and the one builder that makes them: a preset first, then the user's choices.
+
+The CLI and the dashboard pages both call `build_config` / `build_sweep_config`; neither sets a default of its own,
+and nothing changes a config after it is built (use `dataclasses.replace` for a variant). "Every training image" is
+spelled `None` everywhere inside tlcore (`ALL`); the words 'all' and 0 are accepted only at the edges, by
+`parse_size`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional, Sequence, Union
+
+from tlcore.core.errors import ConfigError
+from tlcore.data.dataset import DatasetSpec
+from tlcore.data.load import parse_dataset
+from tlcore.engine.backbone import DEFAULT_BACKBONE, BackboneSpec
+from tlcore.engine.strategies import KINDS, StrategySpec, canonical_kind, default_strategies, make_strategy, \
+    strategy_from_dict
+
+ALL = None  # images per class: every training image
+Size = Optional[int]
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
+
+
+def parse_size(value: Union[str, int, None]) -> Size:
+    """'all', 0 or None -> ALL; '25' or 25 -> 25. The only place that knows the outside spellings of 'all'."""
+    if value is None:
+        return ALL
+    text = str(value).strip().lower()
+    if text in ("all", "0", ""):
+        return ALL
+    try:
+        size = int(text)
+    except ValueError:
+        raise ConfigError(f"'{value}' is not a whole number of images per class; use e.g. 25, or 'all'.") from None
+    if size < 1:
+        raise ConfigError(f"Images per class must be at least 1, or 'all' (got {size}).")
+    return size
+
+
+def parse_sizes(text: Union[str, Sequence]) -> tuple[Size, ...]:
+    """'5,10,all' -> (5, 10, ALL): sorted, unique, ALL last."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    sizes = {parse_size(item) for item in items if item is None or str(item).strip()}
+    if not sizes:
+        raise ConfigError("No sweep sizes given; use e.g. '5,10,25,50,100'.")
+    return tuple(sorted(sizes, key=lambda s: (s is ALL, s or 0)))
+
+
+def size_label(size: Size) -> str:
+    return "all" if size is ALL else str(size)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines a comparison; plain data, saved with every result. Checked when built."""
+
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    backbone: BackboneSpec = field(default_factory=BackboneSpec)
+    strategies: tuple[StrategySpec, ...] = field(default_factory=default_strategies)
+    image_size: Optional[int] = None  # None: from the data (see prepare.auto_image_size)
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "strategies", tuple(self.strategies))
+        if not self.strategies:
+            raise ConfigError("No strategies given; choose one or more of feature-extraction, fine-tune, scratch.")
+        names = [s.name for s in self.strategies]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"Strategy names must be unique (got {names}); give each variant its own name.")
+        if self.image_size is not None and not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"image_size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels (got "
+                              f"{self.image_size}).")
+        if self.dataset.per_class is not None and self.dataset.per_class < 1:
+            raise ConfigError(f"per_class must be at least 1, or None for every image (got "
+                              f"{self.dataset.per_class}).")
+
+    def strategy(self, name: str) -> StrategySpec:
+        return next(s for s in self.strategies if s.name == name or s.kind == name)
+
+    def to_dict(self) -> dict:
+        return {"dataset": asdict(self.dataset), "backbone": asdict(self.backbone),
+                "strategies": [s.options() for s in self.strategies], "image_size": self.image_size,
+                "seed": self.seed, "device": self.device}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExperimentConfig":
+        dataset = dict(d.get("dataset", {}))
+        if "per_class" in dataset:  # records written before 'all' had one spelling stored 0
+            dataset["per_class"] = parse_size(dataset["per_class"])
+        return cls(dataset=DatasetSpec(**dataset), backbone=BackboneSpec(**d.get("backbone", {})),
+                   strategies=tuple(strategy_from_dict(s) for s in d.get("strategies", [])) or default_strategies(),
+                   image_size=d.get("image_size"), seed=d.get("seed", 0), device=d.get("device", "auto"))
+
+
+DEFAULT_SIZES = (5, 10, 25, 50, 100)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep: the experiment (data, backbone, strategies, image size, device, first seed) at several sizes, repeated
+    with seeds seed, seed + 1, ... The experiment's own per_class is ignored. A comparison is a sweep with one size
+    and one repeat."""
+
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    sizes: tuple[Size, ...] = DEFAULT_SIZES
+    repeats: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sizes", parse_sizes(self.sizes))
+        if not 1 <= self.repeats <= 50:
+            raise ConfigError(f"repeats must be between 1 and 50 (got {self.repeats}).")
+
+    @classmethod
+    def single(cls, experiment: ExperimentConfig) -> "SweepConfig":
+        """The comparison `experiment` as a sweep: its own per-class size, its own seed, once."""
+        return cls(experiment=experiment, sizes=(experiment.dataset.per_class,), repeats=1)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.experiment.seed + r for r in range(self.repeats)]
+
+    @property
+    def cells_total(self) -> int:
+        return len(self.sizes) * self.repeats * len(self.experiment.strategies)
+
+    def to_dict(self) -> dict:
+        return {"experiment": self.experiment.to_dict(), "sizes": list(self.sizes),
+                "repeats": self.repeats}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepConfig":
+        return cls(experiment=ExperimentConfig.from_dict(d.get("experiment", {})),
+                   sizes=tuple(d.get("sizes", DEFAULT_SIZES)), repeats=d.get("repeats", 2))
+
+
+# -------------------------------------------------------------------------------------------------------- presets
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    per_class: Size
+    strategy_overrides: dict = field(default_factory=dict)  # kind -> overrides
+
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset("About a minute on 2 CPU cores: 50 images a class, top stage fine-tuned for 3 epochs, scratch for "
+                    "4 epochs (scratch is under-trained here: use it to try the tool, not to decide).", 50,
+                    {"fine-tune": {"epochs": 3, "stages": 1, "min_steps": 0},
+                     "scratch": {"epochs": 4, "min_steps": 0}}),
+    "default": Preset("The benchmarked default: 100 images a class, two top stages fine-tuned (LP-FT) for 6 epochs, "
+                      "scratch for 20 epochs, both with early stopping; about 4-5 minutes on 2 CPU cores.", 100, {}),
+    "thorough": Preset("Longer schedules so fine-tune and scratch surely converge: 12 and 40 epochs with early "
+                       "stopping; all training images.", ALL,
+                       {"fine-tune": {"epochs": 12, "patience": 4}, "scratch": {"epochs": 40, "patience": 6}}),
+}
+DEFAULT_PRESET = "quick"  # what the dashboard opens on; the CLI's default is the benchmarked "default"
+
+
+@dataclass(frozen=True)
+class SweepPreset:
+    description: str
+    sizes: tuple[Size, ...]
+    repeats: int
+    strategy_overrides: dict = field(default_factory=dict)  # kind -> overrides
+
+
+# Sweeps run every strategy at every size and seed, so their schedules are shorter than a single comparison's; every
+# cell records whether its validation accuracy was still rising at the end (`still_improving`), and the summary shows
+# the share of such cells, so a short schedule is visible in the results, not hidden.
+SWEEP_PRESETS: dict[str, SweepPreset] = {
+    "quick": SweepPreset("About 2 minutes on 2 CPU cores: 5 to 50 images a class, one repeat, short schedules "
+                         "(fine-tune 3 epochs of the top stage, scratch 5 epochs): a first look.",
+                         (5, 10, 25, 50), 1,
+                         {"fine-tune": {"epochs": 3, "stages": 1, "min_steps": 0},
+                          "scratch": {"epochs": 5, "min_steps": 30}}),
+    "default": SweepPreset("Under 10 minutes on 2 CPU cores: 5 to 100 images a class, 2 repeats; fine-tune 4 epochs "
+                           "of two stages, scratch 5 epochs (scratch is still improving at this budget: see the "
+                           "still-improving share; the thorough preset gives it the comparison's 20 epochs).",
+                           (5, 10, 25, 50, 100), 2,
+                           {"fine-tune": {"epochs": 4, "min_steps": 32},
+                            "scratch": {"epochs": 5, "min_steps": 40}}),
+    "thorough": SweepPreset("The comparison's full schedules (fine-tune 6 epochs, scratch 20) at 5 to 500 images a "
+                            "class and all, 3 repeats: hours on a CPU, minutes on a GPU.",
+                            (5, 10, 25, 50, 100, 250, 500, ALL), 3, {}),
+}
+
+
+def _preset(table: dict, name: str):
+    if name not in table:
+        raise ConfigError(f"Unknown preset '{name}'; choose from {', '.join(table)}.")
+    return table[name]
+
+
+def _strategies(overrides: dict[str, dict], names: Optional[Sequence[str]],
+                strategy_options: Optional[dict[str, dict]]) -> tuple[StrategySpec, ...]:
+    """Preset overrides, then the caller's options (None keeps the preset's or the kind's default)."""
+    chosen = [canonical_kind(n) for n in (names or KINDS) if str(n).strip()]
+    user = {canonical_kind(k): v for k, v in (strategy_options or {}).items()}
+    specs = []
+    for kind in chosen:
+        given = {k: v for k, v in user.get(kind, {}).items() if v is not None}
+        specs.append(make_strategy(kind, **{**overrides.get(kind, {}), **given}))
+    return tuple(specs)
+
+
+def _experiment(overrides: dict[str, dict], per_class: Size, dataset: Union[str, DatasetSpec], backbone: str,
+                weights: str, strategies: Optional[Sequence[str]], image_size: Optional[int], seed: int, device: str,
+                strategy_options: Optional[dict[str, dict]], val_fraction: Optional[float],
+                test_fraction: Optional[float], split_seed: Optional[int]) -> ExperimentConfig:
+    spec = parse_dataset(dataset) if isinstance(dataset, str) else dataset
+    split = {k: v for k, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction),
+                               ("split_seed", split_seed)) if v is not None}
+    spec = replace(spec, per_class=per_class, **split)
+    return ExperimentConfig(dataset=spec, backbone=BackboneSpec(backbone, weights),
+                            strategies=_strategies(overrides, strategies, strategy_options),
+                            image_size=image_size or None, seed=seed, device=device)
+
+
+def build_config(preset: str = "default", *, dataset: Union[str, DatasetSpec] = "fashion-mnist",
+                 per_class: Union[Size, str] = "preset", backbone: str = DEFAULT_BACKBONE,
+                 weights: str = "pretrained", strategies: Optional[Sequence[str]] = None,
+                 strategy_options: Optional[dict[str, dict]] = None, image_size: Optional[int] = None, seed: int = 0,
+                 device: str = "auto", val_fraction: Optional[float] = None, test_fraction: Optional[float] = None,
+                 split_seed: Optional[int] = None) -> ExperimentConfig:
+    """A comparison: the preset, then the caller's choices on top. `per_class` 'preset' keeps the preset's size;
+    `dataset` may name a sub-task ('fashion-mnist:Sandal|Sneaker')."""
+    base = _preset(PRESETS, preset)
+    size = base.per_class if per_class == "preset" else parse_size(per_class)
+    return _experiment(base.strategy_overrides, size, dataset, backbone, weights, strategies, image_size, seed,
+                       device, strategy_options, val_fraction, test_fraction, split_seed)
+
+
+def build_sweep_config(preset: str = "default", *, sizes: Union[str, Sequence, None] = None,
+                       repeats: Optional[int] = None, dataset: Union[str, DatasetSpec] = "fashion-mnist",
+                       backbone: str = DEFAULT_BACKBONE, weights: str = "pretrained",
+                       strategies: Optional[Sequence[str]] = None, strategy_options: Optional[dict[str, dict]] = None,
+                       image_size: Optional[int] = None, seed: int = 0, device: str = "auto",
+                       val_fraction: Optional[float] = None, test_fraction: Optional[float] = None,
+                       split_seed: Optional[int] = None) -> SweepConfig:
+    """A sweep: the sweep preset (sizes, repeats, schedules), then the caller's choices on top."""
+    base = _preset(SWEEP_PRESETS, preset)
+    exp = _experiment(base.strategy_overrides, ALL, dataset, backbone, weights, strategies, image_size, seed, device,
+                      strategy_options, val_fraction, test_fraction, split_seed)
+    return SweepConfig(experiment=exp, sizes=parse_sizes(sizes) if sizes is not None else base.sizes,
+                       repeats=repeats or base.repeats)
+
+
+def preset_strategy(preset: str, kind: str, sweep: bool = False) -> StrategySpec:
+    """The strategy a preset runs when the user changes nothing: what a page shows as its starting values."""
+    base = _preset(SWEEP_PRESETS if sweep else PRESETS, preset)
+    return make_strategy(kind, **base.strategy_overrides.get(canonical_kind(kind), {}))

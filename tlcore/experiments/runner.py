@@ -1,0 +1,200 @@
+"""Runner: one strategy at a time on one cell's prepared data, measured alike (time by phase, peak memory,
+accuracy with its interval, throughput). The orchestration around it (which cells, shared features, the record) is
+in cells.py; this module trains and scores.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+from typing import Optional
+
+import numpy as np
+import torch
+
+from tlcore.core.environment import library_versions
+from tlcore.core.errors import RunCancelled, RunFailed, TlcoreError
+from tlcore.core.progress import CancelToken, ProgressCallback, Reporter
+from tlcore.core.results import RunResult
+from tlcore.engine import backbone as bb
+from tlcore.engine.features import ExtractOptions, FeatureCache, Normalizer, default_cache, split_features
+from tlcore.engine.metrics import PeakMemory, Stopwatch, score
+from tlcore.engine.prefix import split_frozen_prefix
+from tlcore.engine.strategies import StrategySpec
+from tlcore.engine.train import ImageInputs, TensorInputs, fit_linear_head, predict, set_head, train_network
+from tlcore.experiments.config import ExperimentConfig, Size
+from tlcore.experiments.prepare import CellData, Prepared
+
+THROUGHPUT_IMAGES = 256
+
+
+class Runner:
+    """Runs strategies on one cell's data (a size and a seed); `keep_models` keeps each trained network."""
+
+    def __init__(self, prepared: Prepared, data: CellData, seed: int,
+                 callbacks: Optional[list[ProgressCallback]] = None, cancel: Optional[CancelToken] = None,
+                 cache: Optional[FeatureCache] = None, extract: Optional[ExtractOptions] = None,
+                 keep_models: bool = False, skip_frozen_prefix: bool = True) -> None:
+        self.prepared = prepared
+        size: Size = data.dataset.spec.per_class
+        self.config: ExperimentConfig = replace(prepared.config, seed=seed,
+                                                dataset=replace(prepared.config.dataset, per_class=size))
+        self.skip_frozen_prefix = skip_frozen_prefix
+        self.data = data
+        self.device = prepared.device
+        self.callbacks = callbacks or []
+        self.cancel = cancel or CancelToken()
+        self.cache = cache or default_cache()
+        self.extract = extract or ExtractOptions()
+        self.norm = Normalizer(data.cfg, self.device, channels_last=True)
+        self.keep_models = keep_models
+        self.models: dict[str, torch.nn.Module] = {}  # trained models by strategy name, when keep_models
+
+    # -- shared pieces ------------------------------------------------------------------------------------------
+    def features(self, split: str, reporter: Reporter, span: tuple[float, float]) -> torch.Tensor:
+        """Frozen features of this cell's images of `split`, through the feature cache."""
+        prepared = self.prepared
+        return split_features(self.cache, prepared.reference, self.config.backbone.name, prepared.weights_id,
+                              self.data.dataset, split, self.data.splits[split], self.data.cfg,
+                              self.data.transform_key, self.device, self.extract, reporter, span)
+
+    def _linear_probe(self, reporter: Reporter, spec: StrategySpec, watch: Stopwatch, span: tuple[float, float]):
+        lo, hi = span
+        mid = lo + (hi - lo) * 0.8
+        with watch.phase("features"):
+            feats = {s: self.features(s, reporter, (lo + (mid - lo) * i / 3, lo + (mid - lo) * (i + 1) / 3))
+                     for i, s in enumerate(("train", "val", "test"))}
+        labels = {s: self.data.splits[s].labels for s in feats}
+        with watch.phase("head" if spec.kind == "feature-extraction" else "lp_warmup"):
+            fit = fit_linear_head(feats["train"], labels["train"], feats["val"], labels["val"],
+                                  self.data.dataset.num_classes, spec.head_l2_grid, spec.head_max_iter, reporter,
+                                  (mid, hi))
+        return feats, fit
+
+    def _skip_frozen_prefix(self, model: torch.nn.Module, train_in: ImageInputs, val_in: ImageInputs):
+        """Compute the frozen bottom's output once (see prefix.py); fall back to images when it cannot be split."""
+        model.to(self.device).to(memory_format=torch.channels_last)
+        prefix = split_frozen_prefix(model, val_in.batch(slice(0, 8)))
+        if prefix is None:
+            return train_in, val_in, None
+
+        def activations(inputs: ImageInputs) -> TensorInputs:
+            with torch.inference_mode():
+                parts = [prefix.compute(inputs.batch(slice(s, s + 128))).cpu() for s in range(0, len(inputs), 128)]
+            return TensorInputs(torch.cat(parts).contiguous(), inputs.labels, self.device)
+
+        return activations(train_in), activations(val_in), prefix
+
+    # -- one strategy -------------------------------------------------------------------------------------------
+    def run(self, spec: StrategySpec) -> RunResult:
+        reporter = Reporter(spec.name, self.callbacks, self.cancel)
+        result = RunResult(run_id=uuid.uuid4().hex[:12], strategy=spec.name, kind=spec.kind, status="completed",
+                           backbone=self.config.backbone.name, options=spec.options(), seed=self.config.seed,
+                           image_size=self.data.cfg["input_size"][-1], device=self.device.type,
+                           precision="bf16-autocast" if self.device.type == "cuda" else "fp32",
+                           started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                           dataset=asdict(self.config.dataset) | {"fingerprint": self.data.dataset.source_fingerprint()},
+                           environment=library_versions() | {"torch_threads": torch.get_num_threads()})
+        watch = Stopwatch()
+        memory = PeakMemory(self.device)
+        start = time.perf_counter()
+        try:
+            with memory:
+                self._run(spec, result, reporter, watch)
+        except RunCancelled as exc:
+            result.status, result.error = "cancelled", str(exc)
+        except (RunFailed, TlcoreError) as exc:
+            result.status, result.error = "failed", str(exc)
+        except Exception as exc:  # an unexpected error fails this strategy only; the others still run
+            result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
+        result.extra["images_per_class"] = float(np.mean(list(self.data.dataset.counts("train").values())))
+        result.timings = {**{k: round(v, 4) for k, v in watch.seconds.items()},
+                          "total": round(time.perf_counter() - start, 4)}
+        result.train_seconds = round(result.timings["total"] - watch.seconds.get("evaluate", 0.0), 4)
+        result.peak_memory_mb = round(memory.peak_mb, 1)
+        reporter.cancel = CancelToken()  # the final event must get out even after a cancel
+        reporter("done", 1.0, message=result.status)
+        return result
+
+    def _run(self, spec: StrategySpec, result: RunResult, reporter: Reporter, watch: Stopwatch) -> None:
+        ds, splits = self.data.dataset, self.data.splits
+        reporter("prepare", 0.0)
+        torch.manual_seed(self.config.seed)
+        model, info = bb.for_run(self.config.backbone, ds.num_classes, pretrained=spec.pretrained,
+                                 seed=self.config.seed)
+        result.weights = info.to_dict()
+        if self.keep_models:
+            self.models[spec.name] = model
+        groups = bb.stage_groups(model)
+        result.total_params = bb.count_parameters(model)[1]
+
+        if spec.kind == "feature-extraction":
+            bb.freeze_groups(model, groups)
+            result.trainable_params = bb.count_parameters(model)[0]
+            result.phases = [{"phase": "head", "trainable_params": result.trainable_params}]
+            feats, fit = self._linear_probe(reporter, spec, watch, (0.0, 0.95))
+            set_head(model, fit)
+            result.curve = fit.curve
+            result.epochs_run, result.best_epoch = len(fit.curve), len(fit.curve)
+            result.best_val_accuracy = fit.val_accuracy
+            result.extra = {"head_l2": fit.l2, "head_grid": fit.grid}
+            with watch.phase("evaluate"):
+                test_logits = feats["test"] @ fit.weight.T + fit.bias
+                sample = replace(splits["test"], images=splits["test"].images[:THROUGHPUT_IMAGES],
+                                 labels=splits["test"].labels[:THROUGHPUT_IMAGES])
+                full_logits, result.throughput_ips = predict(model.to(self.device).to(
+                    memory_format=torch.channels_last), ImageInputs(sample, self.norm), reporter=reporter)
+            # The deployed model (backbone + new head) must agree with the head trained on cached features.
+            result.extra["max_logit_diff_full_vs_cached"] = float(
+                (full_logits - test_logits[:len(full_logits)]).abs().max())
+        else:
+            if spec.kind == "fine-tune":
+                k = bb.resolve_stages(spec.stages, len(groups))
+                frozen, trainable = groups[:len(groups) - k], groups[len(groups) - k:]
+                bb.freeze_groups(model, frozen)
+                result.trainable_stages = [g.label for g in trainable]
+                span = (0.0, 0.95)
+                if spec.lp_ft:
+                    head_params = sum(p.numel() for p in model.get_classifier().parameters())
+                    _, fit = self._linear_probe(reporter, spec, watch, (0.0, 0.15))
+                    set_head(model, fit)
+                    result.phases.append({"phase": "lp-warmup (head only)", "trainable_params": head_params})
+                    result.extra = {"lp_head_l2": fit.l2, "lp_val_accuracy": fit.val_accuracy}
+                    span = (0.15, 0.95)
+            else:
+                result.trainable_stages = [g.label for g in groups]
+                span = (0.0, 0.95)
+            result.trainable_params = bb.count_parameters(model)[0]
+            result.phases.append({"phase": spec.kind, "trainable_params": result.trainable_params})
+            train_in = ImageInputs(splits["train"], self.norm, spec.augment)
+            val_in = ImageInputs(splits["val"], self.norm)
+            prefix = None
+            if self.skip_frozen_prefix and spec.kind == "fine-tune" and not spec.augment and len(trainable) < len(
+                    groups):
+                with watch.phase("frozen_prefix"):
+                    train_in, val_in, prefix = self._skip_frozen_prefix(model, train_in, val_in)
+            result.extra["frozen_prefix_cached"] = prefix is not None
+            with watch.phase("epochs"):
+                try:
+                    fit = train_network(model, spec, train_in, val_in, reporter, self.config.seed, span)
+                finally:
+                    if prefix is not None:
+                        prefix.restore()
+            result.curve = fit.curve
+            result.epochs_run, result.best_epoch = fit.epochs_run, fit.best_epoch
+            result.extra["planned_epochs"] = fit.planned_epochs
+            result.extra["steps_per_epoch"] = fit.steps_per_epoch
+            result.stopped_early, result.best_val_accuracy = fit.stopped_early, fit.best_val_accuracy
+            reporter("evaluate", 0.96)
+            with watch.phase("evaluate"):
+                test_logits, result.throughput_ips = predict(model, ImageInputs(splits["test"], self.norm),
+                                                             reporter=reporter)
+        y_true = splits["test"].labels.numpy()
+        y_pred = test_logits.argmax(1).numpy()
+        s = score(y_true, y_pred, ds.classes)
+        result.accuracy, result.accuracy_low, result.accuracy_high = s.accuracy, s.accuracy_low, s.accuracy_high
+        result.macro_f1, result.per_class_accuracy, result.confusion = s.macro_f1, s.per_class_accuracy, s.confusion
+        result.test_images, result.test_predictions = s.test_images, y_pred.tolist()
+        result.throughput_ips = round(result.throughput_ips, 1) if result.throughput_ips else None

@@ -1,0 +1,231 @@
+"""Background jobs for a UI: a process-wide queue that runs at most N training jobs (comparisons or sweeps) at a time
+(1 by default, this is a small CPU machine), with live progress, curves, partial results and cancellation. No
+streamlit import: the pages keep a job id and poll `JobQueue.get`.
+
+A job is a record of the run store from the moment it is submitted (status 'queued'), and its id is the record's id:
+finished runs are stored as they finish, a job outlives the browser session and the server, and one that a restart
+or a kill cut short is shown as 'interrupted' and can be submitted again (a sweep then resumes from its stored cells).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from tlcore.core.environment import require_writable
+from tlcore.core.errors import TlcoreError
+from tlcore.core.progress import CancelToken, ProgressEvent
+from tlcore.core.results import ComparisonResult, RunResult
+from tlcore.experiments.cells import SweepCell
+from tlcore.experiments.compare import compare, load_comparison
+from tlcore.experiments.config import ExperimentConfig, SweepConfig
+from tlcore.experiments.sweep import SweepResult, load_sweep, run_sweep
+from tlcore.records.lifecycle import error_text
+from tlcore.records.store import ACTIVE_STATUSES, Store, default_store
+
+ACTIVE = ACTIVE_STATUSES  # queued or running: what the pages poll
+
+
+@dataclass
+class Job:
+    """One submitted comparison or sweep. Fields are updated by the worker thread; read them through `snapshot()`."""
+
+    id: str
+    config: Union[ExperimentConfig, SweepConfig]
+    label: str = ""
+    status: str = "queued"  # queued, running, completed, failed, cancelled
+    error: Optional[str] = None
+    submitted: float = field(default_factory=time.time)
+    started: Optional[float] = None
+    finished: Optional[float] = None
+    progress: dict[str, dict] = field(default_factory=dict)  # strategy -> last event
+    live_curves: dict[str, list[dict]] = field(default_factory=dict)  # strategy -> per-epoch points so far
+    runs: list[RunResult] = field(default_factory=list)  # finished strategies, as they finish
+    result: Optional[Union[ComparisonResult, SweepResult]] = None
+    cells: list[SweepCell] = field(default_factory=list)  # sweeps: finished cells, as they finish
+    cancel: CancelToken = field(default_factory=CancelToken)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def kind(self) -> str:
+        return "sweep" if isinstance(self.config, SweepConfig) else "comparison"
+
+    def on_event(self, event: ProgressEvent) -> None:
+        name = event.cell or event.strategy
+        with self._lock:
+            if self.kind == "sweep" and event.phase == "done":  # finished cells are in `cells`
+                self.progress.pop(name, None)
+            else:
+                self.progress[name] = event.to_dict()
+            if event.val_accuracy is not None and event.epoch and event.batch == 0:
+                points = self.live_curves.setdefault(name, [])
+                if not points or points[-1]["epoch"] != event.epoch:
+                    points.append({"epoch": event.epoch, "val_accuracy": event.val_accuracy, "loss": event.loss})
+
+    def on_result(self, run: RunResult) -> None:
+        with self._lock:
+            self.runs.append(run)
+
+    def on_cell(self, cell: SweepCell) -> None:
+        with self._lock:
+            self.cells.append(cell)
+            self.live_curves.pop(cell.label, None)
+
+    def snapshot(self) -> dict:
+        """A consistent copy for the UI thread."""
+        with self._lock:
+            return {
+                "id": self.id, "kind": self.kind, "label": self.label, "status": self.status, "error": self.error,
+                "submitted": self.submitted, "started": self.started, "finished": self.finished,
+                "progress": {k: dict(v) for k, v in self.progress.items()},
+                "live_curves": {k: list(v) for k, v in self.live_curves.items()},
+                "runs": list(self.runs), "result": self.result,
+                "strategies": [s.name for s in self._experiment.strategies],
+                "cells": list(self.cells),
+                "cells_total": self.config.cells_total if self.kind == "sweep" else 0,
+            }
+
+    @property
+    def _experiment(self) -> ExperimentConfig:
+        return self.config.experiment if isinstance(self.config, SweepConfig) else self.config
+
+
+class JobQueue:
+    """FIFO queue with `workers` threads. Jobs are identified by id, so two browser tabs never see each other's."""
+
+    def __init__(self, workers: int = 1, store: Optional[Store] = None) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._pending: deque[str] = deque()
+        self._cv = threading.Condition()
+        self._store = store
+        self.store.mark_interrupted()  # jobs of a previous server process that never finished
+        self._threads = [threading.Thread(target=self._work, name=f"tlcore-job-{i}", daemon=True)
+                         for i in range(max(1, workers))]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def store(self) -> Store:
+        return self._store or default_store()
+
+    def submit(self, config: Union[ExperimentConfig, SweepConfig], label: str = "") -> str:
+        """Queue a comparison or a sweep; its record is stored at once, so even a queued job survives a restart."""
+        require_writable("start a run")
+        kind = "sweep" if isinstance(config, SweepConfig) else "comparison"
+        exp = config.experiment if isinstance(config, SweepConfig) else config
+        record_id = self.store.create_record(kind, config.to_dict(), label=label, dataset=exp.dataset.source,
+                                             backbone=exp.backbone.name, status="queued")
+        job = Job(id=record_id, config=config, label=label)
+        with self._cv:
+            self._jobs[job.id] = job
+            self._pending.append(job.id)
+            self._cv.notify()
+        return job.id
+
+    def get(self, job_id: str) -> Optional[dict]:
+        """The live job, or a stored record (finished, interrupted, or from another server) in the same shape."""
+        job = self._jobs.get(job_id)
+        if job is not None:
+            return job.snapshot()
+        return stored_snapshot(job_id, self.store)
+
+    def cancel(self, job_id: str) -> bool:
+        job = self._jobs.get(job_id)
+        if job is None or job.status not in ACTIVE:
+            return False
+        job.cancel.cancel()
+        with self._cv:
+            if job_id in self._pending:  # never started: cancelled at once
+                self._pending.remove(job_id)
+                job.status, job.error, job.finished = "cancelled", "cancelled before it started", time.time()
+                self.store.update_record(job_id, status="cancelled", error=job.error)
+        return True
+
+    def active(self) -> list[dict]:
+        """Queued and running jobs, oldest first, with their queue position."""
+        with self._cv:
+            order = list(self._pending)
+        out = []
+        for job in sorted(self._jobs.values(), key=lambda j: j.submitted):
+            if job.status in ACTIVE:
+                snap = job.snapshot()
+                snap["position"] = order.index(job.id) + 1 if job.id in order else 0
+                out.append(snap)
+        return out
+
+    def wait(self, job_id: str, timeout: float = 600.0) -> Optional[dict]:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            snap = self.get(job_id)
+            if snap is None or snap["status"] not in ACTIVE:
+                return snap
+            time.sleep(0.05)
+        return self.get(job_id)
+
+    # -- worker -------------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending:
+                    self._cv.wait()
+                job = self._jobs[self._pending.popleft()]
+            job.status, job.started = "running", time.time()
+            self._run(job)
+            job.finished = time.time()
+
+    def _run(self, job: Job) -> None:
+        """The job through compare or run_sweep, which keep its record (claimed by id) up to date."""
+        try:
+            if job.kind == "sweep":
+                job.result = run_sweep(job.config, callbacks=[job.on_event], cancel=job.cancel, on_cell=job.on_cell,
+                                       label=job.label, store=self.store, record_id=job.id)
+            else:
+                job.result = compare(job.config, callbacks=[job.on_event], cancel=job.cancel,
+                                     on_result=job.on_result, store=self.store, record_id=job.id)
+            job.status, job.error = job.result.status, self.store.record(job.id)["error"]
+        except Exception as exc:  # keep the worker alive; the message goes to the page (the record says failed)
+            job.status, job.error = "failed", error_text(exc)
+            if not isinstance(exc, TlcoreError):
+                traceback.print_exc()
+
+
+def stored_snapshot(record_id: str, store: Store) -> Optional[dict]:
+    """A stored comparison or sweep in the shape of `Job.snapshot()`."""
+    if not record_id or not record_id.isalnum():
+        return None
+    record = store.record(record_id)
+    if record is None or record["kind"] not in ("comparison", "sweep"):
+        return None
+    if record["kind"] == "sweep":
+        result = load_sweep(record_id, store)
+        runs, cells = [c.run for c in result.cells], list(result.cells)
+        config = SweepConfig.from_dict(record["config"])
+        strategies, total = [s.name for s in config.experiment.strategies], config.cells_total
+    else:
+        result = load_comparison(record_id, store)
+        runs, cells = list(result.runs), []
+        strategies = [s.get("name") or s["kind"] for s in record["config"].get("strategies", [])]
+        total = 0
+    return {"id": record_id, "kind": record["kind"], "label": record["label"], "status": record["status"],
+            "error": record["error"], "submitted": record["created_at"], "started": None,
+            "finished": record["updated_at"], "progress": {}, "live_curves": {}, "runs": runs,
+            "result": result if (runs or record["status"] not in ACTIVE_STATUSES) else None,
+            "strategies": strategies, "cells": cells, "cells_total": total, "record": record}
+
+
+_QUEUE: Optional[JobQueue] = None
+_QUEUE_LOCK = threading.Lock()
+
+
+def default_queue() -> JobQueue:
+    """The process-wide queue (one worker unless TLCORE_JOB_WORKERS says otherwise)."""
+    global _QUEUE
+    with _QUEUE_LOCK:
+        if _QUEUE is None:
+            _QUEUE = JobQueue(workers=int(os.environ.get("TLCORE_JOB_WORKERS", "1")))
+        return _QUEUE

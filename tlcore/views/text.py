@@ -1,0 +1,135 @@
+"""Text for people, formatted once: progress lines, result headlines and plain-text tables. The CLI prints these and
+the dashboard shows the same strings, so both front ends say the same thing in the same words."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, is_dataclass
+from typing import Union
+
+import pandas as pd
+
+from tlcore.advice.recommend import SOURCES, Recommendation
+from tlcore.core.progress import ProgressEvent
+from tlcore.core.results import ComparisonResult
+from tlcore.experiments.sweep import SweepResult
+
+PHASES = {"prepare": "preparing", "features": "extracting features", "head": "fitting the head",
+          "lp_warmup": "head warm-up (LP-FT)", "lp-warmup": "head warm-up (LP-FT)", "frozen_prefix":
+          "caching the frozen stages", "epoch": "training", "evaluate": "evaluating", "done": "done"}
+
+
+def _event(event: Union[ProgressEvent, dict]) -> dict:
+    return asdict(event) if is_dataclass(event) else dict(event)
+
+
+def progress_line(name: str, event: Union[ProgressEvent, dict, None], waiting: str = "waiting") -> str:
+    """'fine-tune: training, epoch 2/6, val 0.812, about 16 s left'."""
+    if event is None:
+        return f"{name}: {waiting}"
+    e = _event(event)
+    parts = [PHASES.get(e["phase"], e["phase"])]
+    if e["phase"] == "done":
+        parts = [e.get("message") or "done"]
+    elif e.get("epochs"):
+        parts.append(f"epoch {e['epoch']}/{e['epochs']}")
+    if e.get("val_accuracy") is not None:
+        parts.append(f"val {e['val_accuracy']:.3f}")
+    if e.get("eta_s") is not None and e["phase"] != "done":
+        parts.append(f"about {e['eta_s']:.0f} s left")
+    return f"{name}: {', '.join(parts)}"
+
+
+def per_class_text(dataset: dict) -> str:
+    """The training images a class actually used: '100 a class', or '9-10 a class (asked for 50)'."""
+    counts = list((dataset.get("train_counts") or {}).values())
+    asked = dataset.get("per_class")
+    if not counts:
+        return f"{asked or 'all'} a class"
+    low, high = min(counts), max(counts)
+    used = f"{low} a class" if low == high else f"{low}-{high} a class"
+    return used + (f" (asked for {asked})" if asked and low < asked else "")
+
+
+def comparison_headline(result: ComparisonResult) -> str:
+    ds, cfg = result.dataset, result.config
+    if not ds:
+        return f"comparison {result.record_id}"
+    return (f"{ds['name']}: {len(ds['classes'])} classes, {ds['sizes']['train']} training images "
+            f"({per_class_text(ds)}), {ds['sizes']['val']} val, {ds['sizes']['test']} test · "
+            f"{cfg['backbone']['name']} · {ds.get('image_size') or str(cfg.get('image_size')) + ' px'} · "
+            f"seed {cfg['seed']} · {result.wall_seconds:.1f} s wall")
+
+
+def sweep_headline(result: SweepResult) -> str:
+    ds, cfg = result.dataset or {}, result.config
+    resumed = sum(c.resumed for c in result.cells)
+    return (f"{ds.get('name', '')}: {len(ds.get('classes', []))} classes, test set of "
+            f"{ds.get('sizes', {}).get('test')} images for every cell · {cfg['experiment']['backbone']['name']} · "
+            f"{ds.get('image_size') or str(cfg.get('image_size')) + ' px'} · {cfg['repeats']} repeat(s) from seed "
+            f"{cfg['experiment']['seed']} · {len(result.cells)} cells ({resumed} from the store) · "
+            f"{result.wall_seconds:.1f} s wall · features computed {result.feature_cache.get('rows_computed', 0)} "
+            f"rows, reused {result.feature_cache.get('rows_reused', 0)}")
+
+
+def comparison_table(result: ComparisonResult) -> str:
+    rows = []
+    for r in result.runs:
+        ok = r.accuracy is not None
+        rows.append({
+            "strategy": r.strategy,
+            "status": r.status,
+            "accuracy": f"{r.accuracy:.3f} [{r.accuracy_low:.3f}, {r.accuracy_high:.3f}]" if ok else "-",
+            "macro-F1": f"{r.macro_f1:.3f}" if ok else "-",
+            "train s": f"{r.train_seconds:.1f}" if r.train_seconds is not None else "-",
+            "img/s": f"{r.throughput_ips:.0f}" if r.throughput_ips else "-",
+            "trainable": f"{r.trainable_params:,}" if r.trainable_params is not None else "-",
+            "total": f"{r.total_params:,}" if r.total_params else "-",
+            "peak MB": f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb else "-",
+            "epochs": f"{r.epochs_run} (best {r.best_epoch})" if r.kind != "feature-extraction" else "L-BFGS",
+        })
+    notes = [f"  {r.strategy}: {r.error}" for r in result.runs if r.error]
+    lines = [comparison_headline(result), pd.DataFrame(rows).to_string(index=False)]
+    return "\n".join(lines + (["problems:"] + notes if notes else []))
+
+
+def sweep_report(result: SweepResult) -> str:
+    summary = result.summary()
+    if summary.empty:
+        return "no finished cells"
+    summary["cell"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
+                       zip(summary["accuracy"], summary["accuracy_low"], summary["accuracy_high"])]
+    order = list(dict.fromkeys(summary.sort_values("images_per_class")["size"]))
+    acc = summary.pivot(index="strategy", columns="size", values="cell")[order]
+    secs = summary.pivot(index="strategy", columns="size", values="train_seconds")[order].map(lambda v: f"{v:.1f}")
+    lines = [f"sweep {result.record_id} | {sweep_headline(result)}", "",
+             "test accuracy: mean [95% interval] by images per class", acc.to_string(), "",
+             "training seconds (mean)", secs.to_string(), ""]
+    improving = summary[summary["undertrained_share"] > 0]
+    if not improving.empty:
+        lines.append("still improving at the last epoch (a longer schedule may score higher): " + ", ".join(
+            f"{r.strategy} at {r.size}/class ({r.undertrained_share:.0%} of repeats)" for r in improving.itertuples()))
+    lines += ["crossovers:"] + [f"  {c.statement}" for c in result.crossovers()]
+    failed = [f"  {c.label}: {c.run.error}" for c in result.cells if c.run.error]
+    return "\n".join(lines + (["problems:"] + failed if failed else []))
+
+
+def recommendation_report(rec: Recommendation) -> str:
+    s = rec.signals
+    lines = [f"recommended: {rec.choice.label}   (runner-up: {rec.runner_up.label}; confidence {rec.confidence}, "
+             f"{rec.confidence_score:.2f}; based on {rec.based_on})", "",
+             f"data: {s.dataset} | {s.classes} classes | {s.images_per_class:g} images a class (min {s.min_per_class}, "
+             f"max {s.max_per_class}) | native {s.native_size} px | measured in {s.seconds:.1f} s", "", "signals:"]
+    for name, value in (("k-NN accuracy (frozen features, cross-validated)", s.knn_accuracy),
+                        ("linear-probe val accuracy", s.linear_probe_accuracy),
+                        ("raw-pixel baseline val accuracy", s.pixel_accuracy), ("LogME", s.logme),
+                        ("ImageNet head entropy (0 sure .. 1 uniform)", s.head_entropy), ("LEEP", s.leep),
+                        ("similarity to the pretraining data", s.similarity)):
+        if value is not None:
+            lines.append(f"  {name:50} {value:.3f}")
+    lines += ["", "reasons:"] + [f"  - {r.text()}\n      [{SOURCES[r.source]}]" for r in rec.reasons]
+    lines += ["", "what to expect:"]
+    for o in rec.outlooks:
+        secs = f"{o.seconds:.0f} s" if o.seconds is not None else "-"
+        lines.append(f"  {o.strategy:32} accuracy {o.accuracy_low:.2f}-{o.accuracy_high:.2f}   training {secs:>7}   "
+                     f"({o.basis})")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The dashboard's shared widgets and result panels: pages import these; these import tlcore."""

@@ -1,0 +1,41 @@
+"""The dashboard's pages and its sidebar navigation, in one place. app.py registers these pages with
+`st.navigation(position="hidden")` and draws the links itself (`client.showSidebarNavigation = false`), so the sidebar
+is the same whatever the first request was: `/`, a page, or a share link such as `/History?run=<id>`."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+PAGES = [  # (script, title, icon, url path)
+    ("pages/1_Compare.py", "Compare", "⚖️", "Compare"),
+    ("pages/2_Sweep.py", "Sweep", "📈", "Sweep"),
+    ("pages/3_Recommend.py", "Recommend", "🧭", "Recommend"),
+    ("pages/4_History.py", "History", "🗂️", "History"),
+]
+
+
+def page_objects(home) -> dict[str, st.Page]:
+    """Home (a function in app.py) and every page file, by title."""
+    pages = {"Home": st.Page(home, title="Home", icon="🏠", default=True)}
+    for script, title, icon, url in PAGES:
+        pages[title] = st.Page(script, title=title, icon=icon, url_path=url)
+    return pages
+
+
+def sidebar_links(pages: dict[str, st.Page]) -> None:
+    with st.sidebar:
+        for page in pages.values():
+            st.page_link(page, label=page.title, icon=page.icon)
+        st.divider()
+
+
+def through_app() -> None:
+    """Call first in every page. On a fresh server whose first request is a deep link (`/History?run=<id>`),
+    Streamlit's legacy multipage mode runs the page file by itself, without app.py: no navigation, and the automatic
+    one lists file names. Leaving that mode (what `st.navigation` does when app.py runs) and rerunning sends the same
+    request, page and query, through app.py."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()

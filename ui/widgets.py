@@ -1,0 +1,143 @@
+"""Widgets shared by the pages: where the images come from, which backbone and weights to use, the job queue in the
+sidebar, the dataset card. Layout only; the values are handed to tlcore."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import streamlit as st
+
+from tlcore.core.environment import read_only
+from tlcore.core.errors import TlcoreError
+from tlcore.data.builtin import BUILTIN_DATASETS, builtin_available
+from tlcore.data.card import dataset_card
+from tlcore.data.load import parse_dataset
+from tlcore.data.uploads import extract_zip, skipped_files
+from tlcore.engine.backbone import backbone_catalog
+from tlcore.server.jobs import default_queue
+
+
+@st.cache_resource
+def job_queue():
+    """The process-wide job queue, shared by every session (jobs are told apart by id)."""
+    return default_queue()
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def catalog() -> list[dict]:
+    return backbone_catalog()
+
+
+@dataclass
+class DataChoice:
+    kind: str
+    builtin: Optional[str] = None
+    folder: str = ""
+    upload: object = None
+
+    def resolve(self) -> str:
+        """The dataset argument for tlcore; extracts an upload (safely, see tlcore.uploads)."""
+        if self.kind == "Built-in":
+            return self.builtin
+        if self.kind == "Folder on this server":
+            if not self.folder.strip():
+                raise TlcoreError("Enter the path of a folder with one sub-folder per class.")
+            return self.folder.strip()
+        if self.upload is None:
+            raise TlcoreError("Choose a .zip file first.")
+        with st.spinner("Extracting the archive..."):
+            return str(extract_zip(self.upload.getvalue(), self.upload.name))
+
+
+def data_source(prefix: str = "") -> DataChoice:
+    sources = ["Built-in", "Folder on this server"] + ([] if read_only() else ["Upload a .zip"])
+    kind = st.radio("Dataset source", sources, horizontal=True, key=f"{prefix}source_kind")
+    choice = DataChoice(kind)
+    if kind == "Built-in":
+        names = list(BUILTIN_DATASETS)
+        choice.builtin = st.selectbox("Built-in dataset", names, key=f"{prefix}builtin",
+                                      format_func=lambda n: n + ("" if builtin_available(n) is None else
+                                                                 f"  ({builtin_available(n)})"))
+        st.caption(BUILTIN_DATASETS[choice.builtin].description)
+    elif kind == "Folder on this server":
+        choice.folder = st.text_input("Folder path", key=f"{prefix}folder",
+                                      help="One sub-folder per class, optionally inside train/ val/ test/ folders, "
+                                      "e.g. /data/my_photos")
+    else:
+        choice.upload = st.file_uploader("A .zip of class folders", type=["zip"], key=f"{prefix}upload")
+    return choice
+
+
+def backbone_and_weights(prefix: str = "") -> tuple[str, str]:
+    """The timm model name and the weights argument ('pretrained', 'none' or a path)."""
+    rows = catalog()
+    labels = {r["name"]: r["label"] for r in rows}
+    backbone = st.selectbox("Backbone (type to search timm's models)", list(labels), key=f"{prefix}backbone",
+                            format_func=lambda n: labels[n])
+    weights_choice = st.radio("Weights", ["pretrained", "none (random init)", "local file"], horizontal=True,
+                              key=f"{prefix}weights")
+    if weights_choice == "local file":
+        path = st.text_input("Weights file on the server (.pth / .safetensors)", key=f"{prefix}weights_path")
+        return backbone, path.strip() or ""
+    if weights_choice.startswith("none"):
+        st.warning("Random weights: feature extraction and fine-tuning will start from an untrained backbone.")
+        return backbone, "none"
+    return backbone, "pretrained"
+
+
+def require_weights(weights: str) -> str:
+    if not weights:
+        raise TlcoreError("Enter the path of the weights file.")
+    return weights
+
+
+def job_sidebar(queue) -> None:
+    active = queue.active()
+    with st.sidebar:
+        st.subheader("Job queue")
+        if not active:
+            st.caption("No jobs queued or running.")
+        for job in active:
+            where = "running" if job["status"] == "running" else f"queued #{job['position']}"
+            st.write(f"`{job['id']}` {job['kind']} {where}: {job['label']}")
+
+
+@st.cache_data(show_spinner="Reading every image: counts, sizes, duplicates, overlaps...", max_entries=8)
+def _card(dataset: str):
+    return dataset_card(parse_dataset(dataset))
+
+
+def dataset_card_panel(data: DataChoice, key: str) -> None:
+    """The dataset card of the chosen data, on demand."""
+    if not st.toggle("Show the dataset card (class counts, samples, sizes, duplicates, train/test overlap)",
+                     key=f"{key}card"):
+        return
+    try:
+        dataset = data.resolve()
+        card = _card(dataset)
+    except TlcoreError as exc:
+        st.error(str(exc))
+        return
+    st.markdown(f"**{card.name}**: {len(card.classes)} classes")
+    c1, c2 = st.columns(2)
+    c1.dataframe(card.counts, key=f"{key}card_counts")
+    if not card.sizes.empty:
+        c2.dataframe(card.sizes, key=f"{key}card_sizes")
+    for name, images in list(card.samples.items())[:20]:
+        cols = st.columns(len(images) + 1)
+        cols[0].caption(name)
+        for col, img in zip(cols[1:], images):
+            col.image(img, width="stretch")
+    skipped = skipped_files(dataset) if data.kind == "Upload a .zip" else []
+    for title, items in (("Skipped files", [f"{p['path']}: {p['reason']}" for p in card.problems]),
+                         ("Non-image files left out of the upload", skipped),
+                         ("Exact duplicates (same content)", [" = ".join(g) for g in card.duplicates]),
+                         ("In training and in val/test", [f"{a} = {b}" for a, b in card.train_test_overlap])):
+        if items:
+            with st.expander(f"{title}: {len(items)}"):
+                st.write("\n".join(f"- {i}" for i in items[:200]))
+        else:
+            st.caption(f"{title}: none")
+    for note in card.notes:
+        st.warning(note)
