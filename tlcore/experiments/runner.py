@@ -119,81 +119,95 @@ class Runner:
         return result
 
     def _run(self, spec: StrategySpec, result: RunResult, reporter: Reporter, watch: Stopwatch) -> None:
-        ds, splits = self.data.dataset, self.data.splits
         reporter("prepare", 0.0)
         torch.manual_seed(self.config.seed)
-        model, info = bb.for_run(self.config.backbone, ds.num_classes, pretrained=spec.pretrained,
+        model, info = bb.for_run(self.config.backbone, self.data.dataset.num_classes, pretrained=spec.pretrained,
                                  seed=self.config.seed)
         result.weights = info.to_dict()
         if self.keep_models:
             self.models[spec.name] = model
-        groups = bb.stage_groups(model)
         result.total_params = bb.count_parameters(model)[1]
-
         if spec.kind == "feature-extraction":
-            bb.freeze_groups(model, groups)
-            result.trainable_params = bb.count_parameters(model)[0]
-            result.phases = [{"phase": "head", "trainable_params": result.trainable_params}]
-            feats, fit = self._linear_probe(reporter, spec, watch, (0.0, 0.95))
-            set_head(model, fit)
-            result.curve = fit.curve
-            result.epochs_run, result.best_epoch = len(fit.curve), len(fit.curve)
-            result.best_val_accuracy = fit.val_accuracy
-            result.extra = {"head_l2": fit.l2, "head_grid": fit.grid}
-            with watch.phase("evaluate"):
-                test_logits = feats["test"] @ fit.weight.T + fit.bias
-                sample = replace(splits["test"], images=splits["test"].images[:THROUGHPUT_IMAGES],
-                                 labels=splits["test"].labels[:THROUGHPUT_IMAGES])
-                full_logits, result.throughput_ips = predict(model.to(self.device).to(
-                    memory_format=torch.channels_last), ImageInputs(sample, self.norm), reporter=reporter)
-            # The deployed model (backbone + new head) must agree with the head trained on cached features.
-            result.extra["max_logit_diff_full_vs_cached"] = float(
-                (full_logits - test_logits[:len(full_logits)]).abs().max())
+            test_logits = self._feature_extraction(model, spec, result, reporter, watch)
         else:
-            if spec.kind == "fine-tune":
-                k = bb.resolve_stages(spec.stages, len(groups))
-                frozen, trainable = groups[:len(groups) - k], groups[len(groups) - k:]
-                bb.freeze_groups(model, frozen)
-                result.trainable_stages = [g.label for g in trainable]
-                span = (0.0, 0.95)
-                if spec.lp_ft:
-                    head_params = sum(p.numel() for p in model.get_classifier().parameters())
-                    _, fit = self._linear_probe(reporter, spec, watch, (0.0, 0.15))
-                    set_head(model, fit)
-                    result.phases.append({"phase": "lp-warmup (head only)", "trainable_params": head_params})
-                    result.extra = {"lp_head_l2": fit.l2, "lp_val_accuracy": fit.val_accuracy}
-                    span = (0.15, 0.95)
-            else:
-                result.trainable_stages = [g.label for g in groups]
-                span = (0.0, 0.95)
-            result.trainable_params = bb.count_parameters(model)[0]
-            result.phases.append({"phase": spec.kind, "trainable_params": result.trainable_params})
-            train_in = ImageInputs(splits["train"], self.norm, spec.augment)
-            val_in = ImageInputs(splits["val"], self.norm)
-            prefix = None
-            if self.skip_frozen_prefix and spec.kind == "fine-tune" and not spec.augment and len(trainable) < len(
-                    groups):
-                with watch.phase("frozen_prefix"):
-                    train_in, val_in, prefix = self._skip_frozen_prefix(model, train_in, val_in)
-            result.extra["frozen_prefix_cached"] = prefix is not None
-            with watch.phase("epochs"):
-                try:
-                    fit = train_network(model, spec, train_in, val_in, reporter, self.config.seed, span)
-                finally:
-                    if prefix is not None:
-                        prefix.restore()
-            result.curve = fit.curve
-            result.epochs_run, result.best_epoch = fit.epochs_run, fit.best_epoch
-            result.extra["planned_epochs"] = fit.planned_epochs
-            result.extra["steps_per_epoch"] = fit.steps_per_epoch
-            result.stopped_early, result.best_val_accuracy = fit.stopped_early, fit.best_val_accuracy
-            reporter("evaluate", 0.96)
-            with watch.phase("evaluate"):
-                test_logits, result.throughput_ips = predict(model, ImageInputs(splits["test"], self.norm),
-                                                             reporter=reporter)
-        y_true = splits["test"].labels.numpy()
+            test_logits = self._train(model, spec, result, reporter, watch)
+        self._score(result, test_logits)
+
+    def _feature_extraction(self, model: torch.nn.Module, spec: StrategySpec, result: RunResult, reporter: Reporter,
+                            watch: Stopwatch) -> torch.Tensor:
+        """The head on cached frozen features; the deployed model (backbone + head) is timed and checked against it."""
+        test = self.data.splits["test"]
+        bb.freeze_groups(model, bb.stage_groups(model))
+        result.trainable_params = bb.count_parameters(model)[0]
+        result.phases = [{"phase": "head", "trainable_params": result.trainable_params}]
+        feats, fit = self._linear_probe(reporter, spec, watch, (0.0, 0.95))
+        set_head(model, fit)
+        result.curve = fit.curve
+        result.epochs_run, result.best_epoch = len(fit.curve), len(fit.curve)
+        result.best_val_accuracy = fit.val_accuracy
+        result.extra = {"head_l2": fit.l2, "head_grid": fit.grid}
+        with watch.phase("evaluate"):
+            test_logits = feats["test"] @ fit.weight.T + fit.bias
+            sample = replace(test, images=test.images[:THROUGHPUT_IMAGES], labels=test.labels[:THROUGHPUT_IMAGES])
+            full_logits, result.throughput_ips = predict(model.to(self.device).to(
+                memory_format=torch.channels_last), ImageInputs(sample, self.norm), reporter=reporter)
+        result.extra["max_logit_diff_full_vs_cached"] = float(
+            (full_logits - test_logits[:len(full_logits)]).abs().max())
+        return test_logits
+
+    def _trainable(self, model: torch.nn.Module, spec: StrategySpec, result: RunResult, reporter: Reporter,
+                   watch: Stopwatch) -> tuple[bool, tuple[float, float]]:
+        """Freeze what the strategy keeps frozen (fine-tune: all but the top stages; LP-FT fits the head first).
+        Returns whether some stages stay frozen, and the progress span left for training."""
+        groups = bb.stage_groups(model)
+        k = bb.resolve_stages(spec.stages, len(groups)) if spec.kind == "fine-tune" else len(groups)
+        bb.freeze_groups(model, groups[:len(groups) - k])
+        result.trainable_stages = [g.label for g in groups[len(groups) - k:]]
+        span = (0.0, 0.95)
+        if spec.kind == "fine-tune" and spec.lp_ft:
+            head_params = sum(p.numel() for p in model.get_classifier().parameters())
+            _, fit = self._linear_probe(reporter, spec, watch, (0.0, 0.15))
+            set_head(model, fit)
+            result.phases.append({"phase": "lp-warmup (head only)", "trainable_params": head_params})
+            result.extra = {"lp_head_l2": fit.l2, "lp_val_accuracy": fit.val_accuracy}
+            span = (0.15, 0.95)
+        result.trainable_params = bb.count_parameters(model)[0]
+        result.phases.append({"phase": spec.kind, "trainable_params": result.trainable_params})
+        return k < len(groups), span
+
+    def _train(self, model: torch.nn.Module, spec: StrategySpec, result: RunResult, reporter: Reporter,
+               watch: Stopwatch) -> torch.Tensor:
+        """Fine-tune or scratch: train the network (the frozen bottom's output computed once), then predict."""
+        partly_frozen, span = self._trainable(model, spec, result, reporter, watch)
+        splits = self.data.splits
+        train_in = ImageInputs(splits["train"], self.norm, spec.augment)
+        val_in = ImageInputs(splits["val"], self.norm)
+        prefix = None
+        if self.skip_frozen_prefix and partly_frozen and not spec.augment:
+            with watch.phase("frozen_prefix"):
+                train_in, val_in, prefix = self._skip_frozen_prefix(model, train_in, val_in)
+        result.extra["frozen_prefix_cached"] = prefix is not None
+        with watch.phase("epochs"):
+            try:
+                fit = train_network(model, spec, train_in, val_in, reporter, self.config.seed, span)
+            finally:
+                if prefix is not None:
+                    prefix.restore()
+        result.curve = fit.curve
+        result.epochs_run, result.best_epoch = fit.epochs_run, fit.best_epoch
+        result.extra["planned_epochs"] = fit.planned_epochs
+        result.extra["steps_per_epoch"] = fit.steps_per_epoch
+        result.stopped_early, result.best_val_accuracy = fit.stopped_early, fit.best_val_accuracy
+        reporter("evaluate", 0.96)
+        with watch.phase("evaluate"):
+            test_logits, result.throughput_ips = predict(model, ImageInputs(splits["test"], self.norm),
+                                                         reporter=reporter)
+        return test_logits
+
+    def _score(self, result: RunResult, test_logits: torch.Tensor) -> None:
+        y_true = self.data.splits["test"].labels.numpy()
         y_pred = test_logits.argmax(1).numpy()
-        s = score(y_true, y_pred, ds.classes)
+        s = score(y_true, y_pred, self.data.dataset.classes)
         result.accuracy, result.accuracy_low, result.accuracy_high = s.accuracy, s.accuracy_low, s.accuracy_high
         result.macro_f1, result.per_class_accuracy, result.confusion = s.macro_f1, s.per_class_accuracy, s.confusion
         result.test_images, result.test_predictions = s.test_images, y_pred.tolist()
