@@ -1,8 +1,13 @@
 """tlcore dashboard: the entry point. `streamlit run app.py` opens the home page; pages/ holds one file per page."""
 
+import os
+
 import streamlit as st
 
+from ui.access import require_access
 from ui.navigation import page_objects, sidebar_links
+
+os.environ["TLCORE_SERVING"] = "1"  # paths now come from visitors: tlcore keeps them under the data roots
 
 st.set_page_config(page_title="tlcore: transfer learning, measured", page_icon="🧪", layout="wide")
 
@@ -38,5 +43,6 @@ def home() -> None:
 PAGES = page_objects(home)
 COMPARE, SWEEP, RECOMMEND, HISTORY = (PAGES[t] for t in ("Compare", "Sweep", "Recommend", "History"))
 current = st.navigation(list(PAGES.values()), position="hidden")
+require_access()
 sidebar_links(PAGES)
 current.run()

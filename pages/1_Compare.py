@@ -9,9 +9,18 @@ from tlcore.engine.strategies import KINDS
 from tlcore.experiments.config import DEFAULT_PRESET, PRESETS, build_config, preset_strategy, size_label
 from tlcore.server.jobs import ACTIVE
 from tlcore.views import charts
+from tlcore.views.text import dataset_display
 from ui.navigation import through_app
 from ui.results import progress_bars, show_job
-from ui.widgets import backbone_and_weights, data_source, dataset_card_panel, job_queue, job_sidebar, require_weights
+from ui.widgets import (
+    backbone_and_weights,
+    data_source,
+    dataset_card_panel,
+    job_queue,
+    job_sidebar,
+    require_weights,
+    session_id,
+)
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
@@ -24,65 +33,66 @@ st.caption("All strategies see the same split and the same test set. Runs go to 
 
 # ------------------------------------------------------------------------------------------------------ set-up
 job_id = st.query_params.get("job") or st.session_state.get("job")
-with st.expander("Set up a comparison", expanded=not job_id):
-    preset = st.radio("Preset", list(PRESETS), index=list(PRESETS).index(DEFAULT_PRESET), horizontal=True, key="preset",
-                      format_func=lambda p: p.capitalize())
-    st.caption(PRESETS[preset].description)
+if read_only():
+    st.info("This is a read-only demo (TLCORE_READ_ONLY=1): open stored runs on the History page or through a share "
+            "link. Nothing runs here.")
+else:
+    with st.expander("Set up a comparison", expanded=not job_id):
+        preset = st.radio("Preset", list(PRESETS), index=list(PRESETS).index(DEFAULT_PRESET), horizontal=True, key="preset",
+                          format_func=lambda p: p.capitalize())
+        st.caption(PRESETS[preset].description)
 
-    left, right = st.columns(2)
-    with left:
-        st.subheader("Data")
-        data = data_source()
-        dataset_card_panel(data, "")
-        per_class = st.number_input("Training images per class (0 = all)", min_value=0, max_value=100_000,
-                                    value=PRESETS[preset].per_class or 0, key=f"per_class_{preset}")
-        image_size = st.number_input("Image size in pixels (0 = automatic: about 1.75x native, 48-128)", min_value=0,
-                                     max_value=512, value=0, step=16, key="image_size")
-        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="seed")
+        left, right = st.columns(2)
+        with left:
+            st.subheader("Data")
+            data = data_source()
+            dataset_card_panel(data, "")
+            per_class = st.number_input("Training images per class (0 = all)", min_value=0, max_value=100_000,
+                                        value=PRESETS[preset].per_class or 0, key=f"per_class_{preset}")
+            image_size = st.number_input("Image size in pixels (0 = automatic: about 1.75x native, 48-128)", min_value=0,
+                                         max_value=512, value=0, step=16, key="image_size")
+            seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="seed")
 
-    with right:
-        st.subheader("Backbone and strategies")
-        backbone, weights = backbone_and_weights()
-        strategies = st.multiselect("Strategies", list(KINDS), default=list(KINDS), key="strategies")
-        with st.expander("Strategy options"):
-            ft, sc = preset_strategy(preset, "fine-tune"), preset_strategy(preset, "scratch")
-            stage_options = ["1", "2", "3", "4", "all"]
-            ft_stages = st.selectbox("Fine-tune: top stages to train", stage_options,
-                                     index=stage_options.index(str(ft.stages)), key=f"ft_stages_{preset}")
-            lp_ft = st.checkbox("Fine-tune: fit the head on frozen features first (LP-FT)", value=ft.lp_ft,
-                                key=f"lp_ft_{preset}")
-            lr_ratio = st.number_input("Fine-tune: backbone learning rate / head learning rate", min_value=0.001,
-                                       max_value=1.0, value=ft.backbone_lr_ratio, step=0.05, format="%.3f",
-                                       key=f"lr_ratio_{preset}")
-            bn_options = ["frozen", "train"]
-            bn_policy = st.radio("Fine-tune: BatchNorm statistics in trained stages", bn_options,
-                                 index=bn_options.index(ft.bn_policy), horizontal=True, key=f"bn_policy_{preset}")
-            ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft.epochs, key=f"ft_ep_{preset}")
-            sc_epochs = st.number_input("Scratch: max epochs", 1, 500, sc.epochs, key=f"sc_ep_{preset}")
-            augment = st.checkbox("Light augmentation (random crop + flip) for fine-tune and scratch",
-                                  value=ft.augment, key=f"augment_{preset}")
+        with right:
+            st.subheader("Backbone and strategies")
+            backbone, weights = backbone_and_weights()
+            strategies = st.multiselect("Strategies", list(KINDS), default=list(KINDS), key="strategies")
+            with st.expander("Strategy options"):
+                ft, sc = preset_strategy(preset, "fine-tune"), preset_strategy(preset, "scratch")
+                stage_options = ["1", "2", "3", "4", "all"]
+                ft_stages = st.selectbox("Fine-tune: top stages to train", stage_options,
+                                         index=stage_options.index(str(ft.stages)), key=f"ft_stages_{preset}")
+                lp_ft = st.checkbox("Fine-tune: fit the head on frozen features first (LP-FT)", value=ft.lp_ft,
+                                    key=f"lp_ft_{preset}")
+                lr_ratio = st.number_input("Fine-tune: backbone learning rate / head learning rate", min_value=0.001,
+                                           max_value=1.0, value=ft.backbone_lr_ratio, step=0.05, format="%.3f",
+                                           key=f"lr_ratio_{preset}")
+                bn_options = ["frozen", "train"]
+                bn_policy = st.radio("Fine-tune: BatchNorm statistics in trained stages", bn_options,
+                                     index=bn_options.index(ft.bn_policy), horizontal=True, key=f"bn_policy_{preset}")
+                ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft.epochs, key=f"ft_ep_{preset}")
+                sc_epochs = st.number_input("Scratch: max epochs", 1, 500, sc.epochs, key=f"sc_ep_{preset}")
+                augment = st.checkbox("Light augmentation (random crop + flip) for fine-tune and scratch",
+                                      value=ft.augment, key=f"augment_{preset}")
 
-    if read_only():
-        st.info("This instance is read-only (TLCORE_READ_ONLY=1): open stored runs on the History page.")
-    run_clicked = st.button("Run", type="primary", key="run", disabled=not strategies or read_only())
-
-    if run_clicked:
-        try:
-            dataset = data.resolve()
-            weights = require_weights(weights)
-            config = build_config(
-                preset, dataset=dataset, backbone=backbone, weights=weights, strategies=strategies,
-                per_class=int(per_class), image_size=int(image_size) or None, seed=int(seed),
-                strategy_options={"fine-tune": {"augment": augment, "lp_ft": lp_ft, "backbone_lr_ratio": lr_ratio,
-                                                "stages": ft_stages if ft_stages == "all" else int(ft_stages),
-                                                "bn_policy": bn_policy, "epochs": int(ft_epochs)},
-                                  "scratch": {"augment": augment, "epochs": int(sc_epochs)}})
-            size = size_label(config.dataset.per_class)
-            job_id = job_queue().submit(config, label=f"{dataset} · {backbone} · {size}/class")
-            st.session_state["job"] = job_id
-            st.query_params["job"] = job_id
-        except TlcoreError as exc:
-            st.error(str(exc))
+        if st.button("Run", type="primary", key="run", disabled=not strategies):
+            try:
+                dataset = data.resolve()
+                weights = require_weights(weights)
+                config = build_config(
+                    preset, dataset=dataset, backbone=backbone, weights=weights, strategies=strategies,
+                    per_class=int(per_class), image_size=int(image_size) or None, seed=int(seed),
+                    strategy_options={"fine-tune": {"augment": augment, "lp_ft": lp_ft, "backbone_lr_ratio": lr_ratio,
+                                                    "stages": ft_stages if ft_stages == "all" else int(ft_stages),
+                                                    "bn_policy": bn_policy, "epochs": int(ft_epochs)},
+                                      "scratch": {"augment": augment, "epochs": int(sc_epochs)}})
+                size = size_label(config.dataset.per_class)
+                job_id = job_queue().submit(config, label=f"{dataset_display(dataset)} · {backbone} · {size}/class",
+                                            session=session_id())
+                st.session_state["job"] = job_id
+                st.query_params["job"] = job_id
+            except TlcoreError as exc:
+                st.error(str(exc))
 
 # ------------------------------------------------------------------------------------------------------ queue
 job_sidebar(job_queue())

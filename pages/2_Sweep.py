@@ -16,9 +16,10 @@ from tlcore.experiments.config import (
     size_label,
 )
 from tlcore.server.jobs import ACTIVE
+from tlcore.views.text import dataset_display
 from ui.navigation import through_app
 from ui.results import progress_bars, show_job, sweep_figures
-from ui.widgets import backbone_and_weights, data_source, job_queue, job_sidebar, require_weights
+from ui.widgets import backbone_and_weights, data_source, job_queue, job_sidebar, require_weights, session_id
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
@@ -31,51 +32,55 @@ st.caption("Each strategy at several training-set sizes (nested subsets: the sma
            "complete: a sweep that is stopped and started again only computes what is missing.")
 
 job_id = st.query_params.get("sweep") or st.session_state.get("sweep")
-with st.expander("Set up a sweep", expanded=not job_id):
-    preset = st.radio("Preset", list(SWEEP_PRESETS), index=list(SWEEP_PRESETS).index(DEFAULT_PRESET), horizontal=True,
-                      key="sw_preset",
-                      format_func=lambda p: p.capitalize())
-    base = SWEEP_PRESETS[preset]
-    st.caption(base.description)
-    left, right = st.columns(2)
-    with left:
-        st.subheader("Data")
-        data = data_source("sw_")
-        sizes_text = st.text_input("Images per class (comma-separated; 'all' = every image)",
-                                   value=",".join(size_label(s) for s in base.sizes), key=f"sw_sizes_{preset}")
-        repeats = st.number_input("Repeats (seeds) per cell", 1, 20, base.repeats, key=f"sw_repeats_{preset}",
-                                  help="Two repeats give a wide 95% interval (t at one degree of freedom); three or "
-                                  "more make crossovers decidable.")
-        image_size = st.number_input("Image size in pixels (0 = automatic)", 0, 512, 0, step=16, key="sw_image_size")
-        seed = st.number_input("First seed", 0, 2**31 - 1, 0, key="sw_seed")
-    with right:
-        st.subheader("Backbone and strategies")
-        backbone, weights = backbone_and_weights("sw_")
-        strategies = st.multiselect("Strategies", list(KINDS), default=list(KINDS), key="sw_strategies")
-        ft, sc = preset_strategy(preset, "fine-tune", sweep=True), preset_strategy(preset, "scratch", sweep=True)
-        ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft.epochs, key=f"sw_ft_ep_{preset}")
-        sc_epochs = st.number_input("Scratch: max epochs", 1, 500, sc.epochs, key=f"sw_sc_ep_{preset}")
-    try:
-        n_sizes = len(parse_sizes(sizes_text))
-        st.caption(f"{n_sizes} sizes x {int(repeats)} repeats x {len(strategies)} strategies = "
-                   f"{n_sizes * int(repeats) * len(strategies)} cells.")
-    except TlcoreError as exc:
-        st.error(str(exc))
-    if read_only():
-        st.info("This instance is read-only (TLCORE_READ_ONLY=1): open stored sweeps on the History page.")
-    if st.button("Run sweep", type="primary", key="sw_run", disabled=not strategies or read_only()):
+if read_only():
+    st.info("This is a read-only demo (TLCORE_READ_ONLY=1): open stored sweeps on the History page or through a "
+            "share link. Nothing runs here.")
+else:
+    with st.expander("Set up a sweep", expanded=not job_id):
+        preset = st.radio("Preset", list(SWEEP_PRESETS), index=list(SWEEP_PRESETS).index(DEFAULT_PRESET), horizontal=True,
+                          key="sw_preset",
+                          format_func=lambda p: p.capitalize())
+        base = SWEEP_PRESETS[preset]
+        st.caption(base.description)
+        left, right = st.columns(2)
+        with left:
+            st.subheader("Data")
+            data = data_source("sw_")
+            sizes_text = st.text_input("Images per class (comma-separated; 'all' = every image)",
+                                       value=",".join(size_label(s) for s in base.sizes), key=f"sw_sizes_{preset}")
+            repeats = st.number_input("Repeats (seeds) per cell", 1, 20, base.repeats, key=f"sw_repeats_{preset}",
+                                      help="Two repeats give a wide 95% interval (t at one degree of freedom); three or "
+                                      "more make crossovers decidable.")
+            image_size = st.number_input("Image size in pixels (0 = automatic)", 0, 512, 0, step=16, key="sw_image_size")
+            seed = st.number_input("First seed", 0, 2**31 - 1, 0, key="sw_seed")
+        with right:
+            st.subheader("Backbone and strategies")
+            backbone, weights = backbone_and_weights("sw_")
+            strategies = st.multiselect("Strategies", list(KINDS), default=list(KINDS), key="sw_strategies")
+            ft, sc = preset_strategy(preset, "fine-tune", sweep=True), preset_strategy(preset, "scratch", sweep=True)
+            ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft.epochs, key=f"sw_ft_ep_{preset}")
+            sc_epochs = st.number_input("Scratch: max epochs", 1, 500, sc.epochs, key=f"sw_sc_ep_{preset}")
         try:
-            dataset = data.resolve()
-            config = build_sweep_config(
-                preset, sizes=parse_sizes(sizes_text), repeats=int(repeats), dataset=dataset, backbone=backbone,
-                weights=require_weights(weights), strategies=strategies, image_size=int(image_size) or None,
-                seed=int(seed), strategy_options={"fine-tune": {"epochs": int(ft_epochs)},
-                                                  "scratch": {"epochs": int(sc_epochs)}})
-            job_id = job_queue().submit(config, label=f"sweep {dataset} · {backbone} · {sizes_text}")
-            st.session_state["sweep"] = job_id
-            st.query_params["sweep"] = job_id
+            n_sizes = len(parse_sizes(sizes_text))
+            st.caption(f"{n_sizes} sizes x {int(repeats)} repeats x {len(strategies)} strategies = "
+                       f"{n_sizes * int(repeats) * len(strategies)} cells.")
         except TlcoreError as exc:
             st.error(str(exc))
+        if st.button("Run sweep", type="primary", key="sw_run", disabled=not strategies):
+            try:
+                dataset = data.resolve()
+                config = build_sweep_config(
+                    preset, sizes=parse_sizes(sizes_text), repeats=int(repeats), dataset=dataset, backbone=backbone,
+                    weights=require_weights(weights), strategies=strategies, image_size=int(image_size) or None,
+                    seed=int(seed), strategy_options={"fine-tune": {"epochs": int(ft_epochs)},
+                                                      "scratch": {"epochs": int(sc_epochs)}})
+                job_id = job_queue().submit(config, label=f"sweep {dataset_display(dataset)} · {backbone} · {sizes_text}",
+                                            session=session_id())
+                st.session_state["sweep"] = job_id
+                st.query_params["sweep"] = job_id
+            except TlcoreError as exc:
+                st.error(str(exc))
+
 
 job_sidebar(job_queue())
 job_id = st.query_params.get("sweep") or st.session_state.get("sweep")

@@ -11,6 +11,7 @@ from tlcore.records.store import default_store
 from tlcore.server.jobs import stored_snapshot
 from tlcore.views import charts
 from ui.navigation import through_app
+from tlcore.views.text import dataset_display, run_size_text
 from ui.results import show_record
 from ui.widgets import job_queue
 
@@ -37,7 +38,7 @@ if shared:
         st.json(record["config"])
     else:
         st.title(f"{record['kind'].capitalize()} {shared}: {record['status']}")
-        st.caption(f"{record['label'] or record['dataset']} · {record['backbone']} · stored "
+        st.caption(f"{record['label'] or dataset_display(record['dataset'])} · {record['backbone']} · stored "
                    f"{pd.Timestamp(record['created_at'], unit='s'):%Y-%m-%d %H:%M} UTC · read-only view")
         show_record(snap, job_queue(), f"shared_{shared}")
     if st.button("All stored runs", key="hist_back"):
@@ -52,7 +53,7 @@ st.caption("Everything run here is stored as it finishes (SQLite under the data 
 records = store.records()
 if not records:
     st.info("Nothing stored yet. Run a comparison or a sweep, or import a results bundle below.")
-frame = pd.DataFrame([{"id": r["id"], "kind": r["kind"], "status": r["status"], "dataset": r["dataset"],
+frame = pd.DataFrame([{"id": r["id"], "kind": r["kind"], "status": r["status"], "dataset": dataset_display(r["dataset"]),
                        "backbone": r["backbone"], "strategies": r["strategies"] or "", "runs": r["runs_count"],
                        "label": r["label"], "created": pd.Timestamp(r["created_at"], unit="s")} for r in records],
                      columns=["id", "kind", "status", "dataset", "backbone", "strategies", "runs", "label", "created"])
@@ -78,7 +79,8 @@ selection = st.dataframe(shown, hide_index=True, key="hist_table", on_select="re
                          column_config={"created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
 rows = selection.selection.rows if selection else []
 picked = shown.iloc[rows]["id"].tolist() if len(rows) else []
-st.caption(f"{len(shown)} of {len(frame)} records. Select rows to open, compare or delete them.")
+st.caption(f"{len(shown)} of {len(frame)} records. Select rows to open or compare them"
+           + (" (read-only: nothing can be deleted or imported here)." if read_only() else ", or to delete them."))
 
 if picked:
     c1, c2, c3 = st.columns(3)
@@ -91,12 +93,12 @@ if picked:
             snap = stored_snapshot(record_id, store)
             for run in (snap["runs"] if snap else []):
                 row = run.to_row()
-                row.update({"record": record_id, "dataset": (run.dataset or {}).get("source"),
-                            "per_class": run.extra.get("images_per_class")})
+                row.update({"record": record_id, "dataset": dataset_display((run.dataset or {}).get("source", "")),
+                            "images a class": run_size_text(run)})
                 runs.append(row)
         if runs:
             side = pd.DataFrame(runs)
-            st.dataframe(side[["record", "dataset", "per_class", "strategy", "status", "accuracy", "accuracy_low",
+            st.dataframe(side[["record", "dataset", "images a class", "strategy", "status", "accuracy", "accuracy_low",
                                "accuracy_high", "train_seconds", "trainable_params", "seed"]], hide_index=True,
                          key="hist_side")
             st.plotly_chart(charts.side_by_side(side), key="hist_side_chart")

@@ -3,6 +3,7 @@ TLCORE_HOME of each test's own (store, feature cache, uploads), so no outcome de
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,15 +20,20 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    """Each test its own data directory, and a fresh in-memory feature cache over it."""
+def isolated_home(tmp_path, tmp_path_factory, monkeypatch):
+    """Each test its own data directory, and a fresh in-memory feature cache over it. The dashboard (app.py, run by
+    AppTest in this process) marks the process as serving visitors; that mark is cleared around every test, and the
+    data roots admit this session's temporary folders, where the tests' image folders live."""
     from tlcore.engine import features
 
     home = tmp_path / "tlcore_home"
     monkeypatch.setenv("TLCORE_HOME", str(home))
     monkeypatch.setenv("TLCORE_OFFLINE", "1")
+    monkeypatch.setenv("TLCORE_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))
     monkeypatch.setattr(features, "_DEFAULT_CACHE", None)
-    return home
+    os.environ.pop("TLCORE_SERVING", None)
+    yield home
+    os.environ.pop("TLCORE_SERVING", None)
 
 
 def _photos() -> list[np.ndarray]:

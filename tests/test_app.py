@@ -160,7 +160,9 @@ def test_share_link_opens_a_stored_run_read_only(image_folder, tiny_weights, mon
     _no_exceptions(listing)
     assert result.record_id in list(listing.dataframe[0].value["id"])
     compare_page = AppTest.from_file(str(ROOT / "pages" / "1_Compare.py"), default_timeout=60).run()
-    assert compare_page.button(key="run").disabled  # read-only: no runs from the pages either
+    assert not [b for b in compare_page.button if b.key == "run"]  # read-only: no set-up, no Run
+    assert "read-only demo" in compare_page.info[0].value
+    assert not [r for r in compare_page.radio if r.label == "Dataset source"]
 
 
 def test_interrupted_job_is_shown_and_re_run_with_one_click(image_folder, tiny_weights):

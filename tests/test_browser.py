@@ -37,12 +37,14 @@ def server(tmp_path):
     yield from _serve(tmp_path / "home")
 
 
-def _serve(home: Path, **env_vars):
-    """A fresh `streamlit run app.py` on a free port over `home`; yields its URL, stops it afterwards."""
+def _serve(home: Path, _ADDRESS: str = "127.0.0.1", **env_vars):
+    """A fresh `streamlit run app.py` on a free port over `home` (bound to `_ADDRESS`; the tests only ever connect
+    to 127.0.0.1); yields its URL, stops it afterwards."""
     port = _free_port()
     env = dict(os.environ, TLCORE_HOME=str(home), TLCORE_OFFLINE="1", **env_vars)
+    env.pop("TLCORE_SERVING", None)
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=ROOT, env=env,
+                             "--server.address", _ADDRESS, "--server.headless", "true"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60

@@ -89,3 +89,45 @@ def test_sweep_prints_table_and_crossovers_writes_files_and_resumes(image_folder
 def test_sweep_bad_sizes_exit_2(capsys):
     assert main(["sweep", "--sizes", "5,ten", "--no-progress"]) == 2
     assert "'ten' is not a whole number of images per class" in capsys.readouterr().err
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height and holds no pixels: a decompression bomb for whoever decodes it."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+def test_skipped_files_are_summarised_and_listed_in_full(image_folder, tiny_weights, tmp_path, capsys):
+    bad = image_folder / "class_0"
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "truncated.jpg").write_bytes(next(image_folder.glob("class_1/*.png")).read_bytes()[:200])
+    (bad / "notes.txt").write_text("not an image")
+    (bad / "huge.png").write_bytes(_png_header(20000, 20000))
+    out = tmp_path / "out"
+    code = main(["compare", "--dataset", str(image_folder), "--backbone", "test_efficientnet", "--weights",
+                 str(tiny_weights), "--per-class", "all", "--image-size", "32", "--strategies", "feature-extraction",
+                 "--preset", "quick", "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "4 file(s) skipped (first 3:" in printed and "the full list is in the result's JSON" in printed
+    skipped = json.loads((out / "comparison.json").read_text())["dataset"]["skipped"]
+    assert sorted(s["path"] for s in skipped) == sorted(f"class_0/{n}" for n in ("empty.png", "truncated.jpg",
+                                                                                 "notes.txt", "huge.png"))
+    assert all(s["reason"] for s in skipped) and str(tmp_path) not in json.dumps(skipped)  # no server paths
+
+
+@pytest.mark.slow
+def test_progress_into_a_pipe_is_one_line_per_phase_and_epoch(image_folder, tiny_weights, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tlcore", "compare", "--dataset", str(image_folder), "--backbone",
+                           "test_efficientnet", "--weights", str(tiny_weights), "--per-class", "all",
+                           "--image-size", "32", "--strategies", "scratch", "--scratch-epochs", "3",
+                           "--batch-size", "8", "--preset", "quick"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=dict(__import__("os").environ, TLCORE_HOME=str(tmp_path / "home")))
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    assert "\r" not in done.stderr and len(lines) < 40, lines
+    assert any(line.startswith("scratch: training, epoch 3/3") for line in lines), lines

@@ -220,3 +220,42 @@ def test_frozen_prefix_not_used_for_vit(tmp_path):
             full = model.eval()(x := torch.randn(2, 3, 160, 160))
             acts = prefix.compute(x)
             assert torch.allclose(model(acts), full, atol=1e-4)
+
+
+def test_test_images_that_are_also_training_images_are_counted_and_warned(tmp_path, tiny_weights):
+    import shutil
+
+    from conftest import make_image_folder
+    from tlcore.views.text import comparison_table
+
+    root = tmp_path / "split"
+    make_image_folder(root / "train", per_class=8)
+    make_image_folder(root / "test", per_class=3, seed=5)
+    make_image_folder(root / "val", per_class=2, seed=6)
+    for c in range(2):  # two training images copied into the test set
+        shutil.copy(root / "train" / f"class_{c}" / "img_000.png", root / "test" / f"class_{c}" / "dup.png")
+    result = compare(config(root, tiny_weights, [make_strategy("feature-extraction", head_max_iter=20)]))
+    assert result.dataset["train_test_overlap"] == {"val": 0, "test": 2}
+    assert "2 test image(s) also appear in the training subset" in comparison_table(result)
+
+
+def test_time_left_comes_from_the_phase_that_runs_to_the_end():
+    from tlcore.core.progress import Reporter
+
+    events = []
+    clock = iter([0.0, 0.0, 0.5, 1.0, 11.0, 21.0])
+    import tlcore.core.progress as progress
+
+    real = progress.time.perf_counter
+    progress.time.perf_counter = lambda: next(clock)
+    try:
+        reporter = Reporter("fine-tune", [events.append], eta_phases={"epoch"})
+        reporter("head", 0.05)
+        reporter("head", 0.15)  # a fast warm-up: no promise from it
+        reporter("epoch", 0.15)
+        reporter("epoch", 0.25)  # 10 s for 0.10 of the work
+        reporter("epoch", 0.35)
+    finally:
+        progress.time.perf_counter = real
+    assert [e.eta_s for e in events[:3]] == [None, None, None]
+    assert events[3].eta_s == pytest.approx(10 * 0.75 / 0.10) and events[4].eta_s == pytest.approx(20 * 0.65 / 0.2)

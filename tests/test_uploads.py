@@ -1,5 +1,6 @@
-"""Zip uploads: extracted under TLCORE_HOME by content hash; traversal, absolute paths, symlinks and oversize archives
-are refused before anything is written."""
+"""Zip uploads: extracted under TLCORE_HOME by content hash; traversal, absolute paths, symlinks, oversize archives,
+zip bombs (by their headers, and by what they really unpack to) and uploads past the quota are refused and leave
+nothing on disk; images that do not decode are left out and listed. The hostile archives are real, built here."""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def test_non_image_files_are_listed_and_skipped(isolated_home):
     root = extract_zip(_zip({"d/a/1.png": _png(8, 8), "d/a/2.png": _png(8, 8, (1, 2, 3)), "d/b/1.png": _png(9, 9),
                              "d/b/2.png": _png(9, 9, (9, 9, 9)), "d/b/notes.txt": b"hello", "d/README.md": b"#"}),
                        "mixed.zip")
-    assert sorted(skipped_files(root)) == ["d/README.md", "d/b/notes.txt"]
+    assert sorted(skipped_files(root)) == ["d/README.md: not an image file", "d/b/notes.txt: not an image file"]
     assert not list(root.rglob("*.txt")) and not list(root.rglob("*.md"))
 
 
@@ -113,3 +114,189 @@ def test_dataset_card_finds_duplicates_and_train_test_overlap(tmp_path):
     assert any("broken.png" in p["path"] for p in card.problems)
     assert card.sizes.loc["width", "max"] == 12 and any("inflated" in n for n in card.notes)
     assert all(len(v) >= 1 for v in card.samples.values())
+
+
+# ------------------------------------------------------------------------------------------------ hostile archives
+def _noise_png(seed: int, size: int = 48) -> bytes:
+    """An incompressible image: its size on disk is what a quota counts."""
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _left_on_disk(home: Path) -> tuple[int, list[Path]]:
+    """Bytes under the uploads folder, and any temporary extraction folders left behind."""
+    uploads = home / "datasets" / "uploads"
+    if not uploads.exists():
+        return 0, []
+    return (sum(p.stat().st_size for p in uploads.rglob("*") if p.is_file()),
+            [p for p in uploads.iterdir() if p.name.startswith(".extract-")])
+
+
+def test_zip_bomb_is_refused_before_anything_is_written(isolated_home):
+    buf, zeros = io.BytesIO(), bytes(2**20)
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("data/cat/big.png", "w",
+                                                                      force_zip64=True) as entry:
+        for _ in range(1024):  # 1 GiB of zeros, streamed: memory stays at one chunk
+            entry.write(zeros)
+    bomb = buf.getvalue()
+    assert len(bomb) < 2 * 2**20
+    with pytest.raises(DataError, match=r"'bomb.zip' contains 'data/cat/big.png', which looks like a zip bomb") as exc:
+        extract_zip(bomb, "bomb.zip")
+    assert "nothing of it was kept" in str(exc.value) and "upload again" in str(exc.value)
+    size, leftovers = _left_on_disk(isolated_home)
+    assert size < 4096 and leftovers == []
+
+
+def _lying_zip(entry: str, data: bytes, padding: bytes, claimed: int | None = None) -> bytes:
+    """One deflated entry whose headers claim the padding after its data as part of it (the stored size then looks
+    large enough for the unpacked size, so only counting what is really read can catch it), and claim `claimed` as
+    its unpacked size when given."""
+    import struct
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = packer.compress(data) + packer.flush() + padding
+    crc, fname, size = zlib.crc32(data), entry.encode(), len(data) if claimed is None else claimed
+    local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0x21, crc, len(body), size, len(fname), 0)
+    central = struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 8, 0, 0x21, crc, len(body), size, len(fname),
+                          0, 0, 0, 0, 0, 0)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(central) + len(fname),
+                      len(local) + len(fname) + len(body), 0)
+    return local + fname + body + central + fname + end
+
+
+def test_a_header_that_lies_is_caught_while_streaming(isolated_home):
+    import numpy as np
+
+    padding = np.random.default_rng(0).integers(0, 256, 512 * 2**10, dtype=np.uint8).tobytes()
+    liar = _lying_zip("d/c/zeros.png", bytes(16 * 2**20), padding)
+    info = zipfile.ZipFile(io.BytesIO(liar)).infolist()[0]
+    assert info.file_size < 100 * info.compress_size  # the header alone looks like a photo
+    with pytest.raises(DataError, match="zip bomb: it unpacked past .* more than its header said"):
+        extract_zip(liar, "liar.zip")
+    assert _left_on_disk(isolated_home) == (0, [])
+    # the archive itself is valid: with no ratio limit it extracts, and the zeros are left out as no image
+    from tlcore.data.uploads import skipped_files
+
+    root = extract_zip(liar, "liar.zip", max_ratio=10**9)
+    assert skipped_files(root) == ["d/c/zeros.png: not an image Pillow can read"]
+
+
+def test_the_streaming_guard_stops_as_soon_as_the_ratio_passes():
+    from tlcore.data.uploads import _Budget, _copy_entry
+
+    out = io.BytesIO()
+    with pytest.raises(DataError, match="'t.zip' contains 'x.png', which looks like a zip bomb"):
+        _copy_entry(io.BytesIO(bytes(10 * 2**20)), out, lambda: 100, "x.png", _Budget("t.zip", 2**40, 2**40, 0),
+                    max_ratio=10, floor=1000)
+    assert len(out.getvalue()) <= 64 * 2**10  # stopped at the first chunk past the limit, not at the end
+
+
+def test_the_upload_quota_refuses_what_does_not_fit(isolated_home, monkeypatch):
+    monkeypatch.setenv("TLCORE_UPLOAD_QUOTA", "24K")
+    first = extract_zip(_zip({"a/x/1.png": _noise_png(1), "a/y/1.png": _noise_png(2)}), "first.zip")
+    used, _ = _left_on_disk(isolated_home)
+    assert 12 * 2**10 < used < 24 * 2**10
+    with pytest.raises(DataError, match=r"'second.zip' needs .* uploads may take 24 KiB in all \(TLCORE_UPLOAD_QUOTA\)"
+                                        r"; .* is in use.*TLCORE_UPLOAD_QUOTA=20G"):
+        extract_zip(_zip({"b/x/1.png": _noise_png(3), "b/y/1.png": _noise_png(4)}), "second.zip")
+    assert _left_on_disk(isolated_home) == (used, [])  # the first is intact, nothing of the second remains
+    assert sorted(p.name for p in first.rglob("*.png")) == ["1.png", "1.png"]
+    assert extract_zip(_zip({"a/x/1.png": _noise_png(1), "a/y/1.png": _noise_png(2)}), "again.zip") == first
+
+
+def test_the_quota_counts_the_bytes_really_written():
+    from tlcore.data.uploads import _Budget
+
+    budget = _Budget("small.zip", max_bytes=2**30, quota=1000, used=600)
+    budget.spend(400)
+    with pytest.raises(DataError, match=r"'small.zip' needs more than 401 bytes.*1,000 bytes in all.*600 bytes is in"):
+        budget.spend(1)
+
+
+def test_a_header_that_understates_the_size_is_refused_as_damaged(isolated_home, monkeypatch):
+    monkeypatch.setenv("TLCORE_UPLOAD_QUOTA", "100K")  # the header says 10 kB: it would pass the quota
+    liar = _lying_zip("d/c/1.png", _noise_png(9, size=256), b"", claimed=10_000)
+    with pytest.raises(DataError, match="'under.zip' is damaged .* 'd/c/1.png' cannot be read"):
+        extract_zip(liar, "under.zip")
+    assert _left_on_disk(isolated_home) == (0, [])
+
+
+def test_least_recently_used_unreferenced_uploads_make_room(isolated_home, monkeypatch):
+    import os
+    import time
+
+    monkeypatch.setenv("TLCORE_UPLOAD_QUOTA", "40K")
+    archives = {k: _zip({f"{k}/x/1.png": _noise_png(10 * i), f"{k}/y/1.png": _noise_png(10 * i + 1)})
+                for i, k in enumerate("abcd")}
+    a, b = extract_zip(archives["a"], "a.zip"), extract_zip(archives["b"], "b.zip")
+    now = time.time()
+    os.utime(a.parent / ".complete", (now - 200, now - 200))
+    os.utime(b.parent / ".complete", (now - 100, now - 100))
+    assert extract_zip(archives["a"], "a.zip") == a  # a used again: now b is the least recently used
+    with pytest.raises(DataError, match="TLCORE_UPLOAD_QUOTA"):
+        extract_zip(archives["c"], "c.zip")  # without the referenced paths nothing is removed
+    assert a.exists() and b.exists()
+    c = extract_zip(archives["c"], "c.zip", keep=frozenset())
+    assert a.exists() and c.exists() and not b.parent.exists()
+    with pytest.raises(DataError, match="TLCORE_UPLOAD_QUOTA"):  # both in use by stored records: kept
+        extract_zip(archives["d"], "d.zip", keep=frozenset({str(a), str(c / "x")}))
+    assert a.exists() and c.exists() and _left_on_disk(isolated_home)[1] == []
+
+
+def test_quota_sizes_parse(monkeypatch):
+    from tlcore.core.errors import ConfigError
+    from tlcore.data.uploads import DEFAULT_QUOTA, parse_size, upload_quota
+
+    assert [parse_size(t) for t in ("123", "500M", "10G", "1.5GiB", "2 kb")] == [
+        123, 500 * 2**20, 10 * 2**30, 3 * 2**29, 2048]
+    monkeypatch.delenv("TLCORE_UPLOAD_QUOTA", raising=False)
+    assert upload_quota() == DEFAULT_QUOTA == 10 * 2**30
+    monkeypatch.setenv("TLCORE_UPLOAD_QUOTA", "lots")
+    with pytest.raises(ConfigError, match="TLCORE_UPLOAD_QUOTA='lots' is not a size"):
+        upload_quota()
+
+
+def test_images_that_do_not_decode_are_deleted_and_listed(isolated_home):
+    import numpy as np
+
+    from tlcore.data.uploads import skipped_files
+
+    garbage = np.random.default_rng(7).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    noise = _noise_png(5)
+    root = extract_zip(_zip({"d/a/1.png": _png(8, 8), "d/a/2.png": _png(8, 8, (1, 2, 3)), "d/b/1.png": _png(9, 9),
+                             "d/b/bad.png": garbage, "d/b/cut.png": noise[:len(noise) // 2], "d/b/x.txt": b"x"}),
+                       "broken.zip")
+    assert not (root / "b" / "bad.png").exists() and not (root / "b" / "cut.png").exists()
+    assert (root / "b" / "1.png").exists()
+    skipped = sorted(skipped_files(root))
+    assert skipped[0] == "d/b/bad.png: not an image Pillow can read"
+    assert skipped[1].startswith("d/b/cut.png: corrupt or truncated image")
+    assert skipped[2] == "d/b/x.txt: not an image file"
+
+
+def test_skipped_lists_from_older_versions_still_read(tmp_path):
+    from tlcore.data.uploads import skipped_files
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / ".skipped.json").write_text('["d/notes.txt"]')
+    assert skipped_files(tmp_path / "d") == ["d/notes.txt: not an image file"]
+
+
+def test_upload_label_names_the_archive_never_the_server_path(isolated_home, tmp_path):
+    from tlcore.data.uploads import upload_label
+
+    photos = extract_zip(_zip({"photos/a/1.png": _png(8, 8), "photos/b/1.png": _png(9, 9)}), "photos.zip")
+    assert upload_label(photos) == "photos.zip" and upload_label(str(photos)) == "photos.zip"
+    assert upload_label(photos / "a") == "photos.zip/a" and upload_label(photos.parent) == "photos.zip"
+    flat = extract_zip(_zip({"a/1.png": _png(8, 8, (5, 5, 5)), "b/1.png": _png(9, 9, (5, 5, 5))}),
+                       "C:\\Users\\me\\flat.zip")
+    assert upload_label(flat) == "flat.zip" and upload_label(flat / "b") == "flat.zip/b"
+    uploads = isolated_home / "datasets" / "uploads"
+    for other in (tmp_path, uploads, uploads / "0123456789abcdef0123", isolated_home / "datasets"):
+        assert upload_label(other) is None

@@ -16,7 +16,7 @@ from tlcore.records.store import default_store
 from tlcore.server.jobs import ACTIVE
 from tlcore.views import charts
 from tlcore.views.report import report_html
-from tlcore.views.text import comparison_headline, progress_line, sweep_headline
+from tlcore.views.text import comparison_headline, overlap_text, progress_line, skipped_text, sweep_headline
 
 
 @st.cache_data(show_spinner="Loading test images...", max_entries=8)
@@ -79,11 +79,17 @@ def comparison_results(snap: dict, key: str) -> None:
     ds = result.dataset
     if ds:
         st.caption(comparison_headline(result))
+        for warning in (overlap_text(ds), skipped_text(ds), *ds.get("notes", [])[:3]):
+            if warning:
+                st.warning(warning)
     st.dataframe(charts.summary_table(result), hide_index=True, key=f"table_{key}",
                  column_config={"accuracy": st.column_config.NumberColumn(format="%.3f"),
                                 "macro-F1": st.column_config.NumberColumn(format="%.3f"),
-                                "train time (s)": st.column_config.NumberColumn(format="%.1f"),
-                                "inference (img/s)": st.column_config.NumberColumn(format="%.0f")})
+                                "train s": st.column_config.NumberColumn(format="%.1f", help="training time, seconds"),
+                                "img/s": st.column_config.NumberColumn(format="%.0f", help="inference throughput"),
+                                "peak MB": st.column_config.NumberColumn(format="%.0f", help="peak memory"),
+                                "trainable": st.column_config.TextColumn(
+                                    help="trainable parameters (exact counts in the CSV)")})
     if not any(r.accuracy is not None for r in result.runs):
         return
     st.plotly_chart(charts.bars(result), key=f"bars_{key}")

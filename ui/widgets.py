@@ -3,18 +3,20 @@ sidebar, the dataset card. Layout only; the values are handed to tlcore."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Optional
 
 import streamlit as st
 
-from tlcore.core.environment import read_only
+from tlcore.core.environment import data_roots, read_only
 from tlcore.core.errors import TlcoreError
 from tlcore.data.builtin import BUILTIN_DATASETS, builtin_available
 from tlcore.data.card import dataset_card
 from tlcore.data.load import parse_dataset
 from tlcore.data.uploads import extract_zip, skipped_files
 from tlcore.engine.backbone import backbone_catalog
+from tlcore.records.store import default_store
 from tlcore.server.jobs import default_queue
 
 
@@ -22,6 +24,13 @@ from tlcore.server.jobs import default_queue
 def job_queue():
     """The process-wide job queue, shared by every session (jobs are told apart by id)."""
     return default_queue()
+
+
+def session_id() -> str:
+    """This browser session, for the per-session queue limit."""
+    if "tlcore_session" not in st.session_state:
+        st.session_state["tlcore_session"] = uuid.uuid4().hex
+    return st.session_state["tlcore_session"]
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -47,11 +56,13 @@ class DataChoice:
         if self.upload is None:
             raise TlcoreError("Choose a .zip file first.")
         with st.spinner("Extracting the archive..."):
-            return str(extract_zip(self.upload.getvalue(), self.upload.name))
+            keep = {r["dataset"] for r in default_store().records()}  # uploads that stored records use stay
+            return str(extract_zip(self.upload.getvalue(), self.upload.name, keep=keep))
 
 
 def data_source(prefix: str = "") -> DataChoice:
-    sources = ["Built-in", "Folder on this server"] + ([] if read_only() else ["Upload a .zip"])
+    """Built-in data, a folder under the data roots, or an upload; a read-only demo offers built-in data only."""
+    sources = ["Built-in"] + ([] if read_only() else ["Folder on this server", "Upload a .zip"])
     kind = st.radio("Dataset source", sources, horizontal=True, key=f"{prefix}source_kind")
     choice = DataChoice(kind)
     if kind == "Built-in":
@@ -61,11 +72,16 @@ def data_source(prefix: str = "") -> DataChoice:
                                                                  f"  ({builtin_available(n)})"))
         st.caption(BUILTIN_DATASETS[choice.builtin].description)
     elif kind == "Folder on this server":
+        roots = ", ".join(str(r) for r in data_roots())
         choice.folder = st.text_input("Folder path", key=f"{prefix}folder",
-                                      help="One sub-folder per class, optionally inside train/ val/ test/ folders, "
-                                      "e.g. /data/my_photos")
+                                      help="One sub-folder per class, optionally inside train/ val/ test/ folders. "
+                                      f"This server reads folders under: {roots}")
+        st.caption(f"Folders under: {roots} (TLCORE_DATA_ROOTS).")
     else:
         choice.upload = st.file_uploader("A .zip of class folders", type=["zip"], key=f"{prefix}upload")
+        st.caption(f"Up to {st.get_option('server.maxUploadSize')} MB (uploads are held in memory while they "
+                   "arrive). Larger datasets: put the folder under the data roots and choose 'Folder on this "
+                   "server'.")
     return choice
 
 
@@ -75,8 +91,9 @@ def backbone_and_weights(prefix: str = "") -> tuple[str, str]:
     labels = {r["name"]: r["label"] for r in rows}
     backbone = st.selectbox("Backbone (type to search timm's models)", list(labels), key=f"{prefix}backbone",
                             format_func=lambda n: labels[n])
-    weights_choice = st.radio("Weights", ["pretrained", "none (random init)", "local file"], horizontal=True,
-                              key=f"{prefix}weights")
+    weights_choice = st.radio("Weights", ["pretrained", "none (random init)"] + ([] if read_only() else
+                                                                                ["local file"]),
+                              horizontal=True, key=f"{prefix}weights")
     if weights_choice == "local file":
         path = st.text_input("Weights file on the server (.pth / .safetensors)", key=f"{prefix}weights_path")
         return backbone, path.strip() or ""
@@ -109,8 +126,8 @@ def _card(dataset: str):
 
 
 def dataset_card_panel(data: DataChoice, key: str) -> None:
-    """The dataset card of the chosen data, on demand."""
-    if not st.toggle("Show the dataset card (class counts, samples, sizes, duplicates, train/test overlap)",
+    """The dataset card of the chosen data, on demand (not in a read-only demo: it reads every image)."""
+    if read_only() or not st.toggle("Show the dataset card (class counts, samples, sizes, duplicates, train/test overlap)",
                      key=f"{key}card"):
         return
     try:
@@ -131,7 +148,7 @@ def dataset_card_panel(data: DataChoice, key: str) -> None:
             col.image(img, width="stretch")
     skipped = skipped_files(dataset) if data.kind == "Upload a .zip" else []
     for title, items in (("Skipped files", [f"{p['path']}: {p['reason']}" for p in card.problems]),
-                         ("Non-image files left out of the upload", skipped),
+                         ("Left out of the upload (not images, or not decodable)", skipped),
                          ("Exact duplicates (same content)", [" = ".join(g) for g in card.duplicates]),
                          ("In training and in val/test", [f"{a} = {b}" for a, b in card.train_test_overlap])):
         if items:

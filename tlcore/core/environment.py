@@ -15,7 +15,7 @@ import timm
 import torch
 import torchvision
 
-from tlcore.core.errors import ConfigError, ReadOnlyError
+from tlcore.core.errors import AccessError, ConfigError, ReadOnlyError
 from tlcore.core.version import __version__
 
 
@@ -30,10 +30,40 @@ def read_only() -> bool:
 
 
 def require_writable(action: str) -> None:
-
+    """Read-only means: browse stored records, open links, export. Nothing on the server is read or computed."""
     if read_only():
         raise ReadOnlyError(f"This tlcore instance is read-only (TLCORE_READ_ONLY=1), so it cannot {action}. "
                             "Open the links and export reports here, or run tlcore without TLCORE_READ_ONLY.")
+
+
+def serving_visitors() -> bool:
+    """True in the dashboard's server process (app.py sets TLCORE_SERVING=1): paths then come from visitors and must
+    lie under the data roots. The CLI and scripts never set it: they are the user's own shell."""
+    return os.environ.get("TLCORE_SERVING", "") == "1"
+
+
+def data_roots() -> list[Path]:
+    """Where a visitor may point the dashboard: TLCORE_DATA_ROOTS (separated by the OS path separator), or by
+    default $TLCORE_HOME/datasets (uploads land there) and the folder the server was started in."""
+    configured = [r for r in os.environ.get("TLCORE_DATA_ROOTS", "").split(os.pathsep) if r.strip()]
+    roots = [Path(r).expanduser() for r in configured] or [data_home() / "datasets", Path.cwd()]
+    return [r.resolve() for r in roots]
+
+
+def within_data_roots(path: Path) -> bool:
+    resolved = Path(path).expanduser().resolve()  # follows symbolic links and '..'
+    return any(resolved == root or resolved.is_relative_to(root) for root in data_roots())
+
+
+def require_within_data_roots(path: Path | str, what: str) -> Path:
+    """When serving visitors, refuse a path (folder or file) that resolves outside the data roots, through '..' or
+    symbolic links included. Returns the path unchanged; the CLI is never limited."""
+    if serving_visitors() and not within_data_roots(Path(path)):
+        roots = ", ".join(str(r) for r in data_roots())
+        raise AccessError(f"The {what} '{path}' is outside the folders this server may read ({roots}). Put the data "
+                          "under one of them, upload a .zip, or ask the administrator to add a folder to "
+                          "TLCORE_DATA_ROOTS.")
+    return Path(path)
 
 
 def cache_dir() -> Path:

@@ -29,3 +29,8 @@ class RunFailed(TlcoreError):
 
 class ReadOnlyError(TlcoreError):
     """This instance serves a read-only demo (TLCORE_READ_ONLY=1): browsing, links and exports only."""
+
+
+class AccessError(TlcoreError):
+    """A visitor of the dashboard asked for something this server does not allow: a path outside the data roots,
+    a full job queue, a missing access token."""

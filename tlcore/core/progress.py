@@ -54,22 +54,38 @@ class CancelToken:
 
 
 class Reporter:
-    """Sends events for one strategy to the subscribers and checks for cancellation on every call."""
+    """Sends events for one strategy to the subscribers and checks for cancellation on every call.
+
+    The time left is estimated from the time per unit of progress measured in the current phase, and only in the
+    phases that run to the end (`eta_phases`, all by default): a fast head warm-up says nothing about the epochs that
+    follow, so extrapolating it promised "16 s left" before the epochs took minutes."""
 
     def __init__(self, strategy: str, callbacks: list[ProgressCallback] | None = None,
-                 cancel: CancelToken | None = None) -> None:
+                 cancel: CancelToken | None = None, eta_phases: Optional[set[str]] = None) -> None:
         self.strategy = strategy
         self.callbacks = list(callbacks or [])
         self.cancel = cancel or CancelToken()
         self.started = time.perf_counter()
+        self.eta_phases = eta_phases
+        self._phase, self._phase_started, self._phase_fraction = "", self.started, 0.0
+
+    def _eta(self, phase: str, fraction: float, now: float) -> Optional[float]:
+        if phase != self._phase:
+            self._phase, self._phase_started, self._phase_fraction = phase, now, fraction
+        if fraction >= 1:
+            return 0.0
+        progress, spent = fraction - self._phase_fraction, now - self._phase_started
+        if (self.eta_phases is not None and phase not in self.eta_phases) or progress < 0.01 or spent < 0.2:
+            return None
+        return spent * (1 - fraction) / progress
 
     def __call__(self, phase: str, fraction: float = 0.0, **fields) -> None:
         self.cancel.check()
         if not self.callbacks:
             return
-        elapsed = time.perf_counter() - self.started
-        eta = elapsed * (1 - fraction) / fraction if 0.02 < fraction < 1 else (0.0 if fraction >= 1 else None)
+        now = time.perf_counter()
+        eta = self._eta(phase, fraction, now)
         event = ProgressEvent(strategy=self.strategy, phase=phase, fraction=min(max(fraction, 0.0), 1.0),
-                              elapsed_s=elapsed, eta_s=eta, **fields)
+                              elapsed_s=now - self.started, eta_s=eta, **fields)
         for callback in self.callbacks:
             callback(event)

@@ -8,6 +8,7 @@ Flow: `DatasetSpec` --load_dataset--> `Dataset` (pools + split indices) --subset
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from tlcore.core.environment import require_within_data_roots, require_writable, serving_visitors, within_data_roots
 from tlcore.core.errors import DataError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -229,8 +231,11 @@ def _class_dirs(root: Path) -> list[Path]:
 
 
 def scan_folder(root: Path, classes: Optional[list[str]] = None) -> FolderScan:
-    """List and decode-check every file under root/<class>/. Unreadable files are skipped and recorded."""
-    root = Path(root)
+    """List and decode-check every file under root/<class>/. Unreadable files are skipped and recorded. When the
+    dashboard serves visitors, the folder must lie under the data roots and links leading out of them are skipped;
+    a read-only instance reads no folder at all."""
+    require_writable("read a folder on the server")
+    root = require_within_data_roots(Path(root), "dataset folder")
     if not root.exists():
         raise DataError(f"Dataset folder '{root}' does not exist. Give a folder holding one sub-folder per class "
                         "(e.g. data/cats/*.jpg, data/dogs/*.jpg) or a built-in name such as 'fashion-mnist'.")
@@ -250,6 +255,9 @@ def scan_folder(root: Path, classes: Optional[list[str]] = None) -> FolderScan:
         for path in sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith(".")):
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
                 problems.append(FileProblem(str(path), "not an image file (by extension); skipped"))
+                continue
+            if serving_visitors() and not within_data_roots(path):
+                problems.append(FileProblem(str(path), "a link to a file outside the data roots; skipped"))
                 continue
             files.append((path, index[d.name]))
     stray = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
@@ -330,9 +338,16 @@ class Dataset:
             "sizes": {s: int(len(self.indices[s])) for s in SPLIT_NAMES},
             "train_counts": self.counts("train"),
             "skipped_files": len(self.problems),
+            "skipped": [{"path": self._relative(p.path), "reason": p.reason} for p in self.problems],
             "fingerprint": self.source_fingerprint(),
             "notes": list(self.notes),
         }
+
+    def _relative(self, path: str) -> str:
+        """A skipped file's path inside the dataset folder: results and share links never show the server's paths."""
+        root = os.path.abspath(self.name)
+        full = os.path.abspath(path)
+        return os.path.relpath(full, root) if full.startswith(root + os.sep) else os.path.basename(path)
 
     def restrict(self, classes: Optional[Sequence[str]]) -> "Dataset":
         """Only `classes` (a sub-task), relabelled in the order given; every split keeps its images of those classes."""
@@ -362,14 +377,18 @@ class Dataset:
             raise DataError(f"per_class must be at least 1 (got {per_class}).")
         labels = self.labels("train")
         rng = np.random.default_rng([seed, 7919])
-        chosen, notes = [], list(self.notes)
+        chosen, short = [], []
         for c, name in enumerate(self.classes):
             members = np.flatnonzero(labels == c)
             order = members[rng.permutation(len(members))]  # one fixed order per (seed, class): nesting
             if len(order) < per_class:
-                notes.append(f"class '{name}' has only {len(order)} training images; all are used "
-                             f"(asked for {per_class})")
+                short.append(f"'{name}' ({len(order)})")
             chosen.append(order[:per_class])
+        notes = list(self.notes)
+        if short:
+            notes.append(f"Fewer training images than the {per_class} a class asked for in {len(short)} of "
+                         f"{self.num_classes} classes, so all of theirs are used: {', '.join(short[:8])}"
+                         + (f" and {len(short) - 8} more" if len(short) > 8 else "") + ".")
         picked = np.sort(np.concatenate(chosen))
         indices = dict(self.indices, train=self.indices["train"][picked])
         return replace(self, indices=indices, notes=notes, subset_seed=seed,
@@ -472,7 +491,7 @@ def load_folder(root: Path, spec: DatasetSpec) -> Dataset:
         ds = dataset_from_pools(str(root), spec, FilePool(scan.paths, scan.labels, scan.classes, scan.sizes),
                                 problems=scan.problems)
     if ds.problems:
-        ds.notes.append(summarize_problems(ds.problems))
+        ds.notes.append(summarize_problems([FileProblem(ds._relative(p.path), p.reason) for p in ds.problems]))
     return ds
 
 

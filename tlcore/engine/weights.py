@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from timm.models import load_pretrained as timm_load_pretrained
 
-from tlcore.core.environment import hub_reachable
+from tlcore.core.environment import hub_reachable, require_within_data_roots
 from tlcore.core.errors import WeightsUnavailable
 
 
@@ -169,7 +169,7 @@ def load_pretrained(model: torch.nn.Module, model_name: str, weights: str = "pre
         return WeightsInfo("none", "random init", state_dict_sha256(model), "no pretrained weights")
     tried: list[str] = []
     if weights not in ("pretrained", "packaged", "hub"):
-        path = Path(weights).expanduser()
+        path = require_within_data_roots(Path(weights).expanduser(), "weights file")
         if not path.is_file():
             raise WeightsUnavailable(f"Weights file '{path}' does not exist. Give the path of a .pth or .safetensors "
                                      "state_dict, or 'pretrained' / 'none'.")

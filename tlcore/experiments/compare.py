@@ -38,6 +38,7 @@ def _comparison(outcome: CellsOutcome) -> tuple[ComparisonResult, dict]:
                               test_labels=test.labels.tolist(), wall_seconds=outcome.wall_seconds,
                               record_id=outcome.record_id, status=outcome.status)
     result.dataset["image_size"] = prepared.image_size.describe()
+    result.dataset["train_test_overlap"] = prepared.overlap(subset)
     return result, {k: v for k, v in result.to_dict().items() if k != "runs"}
 
 

@@ -7,13 +7,14 @@ Images are decoded and resized once per process and reused by every cell that ne
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from tlcore.core.environment import resolve_device
+from tlcore.core.environment import require_writable, resolve_device
 from tlcore.data.dataset import Dataset, PreparedImages, prepare_split
 from tlcore.data.load import load_dataset
 from tlcore.engine import backbone as bb
@@ -21,6 +22,7 @@ from tlcore.engine.weights import WeightsInfo
 from tlcore.experiments.config import ALL, ExperimentConfig, Size
 
 AUTO_MIN, AUTO_MAX = 48, 128
+SPLITS = ("train", "val", "test")
 
 
 def auto_image_size(native: int) -> int:
@@ -101,13 +103,26 @@ class Prepared:
         labels = torch.from_numpy(ds.pools[split].labels[indices].astype(np.int64))
         return PreparedImages(images=images, labels=labels, indices=indices)
 
+    def overlap(self, ds: Dataset) -> dict[str, int]:
+        """How many val and test images have the very pixels (after preprocessing) of an image in `ds`'s training
+        subset: a duplicate in the test set makes its score optimistic."""
+        def digest(split: str, index: int) -> str:
+            return hashlib.sha1(self._decoded[split][int(index)].numpy().tobytes()).hexdigest()
+
+        for split in SPLITS:
+            self.decode(split, np.asarray(ds.indices[split]))
+        train = {digest("train", i) for i in ds.indices["train"]}
+        return {s: int(sum(digest(s, i) in train for i in ds.indices[s])) for s in ("val", "test")}
+
     def cell_data(self, ds: Dataset, splits: tuple[str, ...] = ("train", "val", "test")) -> CellData:
         return CellData(ds, self.data_cfg, self.transform_key, {s: self._images(ds, s) for s in splits})
 
 
 def prepare(config: ExperimentConfig) -> Prepared:
     """Load and split the data (every training image; cells take their subsets), load the reference model (fails
-    early and clearly when pretrained weights cannot be had), resolve and check the image size, build the transform."""
+    early and clearly when pretrained weights cannot be had), resolve and check the image size, build the transform.
+    A read-only instance computes nothing: it refuses here, whoever calls."""
+    require_writable("train or measure anything")
     dataset = load_dataset(replace(config.dataset, per_class=None), seed=config.seed)
     pretrained = any(s.pretrained for s in config.strategies)
     backbone = config.backbone if pretrained else replace(config.backbone, weights="none")

@@ -89,7 +89,8 @@ class Runner:
 
     # -- one strategy -------------------------------------------------------------------------------------------
     def run(self, spec: StrategySpec) -> RunResult:
-        reporter = Reporter(spec.name, self.callbacks, self.cancel)
+        last = {"features", "head", "evaluate"} if spec.kind == "feature-extraction" else {"epoch", "evaluate"}
+        reporter = Reporter(spec.name, self.callbacks, self.cancel, eta_phases=last)
         result = RunResult(run_id=uuid.uuid4().hex[:12], strategy=spec.name, kind=spec.kind, status="completed",
                            backbone=self.config.backbone.name, options=spec.options(), seed=self.config.seed,
                            image_size=self.data.cfg["input_size"][-1], device=self.device.type,

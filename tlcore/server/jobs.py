@@ -17,8 +17,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from tlcore.core.environment import require_writable
-from tlcore.core.errors import TlcoreError
+from tlcore.core.environment import require_within_data_roots, require_writable
+from tlcore.core.errors import AccessError, TlcoreError
+from tlcore.data.builtin import BUILTIN_DATASETS
 from tlcore.core.progress import CancelToken, ProgressEvent
 from tlcore.core.results import ComparisonResult, RunResult
 from tlcore.experiments.cells import SweepCell
@@ -29,6 +30,7 @@ from tlcore.records.lifecycle import error_text
 from tlcore.records.store import ACTIVE_STATUSES, Store, default_store
 
 ACTIVE = ACTIVE_STATUSES  # queued or running: what the pages poll
+MAX_JOBS, MAX_JOBS_PER_SESSION = 20, 3
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Job:
     id: str
     config: Union[ExperimentConfig, SweepConfig]
     label: str = ""
+    session: str = ""  # the browser session that submitted it (queue limits are per session too)
     status: str = "queued"  # queued, running, completed, failed, cancelled
     error: Optional[str] = None
     submitted: float = field(default_factory=time.time)
@@ -64,8 +67,10 @@ class Job:
                 self.progress[name] = event.to_dict()
             if event.val_accuracy is not None and event.epoch and event.batch == 0:
                 points = self.live_curves.setdefault(name, [])
-                if not points or points[-1]["epoch"] != event.epoch:
-                    points.append({"epoch": event.epoch, "val_accuracy": event.val_accuracy, "loss": event.loss})
+                if not points or (points[-1]["epoch"], points[-1]["phase"]) != (event.epoch, event.phase):
+                    points.append({"epoch": event.epoch, "val_accuracy": event.val_accuracy, "loss": event.loss,
+                                   "phase": event.phase})  # 'head' (warm-up iterations) or 'epoch'
+
 
     def on_result(self, run: RunResult) -> None:
         with self._lock:
@@ -113,19 +118,34 @@ class JobQueue:
     def store(self) -> Store:
         return self._store or default_store()
 
-    def submit(self, config: Union[ExperimentConfig, SweepConfig], label: str = "") -> str:
-        """Queue a comparison or a sweep; its record is stored at once, so even a queued job survives a restart."""
+    def submit(self, config: Union[ExperimentConfig, SweepConfig], label: str = "", session: str = "") -> str:
+        """Queue a comparison or a sweep; its record is stored at once, so even a queued job survives a restart.
+        Refused when the queue is full (for the server, or for this browser session) or a path is not allowed."""
         require_writable("start a run")
         kind = "sweep" if isinstance(config, SweepConfig) else "comparison"
         exp = config.experiment if isinstance(config, SweepConfig) else config
-        record_id = self.store.create_record(kind, config.to_dict(), label=label, dataset=exp.dataset.source,
-                                             backbone=exp.backbone.name, status="queued")
-        job = Job(id=record_id, config=config, label=label)
+        _check_paths(exp)
         with self._cv:
+            self._check_capacity(session)
+            record_id = self.store.create_record(kind, config.to_dict(), label=label, dataset=exp.dataset.source,
+                                                 backbone=exp.backbone.name, status="queued")
+            job = Job(id=record_id, config=config, label=label, session=session)
             self._jobs[job.id] = job
             self._pending.append(job.id)
             self._cv.notify()
         return job.id
+
+    def _check_capacity(self, session: str) -> None:
+        active = [j for j in self._jobs.values() if j.status in ACTIVE]
+        limit, per_session = queue_limits()
+        if len(active) >= limit:
+            raise AccessError(f"The job queue is full: {len(active)} jobs are queued or running and this server takes "
+                              f"at most {limit} (TLCORE_MAX_JOBS). Wait for one to finish, or cancel one of yours.")
+        mine = [j for j in active if session and j.session == session]
+        if len(mine) >= per_session:
+            raise AccessError(f"You already have {len(mine)} jobs queued or running; a browser session may have at "
+                              f"most {per_session} (TLCORE_MAX_JOBS_PER_SESSION). Wait for one to finish, or cancel "
+                              "one.")
 
     def get(self, job_id: str) -> Optional[dict]:
         """The live job, or a stored record (finished, interrupted, or from another server) in the same shape."""
@@ -192,6 +212,20 @@ class JobQueue:
             job.status, job.error = "failed", error_text(exc)
             if not isinstance(exc, TlcoreError):
                 traceback.print_exc()
+
+
+def queue_limits() -> tuple[int, int]:
+    """(jobs queued or running on this server, per browser session): TLCORE_MAX_JOBS, TLCORE_MAX_JOBS_PER_SESSION."""
+    return (int(os.environ.get("TLCORE_MAX_JOBS", MAX_JOBS)),
+            int(os.environ.get("TLCORE_MAX_JOBS_PER_SESSION", MAX_JOBS_PER_SESSION)))
+
+
+def _check_paths(exp: ExperimentConfig) -> None:
+    """A visitor's folder and weights file must lie under the data roots: refused at submission, not in the queue."""
+    if exp.dataset.source not in BUILTIN_DATASETS:
+        require_within_data_roots(exp.dataset.source, "dataset folder")
+    if exp.backbone.weights not in ("pretrained", "packaged", "hub", "none", "random", "scratch"):
+        require_within_data_roots(exp.backbone.weights, "weights file")
 
 
 def stored_snapshot(record_id: str, store: Store) -> Optional[dict]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from datetime import datetime, timezone
 from typing import Union
+
+import pandas as pd
 
 from tlcore.views import charts
 from tlcore.experiments.learning_curves import find_crossovers
@@ -16,6 +19,22 @@ from tlcore.experiments.sweep import SweepResult
 
 def _pre(value) -> str:
     return f"<pre>{html.escape(json.dumps(value, indent=1, default=str))}</pre>"
+
+
+def _table(frame: pd.DataFrame) -> str:
+    """A table as HTML: missing values (a failed run's scores, a figure that does not apply) read '-', never NaN,
+    None or <NA>."""
+    frame = frame.astype(object).where(frame.notna(), charts.MISSING)
+    return frame.to_html(index=False, na_rep=charts.MISSING,
+                         formatters={c: _cell for c in frame.columns})
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else charts.MISSING
+    if value is None:
+        return charts.MISSING
+    return str(value)
 
 
 def report_html(result: Union[ComparisonResult, SweepResult], title: str = "") -> str:
@@ -44,7 +63,7 @@ def report_html(result: Union[ComparisonResult, SweepResult], title: str = "") -
          "config below re-runs it with <code>python -m tlcore "
          f"{'sweep' if kind == 'Sweep' else 'compare'} --config</code>.</p>"]
         + [f"<p>{html.escape(n)}</p>" for n in notes]
-        + [t.to_html(index=False, float_format=lambda v: f"{v:.4g}") for t in tables] + parts
+        + [_table(t) for t in tables] + parts
         + ["<h2>Dataset</h2>", _pre(result.dataset), "<h2>Config</h2>", _pre(result.config),
            "<h2>Environment</h2>", _pre(result.environment)])
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title or kind)} · tlcore</title>"

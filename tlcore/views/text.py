@@ -4,18 +4,61 @@ the dashboard shows the same strings, so both front ends say the same thing in t
 from __future__ import annotations
 
 from dataclasses import asdict, is_dataclass
+from pathlib import Path
 from typing import Union
 
 import pandas as pd
 
 from tlcore.advice.recommend import SOURCES, Recommendation
+from tlcore.core.environment import data_roots
 from tlcore.core.progress import ProgressEvent
-from tlcore.core.results import ComparisonResult
+from tlcore.core.results import ComparisonResult, RunResult
+from tlcore.data.uploads import upload_label
+from tlcore.experiments.config import size_label
 from tlcore.experiments.sweep import SweepResult
 
 PHASES = {"prepare": "preparing", "features": "extracting features", "head": "fitting the head",
           "lp_warmup": "head warm-up (LP-FT)", "lp-warmup": "head warm-up (LP-FT)", "frozen_prefix":
           "caching the frozen stages", "epoch": "training", "evaluate": "evaluating", "done": "done"}
+
+
+def dataset_display(name: str) -> str:
+    """What a page or report calls a dataset, never where the server keeps it: an upload by its archive's name
+    ('photos.zip'), a folder by its path under the data roots or else its own name; built-in names as they are. A
+    sub-task's '[classA,classB]' suffix is kept."""
+    base, bracket, classes = (name or "").partition("[")
+    suffix = bracket + classes
+    if not base or not any(sep in base for sep in ("/", "\\")):
+        return name
+    label = upload_label(base)
+    if label:
+        return label + suffix
+    path = Path(base)
+    for root in data_roots():
+        if path.resolve().is_relative_to(root) and path.resolve() != root:
+            return str(path.resolve().relative_to(root)) + suffix
+    return path.name + suffix
+
+
+def skipped_text(dataset: dict, limit: int = 3) -> str:
+    """'13 files skipped (first 3: a.jpg: corrupt...; ...); the full list is in comparison.json', or ''."""
+    skipped = dataset.get("skipped") or []
+    count = dataset.get("skipped_files", len(skipped))
+    if not count:
+        return ""
+    head = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:limit])
+    return (f"{count} file(s) skipped" + (f" (first {min(limit, len(skipped))}: {head})" if head else "")
+            + ("; the full list is in the result's JSON" if count > limit else ""))
+
+
+def overlap_text(dataset: dict) -> str:
+    """A warning when images of the training subset also appear in val or test (identical pixels), or ''."""
+    overlap = dataset.get("train_test_overlap") or {}
+    parts = [f"{overlap[s]} {s} image(s)" for s in ("test", "val") if overlap.get(s)]
+    if not parts:
+        return ""
+    return (f"{' and '.join(parts)} also appear in the training subset (identical pixels after preprocessing): "
+            "their scores are optimistic. Remove the duplicates (see the dataset card) for an honest test.")
 
 
 def _event(event: Union[ProgressEvent, dict]) -> dict:
@@ -50,11 +93,22 @@ def per_class_text(dataset: dict) -> str:
     return used + (f" (asked for {asked})" if asked and low < asked else "")
 
 
+def run_size_text(run: RunResult) -> str:
+    """The training images a class one run used: '100', or '10.3 on average (asked for 50)'."""
+    asked = (run.dataset or {}).get("per_class")
+    used = run.extra.get("images_per_class")
+    if used is None:
+        return size_label(asked)
+    if asked and used < asked - 1e-9:
+        return f"{used:.1f} on average (asked for {asked})"
+    return f"{used:.0f}" if float(used).is_integer() else f"{used:.1f}"
+
+
 def comparison_headline(result: ComparisonResult) -> str:
     ds, cfg = result.dataset, result.config
     if not ds:
         return f"comparison {result.record_id}"
-    return (f"{ds['name']}: {len(ds['classes'])} classes, {ds['sizes']['train']} training images "
+    return (f"{dataset_display(ds['name'])}: {len(ds['classes'])} classes, {ds['sizes']['train']} training images "
             f"({per_class_text(ds)}), {ds['sizes']['val']} val, {ds['sizes']['test']} test · "
             f"{cfg['backbone']['name']} · {ds.get('image_size') or str(cfg.get('image_size')) + ' px'} · "
             f"seed {cfg['seed']} · {result.wall_seconds:.1f} s wall")
@@ -63,7 +117,7 @@ def comparison_headline(result: ComparisonResult) -> str:
 def sweep_headline(result: SweepResult) -> str:
     ds, cfg = result.dataset or {}, result.config
     resumed = sum(c.resumed for c in result.cells)
-    return (f"{ds.get('name', '')}: {len(ds.get('classes', []))} classes, test set of "
+    return (f"{dataset_display(ds.get('name', ''))}: {len(ds.get('classes', []))} classes, test set of "
             f"{ds.get('sizes', {}).get('test')} images for every cell · {cfg['experiment']['backbone']['name']} · "
             f"{ds.get('image_size') or str(cfg.get('image_size')) + ' px'} · {cfg['repeats']} repeat(s) from seed "
             f"{cfg['experiment']['seed']} · {len(result.cells)} cells ({resumed} from the store) · "
@@ -88,7 +142,8 @@ def comparison_table(result: ComparisonResult) -> str:
             "epochs": f"{r.epochs_run} (best {r.best_epoch})" if r.kind != "feature-extraction" else "L-BFGS",
         })
     notes = [f"  {r.strategy}: {r.error}" for r in result.runs if r.error]
-    lines = [comparison_headline(result), pd.DataFrame(rows).to_string(index=False)]
+    warnings = [w for w in (skipped_text(result.dataset), overlap_text(result.dataset)) if w]
+    lines = [comparison_headline(result)] + warnings + [pd.DataFrame(rows).to_string(index=False)]
     return "\n".join(lines + (["problems:"] + notes if notes else []))
 
 
@@ -101,7 +156,8 @@ def sweep_report(result: SweepResult) -> str:
     order = list(dict.fromkeys(summary.sort_values("images_per_class")["size"]))
     acc = summary.pivot(index="strategy", columns="size", values="cell")[order]
     secs = summary.pivot(index="strategy", columns="size", values="train_seconds")[order].map(lambda v: f"{v:.1f}")
-    lines = [f"sweep {result.record_id} | {sweep_headline(result)}", "",
+    warnings = [w for w in (skipped_text(result.dataset),) if w]
+    lines = [f"sweep {result.record_id} | {sweep_headline(result)}"] + warnings + ["",
              "test accuracy: mean [95% interval] by images per class", acc.to_string(), "",
              "training seconds (mean)", secs.to_string(), ""]
     improving = summary[summary["undertrained_share"] > 0]

@@ -1,0 +1,189 @@
+"""Journeys a person takes through the dashboard, in headless Chromium against a real `streamlit run app.py`: each
+test asserts what the page shows, and saves a screenshot (tests/artifacts/, and *-FAILED.png when it fails).
+
+    upload a zip, open its dataset card, run it          hostile uploads through the page, each with its message
+    a second job cancelled                               a read-only demo: nothing to run, measure or type a path in
+    a server on the LAN asks for its token
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from contextlib import contextmanager
+
+import pytest
+
+from test_browser import ARTIFACTS, CHROMIUM, _launch, _serve
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM or not __import__("pathlib").Path(CHROMIUM).exists(),
+                                 reason="Debian's chromium is not installed; .ci/run installs it")]
+
+
+@contextmanager
+def browser_page(name: str, width: int = 1400, height: int = 1600):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        try:
+            yield page
+            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / f"{name}-FAILED.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _dataset_zip(folder) -> bytes:
+    return _zip({f"flowers/{p.parent.name}/{p.name}": p.read_bytes() for p in sorted(folder.rglob("*.png"))})
+
+
+def _bomb() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("data/cat/big.png", "w", force_zip64=True) as out:
+            zero = bytes(1 << 20)
+            for _ in range(200):  # 200 MiB of zeros in about 200 kB
+                out.write(zero)
+    return buffer.getvalue()
+
+
+def _open_compare_with_upload(page, url: str, name: str, data: bytes) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(url + "/Compare", wait_until="networkidle")
+    expect(page.get_by_text("Compare strategies")).to_be_visible(timeout=30_000)
+    page.get_by_text("Upload a .zip").click()
+    page.locator("input[type='file']").set_input_files({"name": name, "mimeType": "application/zip", "buffer": data})
+    expect(page.get_by_text(name).first).to_be_visible(timeout=20_000)
+
+
+@pytest.fixture
+def server(tmp_path):
+    yield from _serve(tmp_path / "home")
+
+
+def _choose_tiny_model(page) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_role("combobox", name="Backbone (type to search timm's models)").click()
+    page.keyboard.type("test_efficientnet")
+    page.get_by_role("option", name="test_efficientnet ").first.click()
+    page.get_by_text("none (random init)").click()
+    expect(page.get_by_text("Random weights:")).to_be_visible(timeout=10_000)
+
+
+def test_upload_a_zip_open_its_card_and_run_it(server, image_folder):
+    from playwright.sync_api import expect
+
+    with browser_page("journey-upload") as page:
+        _open_compare_with_upload(page, server, "flowers.zip", _dataset_zip(image_folder))
+        page.get_by_text("Show the dataset card").click()
+        expect(page.get_by_text("3 classes").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("In training and in val/test: none")).to_be_visible()
+        _choose_tiny_model(page)
+        page.get_by_role("button", name="Run").click()
+        expect(page.get_by_text("Results", exact=True)).to_be_visible(timeout=240_000)
+        expect(page.get_by_text(re.compile(r"^flowers\.zip: 3 classes"))).to_be_visible(timeout=30_000)
+        assert "/uploads/" not in page.locator("body").inner_text()  # the server's paths stay private
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("bomb.zip", None, "looks like a zip bomb"),
+    ("traversal.zip", _zip({"../evil/cat/a.png": b"x"}), "would be written outside the dataset folder"),
+    ("notazip.zip", b"this is not a zip file at all" * 10, "is not a readable .zip archive"),
+], ids=["ratio-bomb", "traversal", "not-a-zip"])
+def test_hostile_uploads_get_their_message(server, name, data, message):
+    from playwright.sync_api import expect
+
+    with browser_page(f"journey-hostile-{name[:-4]}") as page:
+        _open_compare_with_upload(page, server, name, data if data is not None else _bomb())
+        page.get_by_text("Show the dataset card").click()
+        expect(page.get_by_text(message)).to_be_visible(timeout=60_000)
+
+
+def test_a_second_job_is_cancelled_and_says_so(server):
+    from playwright.sync_api import expect
+
+    with browser_page("journey-cancel") as page:
+        page.goto(server + "/Compare", wait_until="networkidle")
+        expect(page.get_by_text("Compare strategies")).to_be_visible(timeout=30_000)
+        page.get_by_text("Default", exact=True).click()  # scratch for 20 epochs: long enough to cancel
+        _choose_tiny_model(page)
+        page.get_by_role("button", name="Run").click()
+        expect(page.get_by_text(re.compile(r"^Job \w+: (queued|running)"))).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.get_by_text(re.compile(r"This comparison was cancelled\..*What finished is kept below\."))
+               ).to_be_visible(timeout=120_000)
+
+
+@pytest.fixture
+def read_only_server(tmp_path, image_folder, tiny_weights, monkeypatch):
+    from tlcore import build_config, compare
+
+    home = tmp_path / "demo-home"
+    monkeypatch.setenv("TLCORE_HOME", str(home))
+    record = compare(build_config("quick", dataset=str(image_folder), backbone="test_efficientnet",
+                                  weights=str(tiny_weights), strategies=["feature-extraction"], per_class="all",
+                                  image_size=32)).record_id
+    for url in _serve(home, TLCORE_READ_ONLY="1"):
+        yield url, record
+
+
+def test_read_only_demo_offers_nothing_to_run_measure_or_type_a_path_into(read_only_server):
+    from playwright.sync_api import expect
+
+    url, record = read_only_server
+    with browser_page("journey-read-only") as page:
+        page.goto(url + f"/History?run={record}", wait_until="networkidle")
+        expect(page.get_by_text(f"?run={record}").first).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("button", name="HTML report")).to_be_visible()
+        for path in ("/Compare", "/Sweep", "/Recommend", "/History"):
+            page.goto(url + path, wait_until="networkidle")
+            page.wait_for_timeout(1500)
+            text = page.locator("[data-testid='stMain']").inner_text()
+            assert "Folder on this server" not in text and "local file" not in text, path
+            assert page.get_by_role("button", name=re.compile(r"^(Run|Run sweep|Measure.*|Delete|Import)$")
+                                    ).count() == 0, path
+            assert page.locator("input[type='file']").count() == 0, path
+            typed = [i for i in page.locator("input[type='text']").all() if i.is_visible()]
+            labels = [i.get_attribute("aria-label") or "" for i in typed]
+            assert not [lab for lab in labels if re.search(r"path|folder|file", lab, re.I)], (path, labels)
+        page.goto(url + "/Compare", wait_until="networkidle")
+        expect(page.get_by_text("This is a read-only demo")).to_be_visible(timeout=30_000)
+
+
+@pytest.fixture
+def lan_server(tmp_path):
+    yield from _serve(tmp_path / "home", TLCORE_TOKEN="journey-token", _ADDRESS="0.0.0.0")
+
+
+def test_a_lan_server_asks_for_its_token_then_keeps_it(lan_server):
+    from playwright.sync_api import expect
+
+    with browser_page("journey-token") as page:
+        page.goto(lan_server + "/Compare", wait_until="networkidle")
+        expect(page.get_by_text("Access token needed")).to_be_visible(timeout=30_000)
+        assert page.get_by_role("button", name="Run").count() == 0
+        page.goto(lan_server + "/Compare?token=wrong", wait_until="networkidle")
+        expect(page.get_by_text("Access token needed")).to_be_visible(timeout=30_000)
+        page.goto(lan_server + "/?token=journey-token", wait_until="networkidle")
+        expect(page.get_by_text("Feature extraction, fine-tuning or training from scratch?")).to_be_visible(
+            timeout=30_000)
+        assert "token=" not in page.url  # taken off the address bar once accepted
+        page.get_by_role("link", name=re.compile("Compare$")).first.click()
+        expect(page.get_by_text("Compare strategies")).to_be_visible(timeout=30_000)  # kept for the session
