@@ -18,6 +18,7 @@ from tlcore.data.uploads import extract_zip, skipped_files
 from tlcore.engine.backbone import backbone_catalog
 from tlcore.records.store import default_store
 from tlcore.server.jobs import default_queue
+from tlcore.views.text import dataset_display
 
 
 @st.cache_resource
@@ -136,11 +137,11 @@ def dataset_card_panel(data: DataChoice, key: str) -> None:
     except TlcoreError as exc:
         st.error(str(exc))
         return
-    st.markdown(f"**{card.name}**: {len(card.classes)} classes")
-    c1, c2 = st.columns(2)
-    c1.dataframe(card.counts, key=f"{key}card_counts")
+    st.markdown(f"**{dataset_display(card.name)}**: {len(card.classes)} classes")
+    counts = card.counts.assign(total=card.counts.sum(axis=1))  # every split visible: the table gets the full width
+    st.dataframe(counts, key=f"{key}card_counts", width="stretch")
     if not card.sizes.empty:
-        c2.dataframe(card.sizes, key=f"{key}card_sizes")
+        st.dataframe(card.sizes, key=f"{key}card_sizes", width="stretch")
     for name, images in list(card.samples.items())[:20]:
         cols = st.columns(len(images) + 1)
         cols[0].caption(name)
