@@ -35,6 +35,8 @@ def home() -> None:
                  icon="📈")
     st.page_link(RECOMMEND, label="Get a recommendation for your data, with reasons, then confirm it", icon="🧭")
     st.page_link(HISTORY, label="History: every stored run, share links, reports, bundles", icon="🗂️")
+    st.page_link(PAGES["Anatomy"], label="Anatomy: the network as a stack, what each strategy freezes, and where "
+                 "pretrained features stop transferring on your data", icon="🩻")
     st.caption("The default runs on the bundled Fashion-MNIST subset with tf_efficientnet_lite0 and its packaged "
                "ImageNet weights, entirely offline. Every figure shown comes from a real run whose config and seed "
                "are saved with it and can be re-run with `python -m tlcore compare`.")

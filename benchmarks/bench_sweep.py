@@ -29,7 +29,7 @@ def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)
     os.environ["TLCORE_HOME"] = tempfile.mkdtemp(prefix="tlcore-bench-sweep-")
 
-    from tlcore.cli import format_sweep
+    from tlcore.views.text import sweep_report as format_sweep
     from tlcore.engine.features import FeatureCache
     from tlcore.experiments.config import build_sweep_config
     from tlcore.records.store import Store

@@ -49,7 +49,8 @@ else:
             dataset_card_panel(data, "")
             per_class = st.number_input("Training images per class (0 = all)", min_value=0, max_value=100_000,
                                         value=PRESETS[preset].per_class or 0, key=f"per_class_{preset}")
-            image_size = st.number_input("Image size in pixels (0 = automatic: about 1.75x native, 48-128)", min_value=0,
+            image_size = st.number_input("Image size in pixels (0 = automatic: on a CPU about 1.75x native, 48-128; "
+                                         "on a GPU the backbone's pretrained size)", min_value=0,
                                          max_value=512, value=0, step=16, key="image_size")
             seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="seed")
 

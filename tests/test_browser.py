@@ -57,12 +57,14 @@ def _serve(home: Path, _ADDRESS: str = "127.0.0.1", **env_vars):
     else:
         proc.kill()
         raise RuntimeError("streamlit did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
-    yield url
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield url
+    finally:  # also when a test fails inside `for url in _serve(...)`: no server outlives its test
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def test_quick_preset_with_tiny_model_in_chromium(server):
@@ -112,8 +114,8 @@ def _launch(p):
     return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-def test_first_request_a_share_link_shows_only_the_five_pages(tmp_path, image_folder, tiny_weights, monkeypatch):
-    """Helpers outside pages/: a fresh server whose first request is /History?run=<id> lists exactly the five pages
+def test_first_request_a_share_link_shows_exactly_the_pages(tmp_path, image_folder, tiny_weights, monkeypatch):
+    """Helpers outside pages/: a fresh server whose first request is /History?run=<id> lists exactly the six pages
     (Streamlit serves every .py in pages/ as a page on a deep link, before app.py has run)."""
     from playwright.sync_api import expect, sync_playwright
 
@@ -135,9 +137,10 @@ def test_first_request_a_share_link_shows_only_the_five_pages(tmp_path, image_fo
                 page.goto(f"{url}/History?run={record_id}", wait_until="networkidle")
                 expect(page.get_by_text(f"?run={record_id}").first).to_be_visible(timeout=30_000)
                 nav = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink'] a")
-                expect(nav).to_have_count(5, timeout=10_000)
+                expect(nav).to_have_count(6, timeout=10_000)
                 titles = [text.split()[-1] for text in nav.all_inner_texts()]  # after the icon
-                assert titles == ["Home", "Compare", "Sweep", "Recommend", "History"], nav.all_inner_texts()
+                assert titles == ["Home", "Compare", "Sweep", "Recommend", "History", "Anatomy"], \
+                    nav.all_inner_texts()
                 expect(page.get_by_text("test_efficientnet").first).to_be_visible()  # the record's headline
                 page.screenshot(path=str(ARTIFACTS / "share-link-first.png"), full_page=True)
             except Exception:

@@ -187,3 +187,35 @@ def test_a_lan_server_asks_for_its_token_then_keeps_it(lan_server):
         assert "token=" not in page.url  # taken off the address bar once accepted
         page.get_by_role("link", name=re.compile("Compare$")).first.click()
         expect(page.get_by_text("Compare strategies")).to_be_visible(timeout=30_000)  # kept for the session
+
+
+@pytest.fixture
+def stored_comparison_server(tmp_path, image_folder, tiny_weights, monkeypatch):
+    from tlcore import build_config, compare
+
+    home = tmp_path / "try-home"
+    monkeypatch.setenv("TLCORE_HOME", str(home))
+    fast = {"epochs": 1, "batch_size": 8, "min_steps": 0, "stages": 1}
+    result = compare(build_config("quick", dataset=str(image_folder), backbone="test_efficientnet",
+                                  weights=str(tiny_weights), per_class="all", image_size=32,
+                                  strategy_options={"fine-tune": fast, "scratch": fast}))
+    for url in _serve(home, TLCORE_READ_ONLY="1"):
+        yield url, result
+
+
+def test_try_it_shows_three_predictions_and_three_maps_on_an_uploaded_image(stored_comparison_server, image_folder):
+    from playwright.sync_api import expect
+
+    url, result = stored_comparison_server
+    photo = next((image_folder / "class_2").iterdir())
+    with browser_page("journey-try-it", height=2600) as page:
+        page.goto(url + f"/History?run={result.record_id}", wait_until="networkidle")
+        expect(page.get_by_text("Try it", exact=True)).to_be_visible(timeout=60_000)
+        page.get_by_text("Upload (up to 16)").click()
+        page.locator("input[type='file']").last.set_input_files(str(photo))
+        for strategy in ("feature-extraction", "fine-tune", "scratch"):
+            expect(page.get_by_text(f"{strategy}: where it looks")).to_be_visible(timeout=60_000)
+        maps = page.locator("[data-testid='stImage'] img")
+        expect(maps).to_have_count(4, timeout=30_000)  # the image itself, then one map per strategy
+        top3 = page.locator("li").filter(has_text=re.compile(r"^class_\d \d+\.\d%$"))
+        expect(top3).to_have_count(9)  # three classes with probabilities for each of the three strategies

@@ -21,6 +21,7 @@ from tlcore.core.progress import CancelToken, ProgressEvent
 from tlcore.core.results import ComparisonResult, RunResult
 from tlcore.data.dataset import DatasetSpec
 from tlcore.data.load import load_dataset
+from tlcore.deploy.load import load_model
 from tlcore.engine.backbone import BackboneSpec
 from tlcore.engine.strategies import StrategySpec, default_strategies, make_strategy
 from tlcore.experiments.compare import compare, load_comparison
@@ -30,5 +31,5 @@ from tlcore.experiments.sweep import SweepResult, load_sweep, run_sweep
 __all__ = ["ALL", "BackboneSpec", "CancelToken", "ComparisonResult", "ConfigError", "DataError", "DatasetSpec",
            "ExperimentConfig", "ProgressEvent", "RunCancelled", "RunFailed", "RunResult", "StrategySpec",
            "SweepConfig", "SweepResult", "TlcoreError", "WeightsUnavailable", "__version__", "advise", "build_config",
-           "build_sweep_config", "compare", "default_strategies", "load_comparison", "load_dataset", "load_sweep",
+           "build_sweep_config", "compare", "default_strategies", "load_comparison", "load_dataset", "load_model", "load_sweep",
            "make_strategy", "run_sweep"]

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import timm
 from tqdm import tqdm
 
+from tlcore.advice.probe import layer_probe
 from tlcore.advice.recommend import advise
 from tlcore.advice.validate import VALIDATION_SIZES, VALIDATION_SUITE, validate
 from tlcore.core.errors import ConfigError, TlcoreError
@@ -21,6 +22,10 @@ from tlcore.core.progress import CancelToken, ProgressEvent
 from tlcore.data.builtin import BUILTIN_DATASETS, builtin_available
 from tlcore.data.dataset import DatasetSpec
 from tlcore.data.load import parse_dataset
+from tlcore.deploy.export import FORMATS as EXPORT_FORMATS
+from tlcore.deploy.export import export_model
+from tlcore.deploy.predict import predict, predict_test_images
+from tlcore.engine.anatomy import backbone_anatomy
 from tlcore.engine.backbone import DEFAULT_BACKBONE, BackboneSpec
 from tlcore.engine.strategies import KINDS
 from tlcore.engine.weights import PACKAGED_WEIGHTS, weights_availability
@@ -36,6 +41,8 @@ from tlcore.experiments.config import (
 )
 from tlcore.experiments.executors import make_executor
 from tlcore.experiments.sweep import run_sweep
+from tlcore.records.slot import SLOT_NAME, training_slot
+from tlcore.views.anatomy import anatomy_text, probe_text
 from tlcore.views.text import comparison_table, progress_line, recommendation_report, sweep_report
 
 SWEEP_EPILOG = """examples:
@@ -80,7 +87,8 @@ def _experiment_arguments(c: argparse.ArgumentParser, per_class: bool) -> None:
     data.add_argument("--split-seed", type=int, default=None, help="seed of the train/val/test split, fixed across "
                       f"runs (default {split.split_seed})")
     data.add_argument("--image-size", type=int, default=None,
-                      help="input size in pixels; default: about 1.75x the images' native size, 48 to 128")
+                      help="input size in pixels; default: on a CPU about 1.75x the images' native size, 48 to "
+                      "128; on a GPU the backbone's pretrained size")
 
     model = c.add_argument_group("backbone")
     model.add_argument("--backbone", default=DEFAULT_BACKBONE, help="any timm model name")
@@ -180,6 +188,41 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--repeats", type=int, default=1)
     v.add_argument("--preset", choices=list(SWEEP_PRESETS), default="default", help="sweep schedules")
 
+    pr = sub.add_parser("predict", help="a saved run's predictions on new images",
+                        description="Load the model a run saved and predict image files or folders (top-k classes "
+                        "with probabilities). --test-images checks it against the run's own stored predictions.")
+    pr.add_argument("inputs", nargs="*", help="image files and folders of images")
+    pr.add_argument("--run", required=True, help="the run id (results, History, comparison.json)")
+    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--out", default=None, help="write the predictions as CSV here")
+    pr.add_argument("--test-images", action="store_true", help="predict the run's own test images and report the "
+                    "agreement with its stored predictions")
+    ex = sub.add_parser("export", help="export a saved run's model (safetensors, TorchScript or ONNX) with a model card")
+    ex.add_argument("--run", required=True, help="the run id")
+    ex.add_argument("--format", required=True, choices=list(EXPORT_FORMATS))
+    ex.add_argument("--out", required=True, help="folder to write model, model.json and MODEL_CARD.md into")
+
+    an = sub.add_parser("anatomy", help="the backbone as a stack: stages, parameters, shapes, multiply-adds, what "
+                        "each strategy freezes; with --dataset, the layer-wise probe",
+                        description="Print stem -> each timm stage group -> pooling -> head with parameters, output "
+                        "shape and multiply-adds at the image size, and which blocks (and BatchNorm statistics) "
+                        "feature extraction, fine-tune with the top K stages and scratch train. With --dataset, fit "
+                        "the feature-extraction head on every stage's pooled output (pretrained and random weights) "
+                        "and print accuracy against depth.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    an.add_argument("--backbone", default=DEFAULT_BACKBONE, help="any timm model name")
+    an.add_argument("--weights", default="pretrained", help="'pretrained', 'none' or a path to a state_dict")
+    an.add_argument("--image-size", type=int, default=None, help="default: with data, automatic as for compare; "
+                    "without, the model's own input size")
+    an.add_argument("--stages", default="2", help="K for the fine-tune view: top stage groups trained, or 'all'")
+    an.add_argument("--bn-policy", choices=["train", "frozen"], default=None, help="fine-tune view's BatchNorm "
+                    "policy; default: the fine-tune default (frozen)")
+    an.add_argument("--dataset", default=None, help="built-in name or folder: run the layer-wise probe on it")
+    an.add_argument("--per-class", default=None, help="training images a class for the probe, or 'all' (default: "
+                    "the default preset's)")
+    an.add_argument("--seed", type=int, default=0)
+    an.add_argument("--no-random", action="store_true", help="probe the pretrained backbone only")
+    an.add_argument("--json", default=None, help="write the anatomy (and probe) as JSON here")
+
     sub.add_parser("datasets", help="list built-in datasets and whether they can be loaded now")
     b = sub.add_parser("backbones", help="list timm backbones and where their weights can come from")
     b.add_argument("--filter", default="", help="wildcard, e.g. '*efficientnet*'")
@@ -240,6 +283,8 @@ class _Bars:
         self.bars: dict[str, object] = {}
 
     def __call__(self, event: ProgressEvent) -> None:
+        if event.strategy == SLOT_NAME:  # said once by _Waiting
+            return
         name = event.cell or event.strategy
         bar = self.bars.get(name)
         if bar is None:
@@ -260,6 +305,8 @@ class _Lines:
         self.last: dict[str, tuple] = {}
 
     def __call__(self, event: ProgressEvent) -> None:
+        if event.strategy == SLOT_NAME:  # said once by _Waiting
+            return
         name = event.cell or event.strategy
         step = (event.phase, event.epoch)
         if self.last.get(name) != step:
@@ -267,10 +314,22 @@ class _Lines:
             print(progress_line(name, event), file=sys.stderr, flush=True)
 
 
+class _Waiting:
+    """Says once, on stderr, that this run waits for the machine's training slot (also with --no-progress)."""
+
+    def __init__(self) -> None:
+        self.said = False
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.strategy == SLOT_NAME and event.phase == "waiting" and not self.said:
+            self.said = True
+            print(event.message, file=sys.stderr, flush=True)
+
+
 def _progress(args: argparse.Namespace) -> list:
     if args.no_progress:
-        return []
-    return [_Bars() if sys.stderr.isatty() else _Lines()]
+        return [_Waiting()]
+    return [_Waiting(), _Bars() if sys.stderr.isatty() else _Lines()]
 
 
 class _Interrupt:
@@ -335,10 +394,14 @@ def _print_case(c) -> None:
           f"regret {c.regret * 100:4.1f} pts  {'agrees' if c.agrees else 'DISAGREES'}", flush=True)
 
 
+def _say_waiting(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def cmd_validate(args: argparse.Namespace, backbone: BackboneSpec) -> int:
     datasets = [parse_dataset(d) for d in args.datasets.split(",")] if args.datasets else VALIDATION_SUITE
     sizes = parse_sizes(args.sizes) if args.sizes else list(VALIDATION_SIZES)
-    with _Interrupt() as cancel:
+    with _Interrupt() as cancel, training_slot("recommend --validate", cancel, _say_waiting):  # measures too
         report = validate(datasets, sizes, repeats=args.repeats, preset=args.preset, backbone=backbone,
                           cancel=cancel, on_case=_print_case)
     frame = report.to_frame()
@@ -378,8 +441,56 @@ def cmd_backbones(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"compare": cmd_compare, "sweep": cmd_sweep, "recommend": cmd_recommend, "datasets": cmd_datasets,
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.test_images:
+        result, agreement = predict_test_images(args.run)
+        print(f"run {args.run}: {len(result.paths)} test images, top-1 agreement with the stored predictions "
+              f"{agreement:.1%}, {result.images_per_second:.0f} images/s")
+    else:
+        if not args.inputs:
+            raise ConfigError("Give image files or folders to predict, or --test-images.")
+        result = predict(args.run, args.inputs)
+    frame = result.frame(args.top_k)
+    print(frame.head(20).to_string(index=False) + (f"\n... ({len(frame)} images)" if len(frame) > 20 else ""))
+    if result.skipped:
+        print(f"{len(result.skipped)} file(s) skipped: " + "; ".join(f"{p}: {r}" for p, r in result.skipped[:5]),
+              file=sys.stderr)
+    if args.out:
+        frame.to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    files = export_model(args.run, args.format, args.out)
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def cmd_anatomy(args: argparse.Namespace) -> int:
+    stages = args.stages if args.stages == "all" else int(args.stages)
+    backbone, probe, size, classes = BackboneSpec(args.backbone, args.weights), None, args.image_size, None
+    if args.dataset:
+        config = build_config("default", dataset=args.dataset, per_class=args.per_class or "preset",
+                              backbone=args.backbone, weights=args.weights, strategies=["feature-extraction"],
+                              image_size=args.image_size, seed=args.seed)
+        probe = layer_probe(config, random_weights=not args.no_random,
+                            progress=lambda message: print(message, file=sys.stderr))
+        size, classes = probe.image_size, probe.classes
+    anatomy, _ = backbone_anatomy(backbone, size, classes, stages, args.bn_policy)
+    print(anatomy_text(anatomy))
+    if probe is not None:
+        print()
+        print(probe_text(probe))
+    if args.json:
+        out = {"anatomy": anatomy.to_dict(), "probe": probe.to_dict() if probe else None}
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+COMMANDS = {"predict": cmd_predict, "export": cmd_export, "compare": cmd_compare, "sweep": cmd_sweep, "recommend": cmd_recommend, "datasets": cmd_datasets,
             "backbones": cmd_backbones}
+COMMANDS["anatomy"] = cmd_anatomy
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

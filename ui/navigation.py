@@ -11,6 +11,7 @@ PAGES = [  # (script, title, icon, url path)
     ("pages/2_Sweep.py", "Sweep", "📈", "Sweep"),
     ("pages/3_Recommend.py", "Recommend", "🧭", "Recommend"),
     ("pages/4_History.py", "History", "🗂️", "History"),
+    ("pages/5_Anatomy.py", "Anatomy", "🩻", "Anatomy"),
 ]
 
 

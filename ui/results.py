@@ -16,6 +16,7 @@ from tlcore.records.store import default_store
 from tlcore.server.jobs import ACTIVE
 from tlcore.views import charts
 from tlcore.views.report import report_html
+from ui.try_it import try_it
 from tlcore.views.text import comparison_headline, overlap_text, progress_line, skipped_text, sweep_headline
 
 
@@ -114,6 +115,7 @@ def comparison_results(snap: dict, key: str) -> None:
                 mark = "✅" if item["correct"] else "❌"
                 cols[i % 8].image(item["image"], caption=f"{mark} {item['predicted']} (true: {item['true']})",
                                   width="stretch")
+    try_it(result, key)
     st.download_button("Download CSV", result.to_frame().to_csv(index=False), f"tlcore-{snap['id']}.csv",
                        "text/csv", key=f"csv_{key}")
     share_and_export(snap, key)

@@ -125,6 +125,18 @@ def freeze_groups(model: torch.nn.Module, groups: list[StageGroup]) -> None:
                 owned[n].requires_grad_(False)
 
 
+def freeze_for_strategy(model: torch.nn.Module, kind: str, stages: int | str = "all") -> tuple[list[StageGroup], int]:
+    """Freeze what a strategy keeps frozen, the one way every run does it: feature extraction the whole backbone,
+    fine-tune all but the top `stages` groups, scratch nothing. Returns the groups (bottom to top, found before
+    freezing) and how many of the top ones stay trainable; the classifier is never frozen."""
+    groups = stage_groups(model)
+    k = {"feature-extraction": 0, "scratch": len(groups)}.get(kind)
+    if k is None:
+        k = resolve_stages(stages, len(groups))
+    freeze_groups(model, groups[:len(groups) - k])
+    return groups, k
+
+
 def resolve_stages(stages: int | str, available: int) -> int:
     """'all' or an int in 1..available."""
     if stages == "all":

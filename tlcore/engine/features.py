@@ -71,17 +71,20 @@ def _use_bf16(options: ExtractOptions, device: torch.device) -> bool:
 
 def extract_features(model: torch.nn.Module, images: torch.Tensor, cfg: dict, device: torch.device,
                      options: Optional[ExtractOptions] = None, reporter: Optional[Reporter] = None,
-                     progress_span: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
-    """Pooled pre-logit features for uint8 images, float32 on the CPU. The model is not modified."""
+                     progress_span: tuple[float, float] = (0.0, 1.0), embedding=None) -> torch.Tensor:
+    """Pooled pre-logit features for uint8 images, float32 on the CPU. The model is not modified. `embedding(model)`
+    makes another module to run the same way (the layer-wise probe's, tlcore.advice.probe); its `num_features`, if
+    it has one, is the width of an empty result."""
     options = options or ExtractOptions()
     if len(images) == 0:
-        return torch.zeros(0, getattr(model, "num_features", 0))
+        width = getattr(model, "num_features", 0) if embedding is None else getattr(embedding(model), "num_features", 0)
+        return torch.zeros(0, width)
     norm = Normalizer(cfg, device, options.channels_last)
     bs = options.batch_size
     model = model.eval().to(device)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    embed = _Embed(model)
+    embed = _Embed(model) if embedding is None else embedding(model)
     use_autocast = _use_bf16(options, device)
     out = []
     n_batches = (len(images) + bs - 1) // bs
@@ -191,13 +194,16 @@ def default_cache() -> FeatureCache:
 def split_features(cache: FeatureCache, model: torch.nn.Module, backbone_name: str, weights_sha: str,
                    dataset: Dataset, split: str, prepared: PreparedImages, cfg: dict, tkey: str,
                    device: torch.device, options: Optional[ExtractOptions] = None,
-                   reporter: Optional[Reporter] = None, progress_span: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
-    """Features for one prepared split through the cache."""
+                   reporter: Optional[Reporter] = None, progress_span: tuple[float, float] = (0.0, 1.0),
+                   embedding=None) -> torch.Tensor:
+    """Features for one prepared split through the cache (`embedding`: see extract_features; give it a key name of
+    its own in `backbone_name`)."""
     key = cache.key(backbone_name, weights_sha, dataset.pools[split].fingerprint(), tkey)
     position = {int(i): p for p, i in enumerate(prepared.indices.tolist())}
 
     def compute(missing: np.ndarray) -> torch.Tensor:
         rows = torch.as_tensor([position[int(i)] for i in missing], dtype=torch.long)
-        return extract_features(model, prepared.images[rows], cfg, device, options, reporter, progress_span)
+        return extract_features(model, prepared.images[rows], cfg, device, options, reporter, progress_span,
+                                embedding)
 
     return cache.get_or_compute(key, prepared.indices, compute)

@@ -199,6 +199,11 @@ def _augmenter(size: int):
     return v2.Compose([v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True), v2.RandomHorizontalFlip()])
 
 
+def bn_statistics_frozen(spec: StrategySpec) -> bool:
+    """Whether a network run keeps BatchNorm in eval mode while it trains (bn_policy 'frozen')."""
+    return spec.bn_policy == "frozen"
+
+
 def _set_train_mode(model: torch.nn.Module, bn_frozen: bool) -> None:
     model.train()
     if bn_frozen:
@@ -223,9 +228,15 @@ class _BatchSampler:
 
 
 def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, reporter: Reporter, seed: int,
-                  span: tuple[float, float] = (0.0, 1.0)) -> NetworkFit:
+                  span: tuple[float, float] = (0.0, 1.0), evaluate_start: bool = False) -> NetworkFit:
     """Train the trainable parameters on `train` inputs (ImageInputs or TensorInputs); early stopping on val accuracy;
-    the best epoch's weights are restored."""
+    the best epoch's weights are restored.
+
+    With `evaluate_start` (fine-tuning from an LP-FT head), the model as it starts is epoch 0: its val accuracy is
+    measured before any optimizer step, recorded as epoch 0 of the curve, and it is a candidate for the restored
+    checkpoint (a later epoch must beat it), so training never ends below its own start on val; patience counts from
+    it. Without it (scratch, a fine-tune from a random head) there is no epoch 0: a random start is never worth
+    keeping, and a val pass to show chance accuracy is not worth its time."""
     device = train.device
     model.to(device).to(memory_format=torch.channels_last)
     groups = _param_groups(model, spec)
@@ -252,13 +263,22 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     generator = torch.Generator().manual_seed(seed)
     use_autocast = device.type == "cuda"
-    bn_frozen = spec.bn_policy == "frozen"
+    bn_frozen = bn_statistics_frozen(spec)
 
     sampler = _BatchSampler(n, batch_size, generator)
     fit = NetworkFit(planned_epochs=epochs, steps_per_epoch=batches)
     best_state, since_best = None, 0
     start = time.perf_counter()
     lo, hi = span
+    if evaluate_start:
+        logits, _ = predict(model, val, reporter=reporter)
+        val_acc = _accuracy(logits, val.labels)
+        fit.curve.append({"epoch": 0, "train_loss": None, "val_accuracy": val_acc,
+                          "val_loss": float(F.cross_entropy(logits, val.labels)), "lr": None,
+                          "seconds": time.perf_counter() - start, "phase": spec.kind})
+        reporter("epoch", lo, epoch=0, epochs=epochs, val_accuracy=val_acc, message="the start (LP-FT head)")
+        fit.best_val_accuracy, fit.best_epoch = val_acc, 0
+        best_state = copy.deepcopy(model.state_dict())
     for epoch in range(1, epochs + 1):
         _set_train_mode(model, bn_frozen)
         losses = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Optional
 
@@ -32,6 +33,7 @@ from tlcore.experiments.executors import CellTask, Executor, make_executor
 from tlcore.experiments.prepare import Prepared, prepare
 from tlcore.experiments.runner import Runner
 from tlcore.records.lifecycle import RecordLifecycle, overall_status
+from tlcore.records.slot import SLOT_NAME, training_slot
 from tlcore.records.store import Store, default_store
 
 CELL_VERSION = 1  # bump when a change to the engine makes stored cells incomparable
@@ -180,19 +182,22 @@ class CellsRun:
     # -- execute ------------------------------------------------------------------------------------------------
     def runner(self, seed: int, size: Size) -> Runner:
         data = self.prepared.cell_data(self.subsets[(seed, size)])
-        return Runner(self.prepared, data, seed, [self.events], self.cancel, self.cache)
+        return Runner(self.prepared, data, seed, [self.events], self.cancel, self.cache, keep_models=True)
 
     def run_here(self, task: CellTask) -> RunResult:
-        """A task in this process, with the shared decoded images."""
+        """A task in this process, with the shared decoded images; the trained model is saved with the record."""
         self.events.cell = task.label
         cell = self._cells[task.key]
-        return self.runner(cell.seed, cell.size).run(cell.spec)
+        runner = self.runner(cell.seed, cell.size)
+        run = runner.run(cell.spec)
+        runner.keep(run, self.lifecycle.record_id)
+        return run
 
     def execute(self, todo: list[Cell]) -> None:
         self._cells = {c.key: c for c in todo}
         exp = self.prepared.config
         tasks = [CellTask(replace(exp, seed=c.seed).to_dict(), c.spec.options(), c.size, c.seed, c.key, c.label,
-                          str(data_home())) for c in todo]
+                          str(data_home()), record_id=self.lifecycle.record_id) for c in todo]
         if not self.cancel.cancelled:
             self.executor.run(tasks, self.run_here, lambda task, run: self.record(self._cells[task.key], run),
                               [self.events], self.cancel)
@@ -246,8 +251,9 @@ class CellsRun:
             self.prepared = prepare(exp)
             cells = self.plan()
             todo = self.reuse_stored(cells) if resume else cells
-            self.share_features(todo)
-            self.execute(todo)
+            with self.slot(todo):
+                self.share_features(todo)
+                self.execute(todo)
         except RunCancelled:
             pass
         except BaseException as exc:
@@ -257,6 +263,23 @@ class CellsRun:
 
     def config_dict(self) -> dict:
         return self.config.experiment.to_dict() if self.kind == "comparison" else self.config.to_dict()
+
+    @contextmanager
+    def slot(self, todo: list[Cell]):
+        """The machine's training slot (records/slot.py) around the computation, not while queued or preparing; none
+        when every cell is stored. Waiting is a progress event (phase 'waiting'), and a cancel ends the wait."""
+        if not todo:
+            yield
+            return
+        what = f"{self.kind} {self.lifecycle.record_id}, {self.config.experiment.backbone.name}"
+
+        def say(message: str) -> None:
+            self.events(ProgressEvent(SLOT_NAME, "waiting", message=message))
+
+        with training_slot(what, self.cancel, say) as waited:
+            if waited:
+                self.events(ProgressEvent(SLOT_NAME, "done", fraction=1.0, message="the slot is free: starting"))
+            yield
 
 
 def run_cells(config: SweepConfig, kind: str, build: Callable[[CellsOutcome], tuple[object, dict]],

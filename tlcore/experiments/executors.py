@@ -46,6 +46,7 @@ class CellTask:
     label: str  # "fine-tune · 25/class · seed 1"
     home: str  # the data directory holding the feature cache
     threads: int = 0  # torch threads in the worker (0: leave as is); results are bit-identical only across equal counts
+    record_id: str = ""  # the record the trained model is saved with
 
 
 def execute_cell(task: CellTask, callbacks: Optional[list[ProgressCallback]] = None,
@@ -60,7 +61,9 @@ def execute_cell(task: CellTask, callbacks: Optional[list[ProgressCallback]] = N
     prepared = prepare(replace(exp, strategies=(spec,)))
     dataset = prepared.subset(task.size, task.seed)
     cache = FeatureCache(Path(task.home) / "cache" / "features")
-    run = Runner(prepared, prepared.cell_data(dataset), task.seed, callbacks, cancel, cache).run(spec)
+    runner = Runner(prepared, prepared.cell_data(dataset), task.seed, callbacks, cancel, cache, keep_models=True)
+    run = runner.run(spec)
+    runner.keep(run, task.record_id)
     run.extra["images_per_class"] = float(np.mean(list(dataset.counts("train").values())))
     run.extra["train_indices"] = dataset.indices["train"].tolist()
     run.extra["executor_pid"] = os.getpid()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from timm.data import resolve_model_data_config
 
 from tlcore.core.environment import require_writable, resolve_device
 from tlcore.data.dataset import Dataset, PreparedImages, prepare_split
@@ -21,34 +22,55 @@ from tlcore.engine import backbone as bb
 from tlcore.engine.weights import WeightsInfo
 from tlcore.experiments.config import ALL, ExperimentConfig, Size
 
-AUTO_MIN, AUTO_MAX = 48, 128
+AUTO_MIN, AUTO_MAX = 48, 128  # AUTO_MAX: the cap where there is no GPU
 SPLITS = ("train", "val", "test")
 
 
-def auto_image_size(native: int) -> int:
-    """About 1.75x the native size, a multiple of 16 between 48 and 128. On the bundled Fashion-MNIST (28 px) the
-    frozen-feature accuracy at 48 px matched 64 px (0.776 vs 0.769) at about half the compute; 128 px keeps photos
-    affordable on a CPU."""
+def auto_image_size(native: int, device_type: str = "cpu", backbone_size: int = 0) -> int:
+    """The automatic input size for images of `native` pixels on a `device_type` ('cuda', 'cpu', 'mps').
+
+    On a CUDA GPU: the backbone's pretrained input size (`backbone_size`, from timm's data config), the scale its
+    features were learnt at, even for small images (upsampled), and never more, whatever the images' size.
+    Elsewhere: about 1.75x the native size, a multiple of 16 between 48 and 128. On the bundled Fashion-MNIST (28 px)
+    the frozen-feature accuracy at 48 px matched 64 px (0.776 vs 0.769) at about half the compute; the 128 px cap keeps
+    photos affordable on a CPU."""
+    if device_type == "cuda" and backbone_size:
+        return int(backbone_size)
     return int(min(AUTO_MAX, max(AUTO_MIN, 16 * int(1.75 * native / 16))))
 
 
 @dataclass(frozen=True)
 class ImageSize:
-    """The input size and why it was chosen: results show it next to the images' native size."""
+    """The input size and why it was chosen: results show it next to the images' native size and the backbone's
+    pretrained size (`pretrained`, 0 when no strategy uses pretrained weights)."""
 
     pixels: int
     native: int
     automatic: bool
+    pretrained: int = 0
+    device: str = "cpu"  # the device type the automatic rule was applied for
 
     @property
     def capped(self) -> bool:
-        return self.automatic and self.pixels == AUTO_MAX and 1.75 * self.native > AUTO_MAX
+        return (self.automatic and self.device != "cuda" and self.pixels == AUTO_MAX
+                and 1.75 * self.native > AUTO_MAX)
 
     def describe(self) -> str:
+        """'48 px (automatic: about 1.75x the images' 28 px; this backbone was pretrained at 224 px)', '128 px (capped
+        on a CPU; the images are 400 px, the backbone was pretrained at 224 px)', ..."""
+        pretrained = f"backbone was pretrained at {self.pretrained} px" if self.pretrained else ""
         if not self.automatic:
-            return f"{self.pixels} px (chosen; the images are about {self.native} px)"
-        cap = f", capped at {AUTO_MAX} px on this machine" if self.capped else ""
-        return f"{self.pixels} px (automatic: about 1.75x the images' {self.native} px{cap})"
+            return (f"{self.pixels} px (chosen; the images are about {self.native} px"
+                    f"{pretrained and ', the ' + pretrained})")
+        if self.device == "cuda":
+            what = "the backbone's pretrained size" if self.pretrained else "the architecture's default input size"
+            return f"{self.pixels} px (automatic on a GPU: {what}; the images are {self.native} px)"
+        if self.capped:
+            where = "on a CPU" if self.device == "cpu" else f"without a CUDA GPU ({self.device})"
+            return (f"{self.pixels} px (capped {where}; the images are {self.native} px"
+                    f"{pretrained and ', the ' + pretrained})")
+        return (f"{self.pixels} px (automatic: about 1.75x the images' {self.native} px"
+                f"{pretrained and '; this ' + pretrained})")
 
 
 @dataclass
@@ -128,8 +150,11 @@ def prepare(config: ExperimentConfig) -> Prepared:
     backbone = config.backbone if pretrained else replace(config.backbone, weights="none")
     reference, weights = bb.load_template(backbone)
     native = dataset.native_size()
-    size = ImageSize(config.image_size or auto_image_size(native), native, config.image_size is None)
+    device = resolve_device(config.device)
+    backbone_size = int(resolve_model_data_config(reference)["input_size"][-1])
+    size = ImageSize(config.image_size or auto_image_size(native, device.type, backbone_size), native,
+                     config.image_size is None, backbone_size if pretrained else 0, device.type)
     data_cfg = bb.data_config(reference, size.pixels)
     return Prepared(config=replace(config, image_size=size.pixels), dataset=dataset, reference=reference,
                     weights=weights, image_size=size, data_cfg=data_cfg, transform_key=bb.transform_key(data_cfg),
-                    device=resolve_device(config.device), _transform=bb.eval_transform(data_cfg))
+                    device=device, _transform=bb.eval_transform(data_cfg))

@@ -5,6 +5,7 @@ in cells.py; this module trains and scores.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import asdict, replace
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from tlcore.core.environment import library_versions
+from tlcore.core.version import __version__
 from tlcore.core.errors import RunCancelled, RunFailed, TlcoreError
 from tlcore.core.progress import CancelToken, ProgressCallback, Reporter
 from tlcore.core.results import RunResult
@@ -26,6 +28,7 @@ from tlcore.engine.strategies import StrategySpec
 from tlcore.engine.train import ImageInputs, TensorInputs, fit_linear_head, predict, set_head, train_network
 from tlcore.experiments.config import ExperimentConfig, Size
 from tlcore.experiments.prepare import CellData, Prepared
+from tlcore.records.models import FORMAT, ModelConfig, save_model
 
 THROUGHPUT_IMAGES = 256
 
@@ -87,6 +90,22 @@ class Runner:
 
         return activations(train_in), activations(val_in), prefix
 
+    # -- the trained model ---------------------------------------------------------------------------------------
+    def keep(self, run: RunResult, record_id: str) -> None:
+        """Save a completed run's trained network next to its record (tlcore.records.models), then let it go."""
+        model = self.models.pop(run.strategy, None)
+        if model is None or run.status != "completed" or not record_id:
+            return
+        spec = self.config.strategy(run.strategy)
+        groups = len(bb.stage_groups(model))
+        frozen = groups - bb.resolve_stages(spec.stages, groups) if spec.kind == "fine-tune" else 0
+        cfg = json.loads(json.dumps(self.data.cfg))  # plain JSON: lists, numbers, strings
+        config = ModelConfig(FORMAT, __version__, record_id, run.run_id, run.strategy, run.kind,
+                             self.config.backbone.name, self.data.dataset.num_classes, list(self.data.dataset.classes),
+                             run.image_size, cfg, dict(run.weights), frozen)
+        save_model(model, config)
+        run.extra["model_sha256"] = config.sha256
+
     # -- one strategy -------------------------------------------------------------------------------------------
     def run(self, spec: StrategySpec) -> RunResult:
         last = {"features", "head", "evaluate"} if spec.kind == "feature-extraction" else {"epoch", "evaluate"}
@@ -138,7 +157,7 @@ class Runner:
                             watch: Stopwatch) -> torch.Tensor:
         """The head on cached frozen features; the deployed model (backbone + head) is timed and checked against it."""
         test = self.data.splits["test"]
-        bb.freeze_groups(model, bb.stage_groups(model))
+        bb.freeze_for_strategy(model, spec.kind)
         result.trainable_params = bb.count_parameters(model)[0]
         result.phases = [{"phase": "head", "trainable_params": result.trainable_params}]
         feats, fit = self._linear_probe(reporter, spec, watch, (0.0, 0.95))
@@ -160,9 +179,7 @@ class Runner:
                    watch: Stopwatch) -> tuple[bool, tuple[float, float]]:
         """Freeze what the strategy keeps frozen (fine-tune: all but the top stages; LP-FT fits the head first).
         Returns whether some stages stay frozen, and the progress span left for training."""
-        groups = bb.stage_groups(model)
-        k = bb.resolve_stages(spec.stages, len(groups)) if spec.kind == "fine-tune" else len(groups)
-        bb.freeze_groups(model, groups[:len(groups) - k])
+        groups, k = bb.freeze_for_strategy(model, spec.kind, spec.stages)
         result.trainable_stages = [g.label for g in groups[len(groups) - k:]]
         span = (0.0, 0.95)
         if spec.kind == "fine-tune" and spec.lp_ft:
@@ -190,7 +207,9 @@ class Runner:
         result.extra["frozen_prefix_cached"] = prefix is not None
         with watch.phase("epochs"):
             try:
-                fit = train_network(model, spec, train_in, val_in, reporter, self.config.seed, span)
+                # LP-FT: the fitted head on the pretrained backbone is epoch 0 and a candidate checkpoint
+                fit = train_network(model, spec, train_in, val_in, reporter, self.config.seed, span,
+                                    evaluate_start=spec.kind == "fine-tune" and spec.lp_ft)
             finally:
                 if prefix is not None:
                     prefix.restore()

@@ -26,6 +26,7 @@ import pandas as pd
 from tlcore.core.environment import data_home, read_only, require_writable
 from tlcore.core.errors import TlcoreError
 from tlcore.core.results import RunResult
+from tlcore.records.models import delete_models
 
 # Each entry upgrades the schema from version i to i + 1.
 MIGRATIONS: list[list[str]] = [
@@ -166,7 +167,10 @@ class Store:
         """Delete a record and its runs (one transaction). False if there was no such record."""
         require_writable("delete runs")
         with self._connect() as conn:
-            return conn.execute("DELETE FROM records WHERE id = ?", (record_id,)).rowcount > 0
+            deleted = conn.execute("DELETE FROM records WHERE id = ?", (record_id,)).rowcount > 0
+        if deleted and self.path.parent == data_home():
+            delete_models(record_id)  # its trained models go with it
+        return deleted
 
     def mark_interrupted(self) -> list[str]:
         """Records left queued or running by a process of this host that no longer exists: a server restart or a
@@ -286,6 +290,18 @@ class Store:
             rows = conn.execute("SELECT * FROM runs WHERE record_id = ? ORDER BY id", (record_id,)).fetchall()
         return [{"run": RunResult.from_dict(json.loads(r["payload"])), "cell_key": r["cell_key"],
                  "per_class": r["per_class"] or None, "resumed": bool(r["resumed"])} for r in rows]
+
+    def run(self, run_id: str) -> Optional[dict]:
+        """One stored run by its id, with its record's id and the record's dataset summary: {run, record_id, dataset}."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT runs.record_id, runs.payload, records.summary FROM runs JOIN records ON "
+                               "records.id = runs.record_id WHERE runs.run_id = ? AND runs.resumed = 0 LIMIT 1",
+                               (run_id,)).fetchone()
+        if row is None:
+            return None
+        summary = json.loads(row["summary"]) if row["summary"] else {}
+        return {"run": RunResult.from_dict(json.loads(row["payload"])), "record_id": row["record_id"],
+                "dataset": (summary or {}).get("dataset", {})}
 
     def runs_for_data(self, data_fingerprint: str, backbone: str) -> list[dict]:
         """Every stored run on this data and split with this backbone, from any record: {run, per_class, record_id}.

@@ -27,6 +27,7 @@ from tlcore.experiments.compare import compare, load_comparison
 from tlcore.experiments.config import ExperimentConfig, SweepConfig
 from tlcore.experiments.sweep import SweepResult, load_sweep, run_sweep
 from tlcore.records.lifecycle import error_text
+from tlcore.records.slot import SLOT_NAME
 from tlcore.records.store import ACTIVE_STATUSES, Store, default_store
 
 ACTIVE = ACTIVE_STATUSES  # queued or running: what the pages poll
@@ -61,8 +62,8 @@ class Job:
     def on_event(self, event: ProgressEvent) -> None:
         name = event.cell or event.strategy
         with self._lock:
-            if self.kind == "sweep" and event.phase == "done":  # finished cells are in `cells`
-                self.progress.pop(name, None)
+            if event.phase == "done" and (self.kind == "sweep" or event.strategy == SLOT_NAME):
+                self.progress.pop(name, None)  # finished cells are in `cells`; the training slot, once taken, goes
             else:
                 self.progress[name] = event.to_dict()
             if event.val_accuracy is not None and event.epoch and event.batch == 0:

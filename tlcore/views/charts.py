@@ -249,6 +249,8 @@ def curve_segments(runs: list[RunResult] | dict[str, list[dict]], metric: str = 
             hover = ["epoch"] * len(part)
             if k == 0 and metric == "val_accuracy" and warmup_accuracy is not None and x[0] > 0:
                 x, y, hover = [0] + x, [warmup_accuracy] + y, ["after the head warm-up"] + hover
+            elif k == 0 and x[0] == 0 and kind == "fine-tune":  # a stored epoch 0: the LP-FT start, measured
+                hover[0] = "after the head warm-up"
             out.append({"name": name, "kind": kind, "phase": "epochs", "x": x, "y": y, "hover": hover})
     return out
 

@@ -19,7 +19,8 @@ from tlcore.experiments.sweep import SweepResult
 
 PHASES = {"prepare": "preparing", "features": "extracting features", "head": "fitting the head",
           "lp_warmup": "head warm-up (LP-FT)", "lp-warmup": "head warm-up (LP-FT)", "frozen_prefix":
-          "caching the frozen stages", "epoch": "training", "evaluate": "evaluating", "done": "done"}
+          "caching the frozen stages", "epoch": "training", "evaluate": "evaluating", "done": "done",
+          "waiting": "waiting for the training slot"}
 
 
 def dataset_display(name: str) -> str:
@@ -71,8 +72,8 @@ def progress_line(name: str, event: Union[ProgressEvent, dict, None], waiting: s
         return f"{name}: {waiting}"
     e = _event(event)
     parts = [PHASES.get(e["phase"], e["phase"])]
-    if e["phase"] == "done":
-        parts = [e.get("message") or "done"]
+    if e["phase"] in ("done", "waiting"):  # waiting: 'waiting for the run started at ... by pid ... to finish...'
+        parts = [e.get("message") or PHASES[e["phase"]]]
     elif e.get("epochs"):
         parts.append(f"epoch {e['epoch']}/{e['epochs']}")
     if e.get("val_accuracy") is not None:

@@ -1,0 +1,230 @@
+"""The anatomy of a backbone: per-block parameters add up to the model's, and what each strategy shows as frozen or
+trainable (BatchNorm statistics too) is what the engine's freezing and training mode actually train."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, make_strategy
+from tlcore.engine import backbone as bb
+from tlcore.engine.anatomy import BN_UPDATING, backbone_anatomy, strategy_view
+from tlcore.engine.features import FeatureCache
+from tlcore.engine.train import _set_train_mode, bn_statistics_frozen
+from tlcore.experiments.prepare import prepare
+from tlcore.experiments.runner import Runner
+
+# every offered family: timm's test models, MobileNetV2 and EfficientNet-Lite (architecture only, no weights needed)
+FAMILIES = [("test_efficientnet", 32), ("test_resnet", 32), ("test_vit", 160), ("mobilenetv2_100", 32),
+            ("tf_efficientnet_lite0", 32)]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is faster than two on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _views():
+    return [make_strategy("feature-extraction"), make_strategy("fine-tune", stages=1, bn_policy="train"),
+            make_strategy("fine-tune", stages=2), make_strategy("fine-tune", stages="all", bn_policy="train"),
+            make_strategy("scratch")]
+
+
+def _block_of(anatomy, groups, heads):
+    owner = {n: i for i, b in enumerate(anatomy.blocks) if b.group is not None for n in groups[b.group].params}
+    head_block = len(anatomy.blocks) - 1
+
+    def block(name: str) -> int:
+        if name in owner:
+            return owner[name]
+        assert any(name.startswith(h + ".") for h in heads), name
+        return head_block
+    return block
+
+
+def _train_like_the_engine(model: torch.nn.Module, spec, size: int) -> tuple[dict, dict]:
+    """Freeze with the engine's code, set the engine's training mode, take a few SGD steps on random images;
+    returns the parameters and BatchNorm statistics before, to compare with the model after."""
+    bb.freeze_for_strategy(model, spec.kind, spec.stages)
+    _set_train_mode(model, bn_statistics_frozen(spec))
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    stats = {n: b.detach().clone() for n, b in model.named_buffers() if "running_" in n}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    torch.manual_seed(0)
+    for _ in range(3):  # more than one step: a zero-initialised last BatchNorm scale blocks the first step's grads
+        loss = model(torch.randn(4, 3, size, size)).logsumexp(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return params, stats
+
+
+@pytest.mark.parametrize("name,size", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_blocks_add_up_and_each_view_is_what_the_engine_trains(name, size):
+    anatomy, model = backbone_anatomy(BackboneSpec(name, "none"), size, num_classes=5)
+    groups = bb.stage_groups(model)
+    # the diagram: stem, every stage group, pooling, head; parameters and multiply-adds add up to the model's
+    assert [b.kind for b in anatomy.blocks] == ["stem"] + ["stage"] * (len(groups) - 1) + ["pooling", "head"]
+    assert [b.params for b in anatomy.blocks[:-2]] == [g.num_params for g in groups]
+    assert sum(b.params for b in anatomy.blocks) == anatomy.total_params == bb.count_parameters(model)[1]
+    assert sum(b.macs for b in anatomy.blocks) == anatomy.total_macs > 0
+    assert all(b.macs > 0 for b in anatomy.blocks if b.kind != "pooling")
+    assert anatomy.blocks[-1].output_shape == (5,)
+    assert anatomy.blocks[-2].output_shape == (model.num_features,)
+    with torch.no_grad():
+        assert anatomy.blocks[-3].output_shape == tuple(model.eval().forward_features(
+            torch.zeros(1, 3, size, size)).shape[1:])
+
+    heads = bb.classifier_names(model)
+    block_of = _block_of(anatomy, groups, heads)
+    for spec in _views():
+        view = strategy_view(model, anatomy, spec)
+        k = {"feature-extraction": 0, "scratch": len(groups)}.get(spec.kind)
+        k = bb.resolve_stages(spec.stages, len(groups)) if k is None else k
+        shown = [i for i, s in enumerate(view.blocks) if s.trainable]
+        # the top K groups and the head, nothing else
+        assert shown == [i for i, b in enumerate(anatomy.blocks)
+                         if b.kind == "head" or (b.group is not None and b.group >= len(groups) - k)], spec
+        assert view.trainable_params == sum(s.trainable_params for s in view.blocks)
+        if spec.kind == "feature-extraction":
+            frozen = copy.deepcopy(model)
+            bb.freeze_for_strategy(frozen, spec.kind)  # the runner's call; the network itself never trains
+            assert view.trainable_params == bb.count_parameters(frozen)[0] == anatomy.blocks[-1].params
+            assert all(s.bn != BN_UPDATING for s in view.blocks)
+            continue
+        trained = copy.deepcopy(model)
+        params, stats = _train_like_the_engine(trained, spec, size)
+        changed = {n: p.numel() for n, p in trained.named_parameters() if not torch.equal(p.detach(), params[n])}
+        per_block = [0] * len(anatomy.blocks)
+        for n, numel in changed.items():
+            per_block[block_of(n)] += numel
+        assert per_block == [s.trainable_params for s in view.blocks], spec
+        modules, buffers = dict(trained.named_modules()), dict(trained.named_buffers())
+        for block, state in zip(anatomy.blocks, view.blocks):
+            moved = [n for n in stats if any(n.startswith(u + ".") for u in block.units)
+                     and not torch.equal(stats[n], buffers[n])]
+            assert bool(moved) == (state.bn == BN_UPDATING), (spec, block.label, state.bn)
+            if state.bn == "none":
+                assert not any("running_" in n for u in block.units for n, _ in modules[u].named_buffers())
+
+
+def test_fine_tune_view_matches_a_real_fine_tune_run(image_folder, tiny_weights, tmp_path):
+    """A fine-tune run through the Runner changes exactly the parameters (and BatchNorm statistics) the view shows."""
+    for bn_policy in ("train", "frozen"):
+        spec = make_strategy("fine-tune", stages=2, lp_ft=False, bn_policy=bn_policy, lr=1e-2, epochs=2,
+                             batch_size=8, patience=2, min_steps=0)
+        config = ExperimentConfig(dataset=DatasetSpec(str(image_folder)), backbone=BackboneSpec(
+            "test_efficientnet", str(tiny_weights)), strategies=(spec,), image_size=32, seed=0)
+        prepared = prepare(config)
+        data = prepared.cell_data(prepared.subset(None, 0))
+        runner = Runner(prepared, data, 0, cache=FeatureCache(tmp_path / bn_policy), keep_models=True)
+        before = {k: v.clone() for k, v in prepared.reference.state_dict().items()}
+        result = runner.run(spec)
+        assert result.status == "completed", result.error
+        model = runner.models["fine-tune"]
+        anatomy, fresh = backbone_anatomy(config.backbone, 32, num_classes=data.dataset.num_classes)
+        view = strategy_view(fresh, anatomy, spec)
+        after = model.state_dict()
+        changed = {k for k in before.keys() & after.keys() if "num_batches" not in k
+                   and not torch.equal(before[k], after[k])}
+        for block, state in zip(anatomy.blocks, view.blocks):
+            if block.kind == "head":
+                continue
+            mine = {k for k in changed if any(k.startswith(u + ".") for u in block.units)}
+            assert bool({k for k in mine if "running_" not in k}) == state.trainable, block.label
+            assert bool({k for k in mine if "running_" in k}) == (state.bn == BN_UPDATING), block.label
+        assert view.trainable_params == result.trainable_params
+
+
+def test_cli_prints_the_stage_table_and_the_probe_curve(image_folder, tiny_weights, tmp_path, capsys):
+    import json
+
+    from tlcore.cli import main
+
+    out = tmp_path / "anatomy.json"
+    assert main(["anatomy", "--backbone", "test_efficientnet", "--weights", str(tiny_weights), "--image-size", "32",
+                 "--stages", "1", "--dataset", str(image_folder), "--per-class", "6", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "test_efficientnet at 32 px, 3 classes" in text and "blocks.4 + conv_head + bn2" in text
+    assert "fine-tune, top 1 stage (BatchNorm frozen)" in text and "Layer-wise probe" in text
+    saved = json.loads(out.read_text())
+    assert len(saved["anatomy"]["blocks"]) == 8 and set(saved["probe"]["curves"]) == {"pretrained", "random"}
+    assert main(["anatomy", "--backbone", "test_resnet", "--image-size", "48"]) == 0  # no data: the table only
+    assert "layer4" in capsys.readouterr().out
+
+
+def test_anatomy_page_switching_strategy_changes_the_frozen_part():
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    page = Path(__file__).resolve().parents[1] / "pages" / "5_Anatomy.py"
+    at = AppTest.from_file(str(page), default_timeout=120).run()
+    assert not at.exception, [e.message for e in at.exception]
+    at.selectbox(key="an_backbone").set_value("test_efficientnet")
+    at.number_input(key="an_image_size").set_value(32)
+    at.run()
+
+    def states():
+        assert not at.exception, [e.message for e in at.exception]
+        frame = at.dataframe[0].value  # the stage table (the probe table appears only after a probe)
+        stages = frame[frame["kind"].isin(["stem", "stage"])]
+        return [s.split(",")[0] for s in stages["under this strategy"]], list(stages["under this strategy"])
+
+    shown, _ = states()
+    assert shown == ["frozen"] * 6  # feature extraction: the whole backbone
+    at.radio(key="an_strategy").set_value("fine-tune").run()
+    shown, words = states()
+    assert shown == ["frozen"] * 4 + ["trainable"] * 2 and words[-1] == "trainable, BN frozen"
+    at.select_slider(key="an_stages").set_value(3).run()
+    at.radio(key="an_bn").set_value("train").run()
+    shown, words = states()
+    assert shown == ["frozen"] * 3 + ["trainable"] * 3 and words[-1] == "trainable, BN updating"
+    assert words[0] == "frozen, BN frozen"
+    at.radio(key="an_strategy").set_value("scratch").run()
+    shown, _ = states()
+    assert shown == ["trainable"] * 6
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_anatomy_page_runs_the_probe_on_a_folder(image_folder):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    page = Path(__file__).resolve().parents[1] / "pages" / "5_Anatomy.py"
+    at = AppTest.from_file(str(page), default_timeout=120).run()
+    at.selectbox(key="an_backbone").set_value("test_resnet")
+    at.radio(key="an_weights").set_value("none (random init)")
+    at.number_input(key="an_image_size").set_value(32)
+    at.radio(key="an_source_kind").set_value("Folder on this server").run()
+    at.text_input(key="an_folder").set_value(str(image_folder))
+    at.number_input(key="an_per_class").set_value(6)
+    at.button(key="an_probe").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.dataframe) == 2 and len(at.dataframe[1].value) == 5  # a row per stage group of test_resnet
+    assert any("only the random-weights curve" in m.value for m in at.markdown)  # no pretrained weights chosen
+    assert len(at.get("plotly_chart")) == 2  # the diagram and the probe curve
+
+
+def test_anatomy_page_opens_from_a_link_with_the_choices_filled():
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    page = Path(__file__).resolve().parents[1] / "pages" / "5_Anatomy.py"
+    at = AppTest.from_file(str(page), default_timeout=120)
+    for key, value in {"backbone": "test_resnet", "image_size": "32", "strategy": "fine-tune", "stages": "1"}.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    stages = at.dataframe[0].value
+    stages = list(stages[stages["kind"].isin(["stem", "stage"])]["under this strategy"])
+    assert [s.split(",")[0] for s in stages] == ["frozen"] * 4 + ["trainable"]

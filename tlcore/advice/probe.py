@@ -1,0 +1,212 @@
+"""Layer-wise probe: how well a linear head does on the pooled output of every stage, for the pretrained backbone
+and for the same architecture with random weights.
+
+One frozen forward pass per image collects every stage's pooled output (`tlcore.engine.anatomy.StageEmbedding`,
+run by the same extraction code as feature extraction and cached the same way, under a key of its own). Each stage
+gets the feature-extraction strategy's head: L-BFGS logistic regression, L2 picked on val (`fit_linear_head`). The
+last stage's features are exactly the feature-extraction features, so its accuracy is the feature-extraction
+strategy's on the same split.
+
+Where the pretrained curve peaks before the last stage, the stages after the peak are specific to the source task:
+the case for fine-tuning from there on (Yosinski et al., NeurIPS 2014). The random curve shows what depth alone
+gives without pretraining.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Optional
+
+import torch
+
+from tlcore.engine import backbone as bb
+from tlcore.engine.anatomy import StageEmbedding, StageTaps, group_label
+from tlcore.engine.features import ExtractOptions, FeatureCache, default_cache, split_features
+from tlcore.engine.strategies import StrategySpec, make_strategy
+from tlcore.engine.train import fit_linear_head
+from tlcore.experiments.config import ExperimentConfig, size_label
+from tlcore.experiments.prepare import CellData, Prepared, prepare
+
+PROBE_VERSION = 1
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ProbePoint:
+    """One stage: the width of its pooled output and the linear head's accuracy on it."""
+
+    stage: int  # stage group index, bottom (stem) = 0
+    label: str
+    dim: int
+    val_accuracy: float
+    test_accuracy: float
+    l2: float
+
+
+@dataclass
+class ProbeCurve:
+    weights: str  # 'pretrained' or 'random'
+    weights_id: str
+    points: list[ProbePoint]
+    feature_seconds: float  # the forward pass (0 when every row came from the cache)
+    head_seconds: float
+    rows_computed: int
+
+    @property
+    def peak(self) -> ProbePoint:
+        """The stage with the best val accuracy (a tie goes to the later stage: the last one is feature extraction)."""
+        return max(reversed(self.points), key=lambda p: p.val_accuracy)
+
+
+@dataclass
+class ProbeResult:
+    backbone: str
+    weights: str  # the pretrained weights' description
+    image_size: int
+    dataset: str
+    per_class: str
+    seed: int
+    classes: int
+    images: dict[str, int]
+    curves: dict[str, ProbeCurve] = field(default_factory=dict)
+
+    @property
+    def num_stages(self) -> int:
+        return len(next(iter(self.curves.values())).points)
+
+    def statement(self) -> str:
+        """Where the pretrained features stop transferring, in one or two sentences."""
+        curve = self.curves.get("pretrained")
+        if curve is None:
+            return "No pretrained weights: only the random-weights curve was measured."
+        last, peak = curve.points[-1], curve.peak
+        words = (f"The pretrained features peak at stage {peak.stage} ({peak.label}, val {peak.val_accuracy:.3f})"
+                 if peak.stage != last.stage else
+                 f"The pretrained features are best at the last stage ({last.label}, val {last.val_accuracy:.3f})")
+        if peak.stage != last.stage:
+            later = self.num_stages - 1 - peak.stage
+            after = "the stage after it is" if later == 1 else f"the {later} stages after it are"
+            words += (f" and fall to {last.val_accuracy:.3f} at the last stage: {after} specific to the source task, "
+                      f"the case for fine-tuning from there on (top {later}).")
+        else:
+            words += ": they transfer all the way up."
+        rnd = self.curves.get("random")
+        if rnd is not None:
+            gap = last.val_accuracy - rnd.points[-1].val_accuracy
+            words += (f" Random weights reach val {rnd.peak.val_accuracy:.3f} at best ({rnd.peak.label}); "
+                      f"pretraining adds {gap * 100:+.1f} points at the last stage.")
+        return words
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProbeResult":
+        d = dict(d)
+        curves = {k: ProbeCurve(**{**v, "points": [ProbePoint(**p) for p in v["points"]]})
+                  for k, v in d.pop("curves", {}).items()}
+        return cls(**d, curves=curves)
+
+
+def _labels(model: torch.nn.Module) -> list[str]:
+    taps = StageTaps(model)
+    return [group_label(g, units) for g, units in zip(taps.groups, taps.units)]
+
+
+def stage_dims(model: torch.nn.Module, image_size: int) -> list[int]:
+    """Width of every stage's pooled output at `image_size` (one image through StageEmbedding)."""
+    embed = StageEmbedding(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            embed(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+    return list(embed.dims)
+
+
+def stage_features(prepared: Prepared, data: CellData, model: torch.nn.Module, weights_id: str,
+                   cache: Optional[FeatureCache] = None, extract: Optional[ExtractOptions] = None,
+                   splits: tuple[str, ...] = SPLITS) -> dict[str, torch.Tensor]:
+    """Every stage's pooled output for each split, concatenated (columns in stage order), through the feature cache
+    under a key of their own: the backbone, the weights, the data and the preprocessing."""
+    cache = cache or default_cache()
+    name = f"{prepared.config.backbone.name}|stages-v{PROBE_VERSION}"
+    return {s: split_features(cache, model, name, weights_id, data.dataset, s, data.splits[s], data.cfg,
+                              data.transform_key, prepared.device, extract or ExtractOptions(),
+                              embedding=StageEmbedding) for s in splits}
+
+
+def probe_curve(feats: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], dims: list[int],
+                names: list[str], num_classes: int, head: StrategySpec,
+                progress: Optional[Callable[[str], None]] = None) -> tuple[list[ProbePoint], float]:
+    """A linear head per stage (the feature-extraction head, L2 picked on val); val and test accuracy."""
+    points, start, offset = [], time.perf_counter(), 0
+    for stage, (dim, name) in enumerate(zip(dims, names)):
+        cols = {s: feats[s][:, offset:offset + dim].contiguous() for s in SPLITS}
+        offset += dim
+        fit = fit_linear_head(cols["train"], labels["train"], cols["val"], labels["val"], num_classes,
+                              head.head_l2_grid, head.head_max_iter)
+        test_logits = cols["test"] @ fit.weight.T + fit.bias
+        test_acc = int((test_logits.argmax(1) == labels["test"]).sum()) / max(1, len(labels["test"]))  # as score()
+        points.append(ProbePoint(stage, name, dim, fit.val_accuracy, test_acc, fit.l2))
+        if progress:
+            progress(f"stage {stage} {name}: {dim} features, val {fit.val_accuracy:.3f}, test {test_acc:.3f}")
+    return points, time.perf_counter() - start
+
+
+def layer_probe(config: ExperimentConfig, random_weights: bool = True, cache: Optional[FeatureCache] = None,
+                extract: Optional[ExtractOptions] = None,
+                progress: Optional[Callable[[str], None]] = None) -> ProbeResult:
+    """The probe on `config`'s data, split, image size and backbone (the feature-extraction head options from its
+    feature-extraction strategy if it has one). Refused in read-only mode, as `prepare` refuses."""
+    head = next((s for s in config.strategies if s.kind == "feature-extraction"), make_strategy("feature-extraction"))
+    prepared = prepare(replace(config, strategies=(head,)))
+    ds = prepared.subset(config.dataset.per_class, config.seed)
+    data = prepared.cell_data(ds)
+    labels = {s: data.splits[s].labels for s in SPLITS}
+    cache = cache or default_cache()
+    size = prepared.image_size.pixels
+    models = []
+    if prepared.weights.pretrained:
+        models.append(("pretrained", prepared.reference, prepared.weights_id))
+    if random_weights or not prepared.weights.pretrained:
+        model, info = bb.load_template(replace(config.backbone, weights="none"))
+        models.append(("random", model, info.sha256 or info.name))
+    result = ProbeResult(config.backbone.name, prepared.weights.name, size, ds.name,
+                         size_label(config.dataset.per_class), config.seed, ds.num_classes,
+                         {s: len(labels[s]) for s in SPLITS})
+    for kind, model, weights_id in models:
+        dims, names = stage_dims(model, size), _labels(model)
+        if progress:
+            progress(f"{kind} weights: one pass over {sum(result.images.values())} images, {len(dims)} stages")
+        before = cache.stats.rows_computed
+        start = time.perf_counter()
+        feats = stage_features(prepared, data, model, weights_id, cache, extract)
+        seconds = time.perf_counter() - start
+        points, head_seconds = probe_curve(feats, labels, dims, names, ds.num_classes, head, progress)
+        result.curves[kind] = ProbeCurve(kind, weights_id, points, round(seconds, 3), round(head_seconds, 3),
+                                         cache.stats.rows_computed - before)
+    return result
+
+
+def probe_table(result: ProbeResult) -> list[dict]:
+    """One row per stage: val and test accuracy of each curve."""
+    rows = []
+    for i in range(result.num_stages):
+        row: dict = {}
+        for kind, curve in result.curves.items():
+            p = curve.points[i]
+            row.update({"stage": p.stage, "block": p.label, "features": p.dim, f"{kind} val": round(p.val_accuracy, 4),
+                        f"{kind} test": round(p.test_accuracy, 4)})
+        rows.append(row)
+    return rows
+
+
+def peak_stages_to_fine_tune(curve: ProbeCurve) -> Optional[int]:
+    """How many top stages come after the pretrained peak (None when it peaks at the last stage)."""
+    later = len(curve.points) - 1 - curve.peak.stage
+    return later or None
+
