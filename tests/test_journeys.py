@@ -219,3 +219,27 @@ def test_try_it_shows_three_predictions_and_three_maps_on_an_uploaded_image(stor
         expect(maps).to_have_count(4, timeout=30_000)  # the image itself, then one map per strategy
         top3 = page.locator("li").filter(has_text=re.compile(r"^class_\d \d+\.\d%$"))
         expect(top3).to_have_count(9)  # three classes with probabilities for each of the three strategies
+
+
+def test_anatomy_switching_strategy_changes_the_frozen_part(server):
+    from playwright.sync_api import expect
+
+    with browser_page("journey-anatomy", height=2000) as page:
+        page.goto(server + "/Anatomy?backbone=test_efficientnet&image_size=32", wait_until="networkidle")
+        expect(page.get_by_text("Anatomy: what each strategy trains")).to_be_visible(timeout=30_000)
+        page.get_by_text("none (random init)").first.click()
+        trains = page.get_by_text(re.compile(r"parameters, [\d,]+ multiply-adds an image"))
+        expect(trains).to_be_visible(timeout=60_000)
+
+        def trained() -> int:
+            text = trains.inner_text()
+            return int(re.search(r"([\d,]+) train under", text).group(1).replace(",", ""))
+
+        total = int(re.search(r"^([\d,]+) parameters", trains.inner_text()).group(1).replace(",", ""))
+        seen = {}
+        for strategy in ("feature-extraction", "fine-tune", "scratch"):
+            page.get_by_text(strategy, exact=True).first.click()
+            expect(trains).to_contain_text("train under", timeout=30_000)
+            page.wait_for_timeout(1500)
+            seen[strategy] = trained()
+        assert seen["feature-extraction"] < seen["fine-tune"] < seen["scratch"] == total, seen
