@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from tlcore.advice.recommend import (
+    CALIBRATION,
     SOURCES,
     confirmation_config,
     describe,
@@ -22,6 +23,7 @@ from tlcore.data.load import parse_dataset
 from tlcore.engine.backbone import BackboneSpec
 from tlcore.views import charts
 from ui.navigation import through_app
+from ui.results import show_card
 from ui.widgets import backbone_and_weights, data_source, job_queue, require_weights
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
@@ -39,7 +41,11 @@ st.title("Which strategy for this data?")
 st.caption("A recommendation from cheap measurements on frozen features (no training), with the reasons and the "
            "thresholds used. Runs and sweeps already stored for the same data outweigh the prediction.")
 
-mode = st.radio("I have", ["the dataset", "only a description of it"], horizontal=True, key="rc_mode")
+
+# The read-only demo computes nothing: measuring runs the backbone, so only a description can be typed in there.
+modes = ["only a description of it"] if read_only() else ["the dataset", "only a description of it"]
+mode = st.radio("I have", modes, horizontal=True, key="rc_mode",
+                help="This read-only demo does not measure datasets; describe one instead." if read_only() else None)
 signals = None
 if mode == "the dataset":
     left, right = st.columns(2)
@@ -86,11 +92,7 @@ if signals is not None:
         st.caption(f"Stored as `{st.session_state['rc_saved_id']}`: share it with `?run="
                    f"{st.session_state['rc_saved_id']}`.")
     st.divider()
-    a, b, c = st.columns(3)
-    a.metric("Recommended", rec.choice.label)
-    b.metric("Runner-up", rec.runner_up.label)
-    c.metric("Confidence", f"{rec.confidence} ({rec.confidence_score:.2f})",
-             help="Distance of the data from the rules' thresholds; measured evidence on this data raises it.")
+    show_card(rec)
     st.markdown(f"**Why** (based on {rec.based_on}):")
     for r in rec.reasons:
         st.markdown(f"- {r.text()}  \n  <small>{SOURCES[r.source]}</small>", unsafe_allow_html=True)
@@ -103,8 +105,15 @@ if signals is not None:
         st.dataframe(pd.DataFrame([{"strategy": o.strategy, "accuracy from": o.accuracy_low,
                                     "accuracy to": o.accuracy_high, "training s": o.seconds, "basis": o.basis}
                                    for o in rec.outlooks]), hide_index=True, key="rc_outlook",
-                     column_config={"accuracy from": st.column_config.NumberColumn(format="%.2f"),
+                     column_config={"strategy": st.column_config.TextColumn(width="medium"),
+                                    "accuracy from": st.column_config.NumberColumn(format="%.2f"),
                                     "accuracy to": st.column_config.NumberColumn(format="%.2f")})
+        if rec.based_on != "measurements":
+            st.caption(f"Test accuracy ranges fitted on `python -m tlcore recommend --validate` "
+                       f"({CALIBRATION['cases']} cases, {CALIBRATION['sizes'][0]}-{CALIBRATION['sizes'][-1]} images a "
+                       "class, the sweeps' short schedules: scratch had 5 epochs, so a comparison's 20 can score above "
+                       "its range)." + ("" if not signals.described else " Described data: wider ranges, from the "
+                                        "size and the similarity typed in."))
         if not signals.described:
             st.subheader("Signals")
             rows = [("images per class", signals.images_per_class), ("classes", signals.classes),

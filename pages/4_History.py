@@ -5,14 +5,15 @@ Layout only: the store, reports and bundles are tlcore's."""
 import pandas as pd
 import streamlit as st
 
+from tlcore.advice.recommend import recommendation_from_record
 from tlcore.core.environment import read_only
 from tlcore.core.errors import TlcoreError
 from tlcore.records.store import default_store
 from tlcore.server.jobs import stored_snapshot
 from tlcore.views import charts
-from ui.navigation import through_app
 from tlcore.views.text import dataset_display, run_size_text
-from ui.results import show_record
+from ui.navigation import through_app
+from ui.results import show_card, show_record
 from ui.widgets import job_queue
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
@@ -31,11 +32,16 @@ if shared:
                  "bundle on this page.")
     elif record["kind"] == "recommendation":
         st.title(f"Recommendation {shared}")
-        summary = record["summary"] or {}
-        st.metric("Recommended", summary.get("label", "?"))
-        for r in summary.get("reasons", []):
-            st.markdown(f"- {r['text']}")
-        st.json(record["config"])
+        rec = recommendation_from_record(record)
+        st.caption(f"{dataset_display(record['dataset'])} · {record['backbone']} · stored "
+                   f"{pd.Timestamp(record['created_at'], unit='s'):%Y-%m-%d %H:%M} UTC · read-only view")
+        show_card(rec)
+        st.markdown("\n".join(f"- {r.text()}" for r in rec.reasons))
+        st.dataframe(pd.DataFrame([{"strategy": o.strategy, "accuracy from": o.accuracy_low, "to": o.accuracy_high,
+                                    "training s": o.seconds, "basis": o.basis} for o in rec.outlooks]),
+                     hide_index=True, key="hist_rec_outlook")
+        with st.expander("Signals and config"):
+            st.json({"signals": rec.signals.to_dict(), "config": record["config"]})
     else:
         st.title(f"{record['kind'].capitalize()} {shared}: {record['status']}")
         st.caption(f"{record['label'] or dataset_display(record['dataset'])} · {record['backbone']} · stored "

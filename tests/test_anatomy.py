@@ -21,13 +21,7 @@ FAMILIES = [("test_efficientnet", 32), ("test_resnet", 32), ("test_vit", 160), (
             ("tf_efficientnet_lite0", 32)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _views():
@@ -142,6 +136,7 @@ def test_fine_tune_view_matches_a_real_fine_tune_run(image_folder, tiny_weights,
         assert view.trainable_params == result.trainable_params
 
 
+@pytest.mark.slow
 def test_cli_prints_the_stage_table_and_the_probe_curve(image_folder, tiny_weights, tmp_path, capsys):
     import json
 

@@ -13,6 +13,7 @@ from tlcore.cli import main
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_compare_writes_table_json_and_csv(image_folder, tiny_weights, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["compare", "--dataset", str(image_folder), "--backbone", "test_efficientnet", "--weights",
@@ -101,6 +102,7 @@ def _png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
 
 
+@pytest.mark.slow
 def test_skipped_files_are_summarised_and_listed_in_full(image_folder, tiny_weights, tmp_path, capsys):
     bad = image_folder / "class_0"
     (bad / "empty.png").write_bytes(b"")

@@ -57,6 +57,7 @@ def test_each_strategy_keeps_its_model_and_predict_reproduces_its_test_predictio
     assert fe.stat().st_size < ft.stat().st_size / 20  # feature extraction keeps its head, not a backbone copy
 
 
+@pytest.mark.slow
 def test_deleting_the_record_deletes_its_models(comparison):
     run_id = comparison.runs[1].run_id
     assert find_model(run_id).exists()
@@ -66,6 +67,7 @@ def test_deleting_the_record_deletes_its_models(comparison):
     assert not (models_dir() / comparison.record_id).exists()
 
 
+@pytest.mark.slow
 def test_models_quota_removes_the_oldest(comparison, monkeypatch, image_folder, tiny_weights):
     from tlcore.records.models import enforce_quota
 
@@ -94,6 +96,7 @@ def test_bad_input_gets_a_clear_message(comparison, tmp_path):
         predict(run_id, [tmp_path / "missing"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
 def test_grey_rgba_palette_and_16_bit_images_are_converted_as_in_training(comparison, tmp_path, mode):
     from tlcore.data.dataset import to_rgb
@@ -107,6 +110,7 @@ def test_grey_rgba_palette_and_16_bit_images_are_converted_as_in_training(compar
     assert torch.equal(preprocessing(path), preprocessing(to_rgb(Image.open(path))))
 
 
+@pytest.mark.slow
 def test_an_image_over_the_pixel_limit_is_refused(comparison, tmp_path):
     _, preprocessing = load_model(comparison.runs[0].run_id)
     preprocessing.max_pixels = 100
@@ -116,6 +120,7 @@ def test_an_image_over_the_pixel_limit_is_refused(comparison, tmp_path):
         preprocessing(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["safetensors", "torchscript", "onnx"])
 def test_exports_agree_with_torch(comparison, tmp_path, fmt):
     run = comparison.runs[1]
@@ -145,6 +150,7 @@ def test_exports_agree_with_torch(comparison, tmp_path, fmt):
     assert (got - expected).abs().max().item() < 1e-4 * max(1.0, expected.abs().max().item())
 
 
+@pytest.mark.slow
 def test_export_to_onnx_without_its_packages_says_what_to_install(comparison, tmp_path, monkeypatch):
     import importlib.util
 

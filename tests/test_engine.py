@@ -111,6 +111,7 @@ def test_fine_tune_changes_only_named_stages(image_folder, tiny_weights, tmp_pat
     assert result.trainable_params == changed_params + sum(p.numel() for p in model.get_classifier().parameters())
 
 
+@pytest.mark.slow
 def test_second_run_reuses_feature_cache(image_folder, tiny_weights, tmp_path):
     cache = FeatureCache(tmp_path / "features")
     cfg = config(image_folder, tiny_weights, [make_strategy("feature-extraction")])

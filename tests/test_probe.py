@@ -4,20 +4,13 @@ feature-extraction strategy on the same split, and its features are cached by co
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, build_config, compare, make_strategy
 from tlcore.advice.probe import ProbeResult, layer_probe, probe_table
 from tlcore.engine.features import FeatureCache
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # one_thread: tests/conftest.py
 
 
 def _config(folder, weights, name="test_efficientnet", size=32) -> ExperimentConfig:

@@ -11,8 +11,10 @@ import pytest
 from tlcore import BackboneSpec, DatasetSpec, make_strategy
 from tlcore.data.load import load_dataset
 from tlcore.core.errors import DataError
-from tlcore.advice.recommend import (DIFFERENT, FE, FEW_IMAGES, FT2, FT_ALL, MANY_IMAGES_DIFFERENT, SCRATCH, SCRATCH_IMAGES,
-                              SIMILAR, SOLVED, describe, measure, recommend, region, similarity_score)
+from tlcore.advice.recommend import (CALIBRATION, DIFFERENT, FE, FEW_IMAGES, FT2, FT_ALL, MANY_IMAGES_DIFFERENT,
+                                     SCRATCH, SCRATCH_IMAGES, SIMILAR, SOLVED, Recommendation, describe,
+                                     feature_lead_text, measure, recommend, recommendation_from_record, region,
+                                     save_recommendation, similarity_score)
 from tlcore.records.store import MIGRATIONS, SCHEMA_VERSION, Store
 from tlcore.advice.transferability import head_entropy, knn_accuracy, leep, logme
 from tlcore.advice.validate import ValidationReport, score_case
@@ -200,3 +202,200 @@ def test_validate_scores_recommendations_against_a_real_sweep(image_folder, tiny
     again = validate([DatasetSpec(str(image_folder))], sizes=[3, 6], preset="quick",
                      backbone=BackboneSpec("test_efficientnet", str(tiny_weights)), store=store)
     assert [c.accuracies for c in again.cases] == [c.accuracies for c in report.cases]  # sweeps came from the store
+
+
+# ------------------------------------------------------------------------------------ issue #12: the Recommend page
+@pytest.mark.parametrize("n", [1, 5, 20, 100, 1000, 1_000_000])
+@pytest.mark.parametrize("classes", [2, 10, 1000])
+@pytest.mark.parametrize("similarity", [0.0, 0.5, 1.0])
+def test_described_ranges_are_calibrated_not_0_to_1(n, classes, similarity):
+    rec = recommend(describe(n, classes, similarity))
+    assert {o.kind for o in rec.outlooks} == {"feature-extraction", "fine-tune", "scratch"}
+    for o in rec.outlooks:
+        assert 0.0 <= o.accuracy_low <= o.accuracy_high <= 1.0, o
+        assert (o.accuracy_low, o.accuracy_high) != (0.0, 1.0) and o.accuracy_high - o.accuracy_low < 0.9, o
+        assert o.accuracy_low >= np.floor(100 / classes) / 100  # never below chance (rounded down to 2 decimals)
+        assert "not estimated" not in o.basis and "validation" in o.basis
+
+
+@pytest.mark.parametrize("lp, n, classes", [(0.723, 20, 10), (0.596, 5, 10), (0.955, 100, 10), (0.486, 5, 4),
+                                            (0.30, 1000, 100), (0.999, 10, 2)])
+def test_measured_ranges_ordered_and_scratch_not_above_feature_extraction(lp, n, classes):
+    s = describe(n, classes, 0.5)
+    s.described, s.linear_probe_accuracy, s.pixel_accuracy = False, lp, 0.5
+    ranges = {o.kind: (o.accuracy_low, o.accuracy_high) for o in recommend(s).outlooks}
+    for low, high in ranges.values():
+        assert 0.0 <= low <= high <= 1.0 and high - low < 0.6
+    if n <= 20:  # the reported case: scratch at 20 a class stated above feature extraction's upper bound
+        assert ranges["scratch"][1] <= ranges["feature-extraction"][1]
+
+
+def test_calibration_constants_say_where_they_came_from():
+    assert "recommend --validate" in CALIBRATION["source"] and CALIBRATION["cases"] >= 10
+    assert set(CALIBRATION["strategies"]) == {"feature-extraction", "fine-tune", "scratch"}
+    for m in CALIBRATION["strategies"].values():
+        assert m["measured"][0] <= 0 <= m["measured"][1] and m["described"][0] <= 0 <= m["described"][1]
+    assert CALIBRATION["coverage"]["measured"]["in_sample"] >= 0.8
+
+
+def _case(dataset, n, measured, ranges, described_ranges=None):
+    from tlcore.advice.validate import score_case
+
+    rec = recommend(describe(n, 10, 0.5))
+    for o in rec.outlooks:
+        o.accuracy_low, o.accuracy_high = ranges[o.kind]
+    described = None
+    if described_ranges:
+        described = recommend(describe(n, 10, 0.5))
+        for o in described.outlooks:
+            o.accuracy_low, o.accuracy_high = described_ranges[o.kind]
+    return score_case(dataset, n, rec, measured, described)
+
+
+def test_coverage_on_a_hand_made_report():
+    measured = {"feature-extraction": 0.70, "fine-tune": 0.75, "scratch": 0.40}
+    report = ValidationReport()
+    # inside, inside (on the edge counts), outside
+    report.cases.append(_case("a", 5, measured, {"feature-extraction": (0.6, 0.8), "fine-tune": (0.7, 0.75),
+                                                 "scratch": (0.5, 0.6)},
+                              {"feature-extraction": (0.1, 0.9), "fine-tune": (0.1, 0.9), "scratch": (0.1, 0.9)}))
+    # outside, inside, inside
+    report.cases.append(_case("b", 20, measured, {"feature-extraction": (0.71, 0.8), "fine-tune": (0.6, 0.8),
+                                                  "scratch": (0.3, 0.45)},
+                              {"feature-extraction": (0.1, 0.2), "fine-tune": (0.1, 0.9), "scratch": (0.1, 0.9)}))
+    assert report.cases[0].ranges == {"feature-extraction": [0.6, 0.8], "fine-tune": [0.7, 0.75],
+                                      "scratch": [0.5, 0.6]}
+    assert report.coverage() == pytest.approx(4 / 6)
+    assert report.coverage(kind="scratch") == pytest.approx(1 / 2)
+    assert report.coverage(kind="fine-tune") == 1.0
+    assert report.coverage(described=True) == pytest.approx(5 / 6)
+    summary = report.to_dict()["coverage"]
+    assert summary["measured"] == pytest.approx(4 / 6) and summary["pairs"] == 6
+    assert summary["by_strategy"]["feature-extraction"] == {"measured": 0.5, "described": 0.5}
+    assert summary["in_sample"] is False  # "a" and "b" are not datasets the ranges were fitted on
+    assert "leave_one_dataset_out" not in summary  # one case a dataset: too few to refit without either
+    assert any("coverage" in line and "67%" in line for line in report.summary_lines())
+    assert ValidationReport().coverage() is None
+
+
+def test_fit_calibration_covers_its_cases_and_states_ordered_ranges():
+    from tlcore.advice.validate import fit_calibration, leave_one_dataset_out, ranges_from
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for d in range(4):
+        for n in (5, 20, 100):
+            lp = 0.5 + 0.1 * np.log10(n) + rng.normal(0, 0.03)
+            measured = {"feature-extraction": lp - 0.02 + rng.normal(0, 0.02),
+                        "fine-tune": lp + 0.01 + rng.normal(0, 0.02),
+                        "scratch": 0.2 + 0.15 * np.log10(n) + rng.normal(0, 0.05)}
+            case = _case(f"d{d}", n, measured, {k: (0, 1) for k in measured})
+            case.linear_probe_accuracy, case.images_per_class, case.similarity = float(lp), n, 0.3 + 0.1 * d
+            cases.append(case)
+    cal = fit_calibration(cases, target=0.8)
+    assert cal["cases"] == 12 and cal["fitted_on"] == ["d0", "d1", "d2", "d3"]
+    assert cal["linear_probe"]["similarity"] >= 0
+    assert cal["linear_probe"]["log10_n"] > 0 and cal["strategies"]["scratch"]["log10_n"] > 0
+    hits = total = 0
+    for case in cases:
+        measured_ranges, described_ranges = ranges_from(cal, case)
+        for kind, (low, high) in measured_ranges.items():
+            assert 0 <= low <= high <= 1 and described_ranges[kind][0] <= described_ranges[kind][1]
+            hits += low <= case.accuracies[kind] <= high
+            total += 1
+    assert hits / total == 1.0  # 12 cases: the rank used is the most extreme residual on each side
+    lodo = leave_one_dataset_out(cases, target=0.8)
+    assert 0.5 <= lodo["measured"] <= 1 and 0.5 <= lodo["described"] <= 1
+    assert leave_one_dataset_out(cases[:3]) is None  # one dataset: nothing to hold out
+
+
+def test_negative_feature_lead_is_worded_the_right_way_round():
+    assert feature_lead_text(0.024) == "features lead raw pixels by 2.4 points"
+    assert feature_lead_text(-0.024) == "raw pixels lead the features by 2.4 points"
+    assert feature_lead_text(0.0) == "features and raw pixels score the same"
+    basis = similarity_score(None, 0.676, 0.70, 3)[1]
+    assert "raw pixels lead the features by 2.4 points" in basis and "-" not in basis
+
+
+def test_recommendation_round_trips_through_its_stored_summary(tmp_path):
+    s = describe(8, 10, 0.9)
+    s.described, s.linear_probe_accuracy, s.pixel_accuracy, s.knn_accuracy = False, 0.7, 0.5, 0.65
+    evidence = [{"kind": "feature-extraction", "stages": None, "accuracy": 0.80, "train_seconds": 5},
+                {"kind": "fine-tune", "stages": 2, "accuracy": 0.70, "train_seconds": 50}]
+    for rec in (recommend(describe(50, 10, 0.5)), recommend(s), recommend(s, evidence)):
+        again = Recommendation.from_dict(rec.to_dict())
+        assert again == rec and again.to_dict() == rec.to_dict()
+    # from a stored record, as History and share links read it
+    store = Store(tmp_path / "r.db")
+    rec = recommend(s, evidence)
+    record_id = save_recommendation(rec, DatasetSpec("fashion-mnist"), BackboneSpec(), 8, store=store)
+    opened = recommendation_from_record(store.record(record_id))
+    assert opened == rec and opened.record_id == record_id
+    assert opened.choice.label == rec.choice.label and [r.text() for r in opened.reasons] == \
+        [r.text() for r in rec.reasons]
+    # an older summary with fewer keys (and an extra one) still opens
+    old = rec.to_dict()
+    for key in ("record_id", "rules_version", "evidence"):
+        old.pop(key)
+    old["outlooks"] = [{k: v for k, v in o.items() if k != "kind"} for o in old["outlooks"]]
+    old["signals"]["something_new"] = 1
+    assert Recommendation.from_dict(old).outlooks == rec.outlooks
+
+
+@pytest.mark.slow
+def test_same_inputs_twice_make_one_recommendation_record(image_folder, tiny_weights, tmp_path):
+    from tlcore.advice.recommend import advise
+
+    store = Store(tmp_path / "s.db")
+    spec, backbone = DatasetSpec(str(image_folder)), BackboneSpec("test_efficientnet", str(tiny_weights))
+    first = advise(spec, backbone, image_size=32, store=store)
+    second = advise(spec, backbone, image_size=32, store=store)  # measured again: timings differ, signals do not
+    assert second.record_id == first.record_id
+    assert len(store.records(kind="recommendation")) == 1
+    assert store.record(first.record_id)["summary"]["signals"]["seconds"] == second.signals.seconds  # updated
+    # other inputs, or the same inputs with other signals, are another record
+    assert advise(spec, backbone, image_size=32, seed=1, store=store).record_id != first.record_id
+    changed = recommend(replace_signals(second.signals, linear_probe_accuracy=0.123))
+    assert save_recommendation(changed, spec, backbone, None, 0, 32, store) != first.record_id
+    assert len(store.records(kind="recommendation")) == 3
+    # per_class spelled differently (the CLI passes text) is the same input
+    a = save_recommendation(recommend(describe(20, 10, 0.5)), spec, backbone, "20", store=store)
+    assert save_recommendation(recommend(describe(20, 10, 0.5)), spec, backbone, 20, store=store) == a
+
+
+def replace_signals(signals, **changes):
+    from dataclasses import replace
+
+    return replace(signals, **changes)
+
+
+def test_read_only_refuses_to_measure(image_folder, tiny_weights, monkeypatch):
+    from tlcore.advice.recommend import advise
+    from tlcore.core.errors import ReadOnlyError
+
+    monkeypatch.setenv("TLCORE_READ_ONLY", "1")
+    spec, backbone = DatasetSpec(str(image_folder)), BackboneSpec("test_efficientnet", str(tiny_weights))
+    with pytest.raises(ReadOnlyError, match="read-only"):
+        measure(spec, backbone, image_size=32)
+    with pytest.raises(ReadOnlyError, match="read-only"):
+        advise(spec, backbone, image_size=32)
+    # describing computes only the rules, which a demo may do
+    assert recommend(describe(20, 10, 0.5)).choice == FT2
+
+
+def test_recommend_page_shows_full_labels_and_hides_measuring_when_read_only(monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    page = str(Path(__file__).resolve().parents[1] / "pages" / "3_Recommend.py")
+    monkeypatch.setenv("TLCORE_READ_ONLY", "1")
+    at = AppTest.from_file(page, default_timeout=60).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert list(at.radio(key="rc_mode").options) == ["only a description of it"]  # no measuring in a demo
+    at.number_input(key="rc_desc_n").set_value(5).run()
+    card = next(m.value for m in at.markdown if m.value.startswith("#### Recommended:"))
+    assert "fine-tune (top 2 stages)" in card and "**Runner-up:** feature-extraction" in card  # in full, not cut
+    outlook = next(d.value for d in at.dataframe if "accuracy from" in d.value.columns)
+    assert (outlook["accuracy from"] > 0).all() and (outlook["accuracy to"] < 1).all()
+    assert not at.button  # nothing to confirm or run

@@ -23,10 +23,13 @@ from tlcore.server.jobs import JobQueue
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow  # real processes contending for a real lock
+
 HOLD = """
 import sys, time
 from pathlib import Path
 from tlcore.records.slot import training_slot
+
 release = Path(sys.argv[1])
 with training_slot("held by the test"):
     print("held", flush=True)

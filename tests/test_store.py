@@ -31,6 +31,7 @@ def _config(folder, weights) -> ExperimentConfig:
                                         make_strategy("scratch", **FAST)], image_size=32)
 
 
+@pytest.mark.slow
 def test_every_record_type_round_trips(image_folder, tiny_weights, tmp_path):
     from tlcore.advice.recommend import advise
 

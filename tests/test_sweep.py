@@ -63,6 +63,7 @@ def test_nested_subsets_constant_test_set_and_feature_reuse(image_folder, tiny_w
     assert result.feature_cache["rows_reused"] == used + 2 * (18 + n_eval) - result.feature_cache["rows_computed"]
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_without_recomputing(image_folder, tiny_weights, store):
     config = SweepConfig(experiment(image_folder, tiny_weights), sizes=[3, ALL], repeats=1)
     cancel = CancelToken()

@@ -137,6 +137,7 @@ def _left_on_disk(home: Path) -> tuple[int, list[Path]]:
             [p for p in uploads.iterdir() if p.name.startswith(".extract-")])
 
 
+@pytest.mark.slow
 def test_zip_bomb_is_refused_before_anything_is_written(isolated_home):
     buf, zeros = io.BytesIO(), bytes(2**20)
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("data/cat/big.png", "w",

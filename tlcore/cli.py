@@ -408,8 +408,7 @@ def cmd_validate(args: argparse.Namespace, backbone: BackboneSpec) -> int:
     print()
     print(frame[["dataset", "per_class", "similarity", "linear_probe_accuracy", "recommended_label", "winner",
                  "recommended_accuracy", "best_accuracy", "regret", "agrees"]].to_string(index=False))
-    print(f"\nagreement {report.agreement:.0%} ({sum(c.agrees for c in report.cases)} of {len(report.cases)}), "
-          f"mean regret {report.mean_regret * 100:.2f} points")
+    print("\n" + "\n".join(report.summary_lines()))
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
     return 0

@@ -8,6 +8,7 @@ import json
 import pandas as pd
 import streamlit as st
 
+from tlcore.advice.recommend import Recommendation
 from tlcore.core.environment import read_only
 from tlcore.core.errors import TlcoreError
 from tlcore.experiments.config import ExperimentConfig, SweepConfig
@@ -16,13 +17,22 @@ from tlcore.records.store import default_store
 from tlcore.server.jobs import ACTIVE
 from tlcore.views import charts
 from tlcore.views.report import report_html
-from ui.try_it import try_it
 from tlcore.views.text import comparison_headline, overlap_text, progress_line, skipped_text, sweep_headline
+from ui.try_it import try_it
 
 
 @st.cache_data(show_spinner="Loading test images...", max_entries=8)
 def _gallery(_result, record_id: str, strategy: str, limit: int):
     return charts.gallery(_result, _result.run(strategy), limit)
+
+
+def show_card(rec: Recommendation) -> None:
+    """The recommendation, runner-up and confidence in full (markdown wraps; st.metric cut long labels off)."""
+    st.markdown(f"#### Recommended: {rec.choice.label}\n\n"
+                f"**Runner-up:** {rec.runner_up.label}  \n"
+                f"**Confidence:** {rec.confidence} ({rec.confidence_score:.2f})",
+                help="Confidence: distance of the data from the rules' thresholds; measured evidence on this data "
+                     "raises it.")
 
 
 def progress_bars(snap: dict, names: list[str]) -> None:

@@ -2,14 +2,20 @@
 recommended *before* training (signals only, no stored evidence) with the strategy that actually scored best.
 
 Agreement: the share of cases where the recommended strategy was the best or within 1 point of it. Regret: the
-accuracy points lost by following the recommendation (0 when it was the best).
+accuracy points lost by following the recommendation (0 when it was the best). Coverage: the share of (dataset, size,
+strategy) cases whose measured accuracy lies inside the range stated before training ("what to expect"), for the
+measured signals and for a description of the same data (size, classes, similarity). The ranges are fitted on this
+suite (`fit_calibration`, constants in recommend.CALIBRATION), so that coverage is in-sample; the leave-one-dataset-out
+coverage refits without each dataset and scores it on the one left out.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from tlcore.engine.backbone import BackboneSpec
@@ -17,9 +23,12 @@ from tlcore.data.dataset import DatasetSpec
 from tlcore.data.load import dataset_label
 from tlcore.experiments.config import build_sweep_config, size_label
 from tlcore.experiments.sweep import run_sweep
-from tlcore.advice.recommend import Recommendation, measure, recommend
+from tlcore.advice.recommend import (CALIBRATION, CALIBRATION_KINDS, Recommendation, accuracy_logit, describe,
+                                     expected_accuracy, measure, outward, recommend, size_feature)
 
 AGREEMENT_MARGIN = 0.01
+COVERAGE_TARGET = 0.8  # the measured accuracy should lie inside the stated range in at least this share of cases
+MIN_FIT_CASES = 4  # fewer cases than this cannot fit the ranges' model (3 weights per strategy)
 
 # Built-in datasets and sub-tasks made from them, so that size and similarity both vary: natural-ish grey clothing,
 # an easy and a hard clothing sub-task, and 8x8 digits upscaled (far from ImageNet photos).
@@ -50,6 +59,11 @@ class Case:
     regret: float
     agrees: bool
     note: str = ""
+    classes: int = 0
+    images_per_class: float = 0.0  # measured on the training subset (per_class, or fewer where a class has fewer)
+    pixel_accuracy: Optional[float] = None
+    ranges: dict = field(default_factory=dict)  # kind -> [low, high] stated before training, from the signals
+    described_ranges: dict = field(default_factory=dict)  # kind -> [low, high] from size, classes, similarity only
 
 
 @dataclass
@@ -74,13 +88,165 @@ class ValidationReport:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    def coverage(self, described: bool = False, kind: Optional[str] = None) -> Optional[float]:
+        """Share of (case, strategy) pairs whose measured accuracy lies inside the range stated before training
+        (None when no case has a range)."""
+        return _coverage(self.cases, described, kind)
+
+    @property
+    def in_sample(self) -> bool:
+        """True when every case's dataset is one the ranges were fitted on (recommend.CALIBRATION)."""
+        fitted = set(CALIBRATION.get("fitted_on", []))
+        return bool(self.cases) and all(c.dataset in fitted for c in self.cases)
+
+    def coverage_summary(self) -> dict:
+        """Coverage of the stated ranges, overall and per strategy, measured and described, and (with two or more
+        datasets) leave-one-dataset-out."""
+        out = {"in_sample": self.in_sample, "target": COVERAGE_TARGET,
+               "measured": self.coverage(), "described": self.coverage(described=True),
+               "by_strategy": {k: {"measured": self.coverage(kind=k), "described": self.coverage(True, k)}
+                               for k in CALIBRATION_KINDS},
+               "pairs": sum(len(c.ranges) for c in self.cases)}
+        lodo = leave_one_dataset_out(self.cases)
+        if lodo is not None:
+            out["leave_one_dataset_out"] = lodo
+        return out
+
+    def summary_lines(self) -> list[str]:
+        """What `recommend --validate` prints after the table: agreement, regret and coverage."""
+        lines = [(f"agreement {self.agreement:.0%} ({sum(c.agrees for c in self.cases)} of {len(self.cases)}), "
+                  f"mean regret {self.mean_regret * 100:.2f} points")]
+        cov = self.coverage_summary()
+        if cov["measured"] is None:
+            return lines
+        where = ("in-sample: the ranges were fitted on these very cases" if cov["in_sample"] else
+                 "these cases were not all in the fit")
+        per = ", ".join(f"{k} {v['measured']:.0%}" for k, v in cov["by_strategy"].items() if v["measured"] is not None)
+        lines.append(f"coverage of the expected-accuracy ranges (target {COVERAGE_TARGET:.0%}): {cov['measured']:.0%} "
+                     f"of {cov['pairs']} (dataset, size, strategy) cases inside the range stated before training "
+                     f"({per})" + ("" if cov["described"] is None else
+                                   f"; described (size + similarity only): {cov['described']:.0%}") + f" [{where}]")
+        lodo = cov.get("leave_one_dataset_out")
+        if lodo:
+            lines.append(f"leave-one-dataset-out (refit without each dataset, scored on it): measured "
+                         f"{lodo['measured']:.0%}, described {lodo['described']:.0%}")
+        return lines
+
     def to_dict(self) -> dict:
-        return {"agreement": self.agreement, "mean_regret": self.mean_regret, "sweeps": self.sweeps,
-                "cases": [asdict(c) for c in self.cases]}
+        return {"agreement": self.agreement, "mean_regret": self.mean_regret, "coverage": self.coverage_summary(),
+                "sweeps": self.sweeps, "cases": [asdict(c) for c in self.cases]}
 
 
-def score_case(dataset: str, per_class: int, rec: Recommendation, measured: dict[str, float]) -> Case:
-    """One (dataset, size): the recommendation against the measured mean accuracy of each strategy kind."""
+def _inside(accuracy: float, bounds) -> bool:
+    return bounds[0] - 1e-9 <= accuracy <= bounds[1] + 1e-9
+
+
+def _coverage(cases: Sequence[Case], described: bool = False, kind: Optional[str] = None) -> Optional[float]:
+    hits = [_inside(c.accuracies[k], r) for c in cases
+            for k, r in (c.described_ranges if described else c.ranges).items()
+            if k in c.accuracies and (kind is None or k == kind)]
+    return sum(hits) / len(hits) if hits else None
+
+
+def _ranges(rec: Recommendation) -> dict:
+    return {o.kind: [o.accuracy_low, o.accuracy_high] for o in rec.outlooks}
+
+
+# ------------------------------------------------------------------------------------------ fitting the ranges
+def residual_band(residuals: Sequence[float], target: float = COVERAGE_TARGET) -> list[float]:
+    """[low, high] offsets around a prediction from the fit's residuals: on each side the k-th most extreme residual,
+    k = ceil((n + 1) * (1 + target) / 2) clipped to n, the split-conformal rank that covers a new exchangeable case
+    with probability >= `target` (for the 15 cases of the suite: the smallest and the largest residual). Always
+    contains 0."""
+    r = np.sort(np.asarray(residuals, dtype=float))
+    n = len(r)
+    k = min(n, int(np.ceil((n + 1) * (1 + target) / 2)))
+    return [float(np.floor(min(r[n - k], 0.0) * 1000) / 1000), float(np.ceil(max(r[k - 1], 0.0) * 1000) / 1000)]
+
+
+def fit_calibration(cases: Sequence[Case], target: float = COVERAGE_TARGET, source: str = "") -> dict:
+    """Fit recommend.CALIBRATION's model on validation cases (see the comment above CALIBRATION): least squares on
+    the logit scale, then the interval from the residuals (`residual_band`). Returns a dict of the same shape as
+    recommend.CALIBRATION (paste it there with the command and date)."""
+    rows = _fittable(cases)
+    if len(rows) < MIN_FIT_CASES:
+        raise ValueError(f"fitting the expected-accuracy ranges needs at least {MIN_FIT_CASES} cases with a linear "
+                         "probe")
+    chance = np.array([1.0 / c.classes for c in rows])
+    x = np.array([size_feature(c.images_per_class or c.per_class) for c in rows])
+    sim = np.array([c.similarity for c in rows])
+    z_lp = np.array([accuracy_logit(c.linear_probe_accuracy, ch) for c, ch in zip(rows, chance)])
+    # describe mode: the linear probe from size and similarity; a similarity that lowers it (which happens when the
+    # easy tasks of the suite are the far ones, as with digits) is not a law to extrapolate, so its weight is kept at
+    # 0 or above. The strategies' offsets from the probe use the similarity either way.
+    design = np.column_stack([np.ones_like(x), x, sim])
+    coef = np.linalg.lstsq(design, z_lp, rcond=None)[0]
+    if coef[2] < 0:
+        coef = np.append(np.linalg.lstsq(design[:, :2], z_lp, rcond=None)[0], 0.0)
+    z_lp_hat = design @ coef
+    strategies = {}
+    for kind in CALIBRATION_KINDS:
+        keep = np.array([kind in c.accuracies for c in rows])
+        if keep.sum() < MIN_FIT_CASES:
+            continue
+        z = np.array([accuracy_logit(c.accuracies[kind], ch) for c, ch in zip(rows, chance) if kind in c.accuracies])
+        a = np.column_stack([np.ones(keep.sum()), x[keep], sim[keep]])
+        offset, slope, by_similarity = (round(float(v), 3) for v in np.linalg.lstsq(a, z - z_lp[keep], rcond=None)[0])
+        fitted = offset + slope * x[keep] + by_similarity * sim[keep]
+        strategies[kind] = {"offset": offset, "log10_n": slope, "similarity": by_similarity,
+                            "measured": residual_band(z - (z_lp[keep] + fitted), target),
+                            "described": residual_band(z - (z_lp_hat[keep] + fitted), target)}
+    sizes = sorted({c.images_per_class or c.per_class for c in rows})
+    return {"source": source or f"fit_calibration on {len(rows)} cases, "
+                                f"{datetime.now(timezone.utc):%Y-%m-%d}",
+            "fitted_on": sorted({c.dataset for c in rows}), "sizes": [round(sizes[0]), round(sizes[-1])],
+            "similarities": [round(float(sim.min()), 2), round(float(sim.max()), 2)],
+            "cases": len(rows), "target": target,
+            "linear_probe": {"intercept": round(float(coef[0]), 3), "log10_n": round(float(coef[1]), 3),
+                             "similarity": round(float(coef[2]), 3)},
+            "strategies": strategies, "coverage": {}}
+
+
+def ranges_from(calibration: dict, case: Case) -> tuple[dict, dict]:
+    """The ranges a calibration states for a case before training: (from the signals, from a description)."""
+    measured, described = {}, {}
+    for kind in calibration["strategies"]:
+        n = case.images_per_class or case.per_class
+        for out, probe in ((measured, case.linear_probe_accuracy), (described, None)):
+            lo, hi, _ = expected_accuracy(kind, n, case.classes, probe, case.similarity, calibration)
+            out[kind] = list(outward(lo, hi))
+    return measured, described
+
+
+def _fittable(cases: Sequence[Case]) -> list[Case]:
+    return [c for c in cases if c.linear_probe_accuracy is not None and c.classes and c.accuracies]
+
+
+def leave_one_dataset_out(cases: Sequence[Case], target: Optional[float] = None) -> Optional[dict]:
+    """Refit the ranges without each dataset and score the held-out dataset's cases with them: coverage that was
+    not fitted on the cases it scores (the sub-tasks share images with their parent dataset, so it is still
+    optimistic). None when there are under two datasets, or too few cases to refit without one of them."""
+    target = target or CALIBRATION.get("target", COVERAGE_TARGET)
+    cases = _fittable(cases)
+    names = list(dict.fromkeys(c.dataset for c in cases))
+    if len(names) < 2 or any(sum(c.dataset != name for c in cases) < MIN_FIT_CASES for name in names):
+        return None
+    held: list[Case] = []
+    for name in names:
+        calibration = fit_calibration([c for c in cases if c.dataset != name], target)
+        for c in cases:
+            if c.dataset == name:
+                measured, described = ranges_from(calibration, c)
+                held.append(Case(**{**asdict(c), "ranges": measured, "described_ranges": described}))
+    return {"measured": _coverage(held), "described": _coverage(held, described=True),
+            "by_strategy": {k: {"measured": _coverage(held, kind=k), "described": _coverage(held, True, k)}
+                            for k in CALIBRATION_KINDS}}
+
+
+def score_case(dataset: str, per_class: int, rec: Recommendation, measured: dict[str, float],
+               described: Optional[Recommendation] = None) -> Case:
+    """One (dataset, size): the recommendation against the measured mean accuracy of each strategy kind, and the
+    ranges it stated (and, given `described`, those a description of the same data gets) for the coverage."""
     best_kind = max(measured, key=measured.get)
     best = measured[best_kind]
     kind = rec.choice.kind
@@ -94,7 +260,9 @@ def score_case(dataset: str, per_class: int, rec: Recommendation, measured: dict
     return Case(dataset, per_class, kind, rec.choice.label, rec.runner_up.label, rec.confidence,
                 round(rec.signals.similarity, 3), rec.signals.linear_probe_accuracy, best_kind,
                 {k: round(v, 4) for k, v in measured.items()}, round(got, 4), round(best, 4), round(regret, 4),
-                regret <= AGREEMENT_MARGIN + 1e-12, note)
+                regret <= AGREEMENT_MARGIN + 1e-12, note, classes=rec.signals.classes,
+                images_per_class=rec.signals.images_per_class, pixel_accuracy=rec.signals.pixel_accuracy,
+                ranges=_ranges(rec), described_ranges=_ranges(described) if described else {})
 
 
 def validate(datasets: Sequence[DatasetSpec] = VALIDATION_SUITE, sizes: Sequence[int] = VALIDATION_SIZES,
@@ -115,7 +283,8 @@ def validate(datasets: Sequence[DatasetSpec] = VALIDATION_SUITE, sizes: Sequence
                 continue
             measured = rows.groupby("kind")["accuracy"].max().to_dict()
             signals = measure(spec, backbone, per_class=size, seed=config.experiment.seed, image_size=image_size)
-            case = score_case(dataset_label(spec), size, recommend(signals), measured)
+            description = describe(max(signals.images_per_class, 1), signals.classes, signals.similarity)
+            case = score_case(dataset_label(spec), size, recommend(signals), measured, recommend(description))
             report.cases.append(case)
             if on_case:
                 on_case(case)
