@@ -98,7 +98,8 @@ def test_upload_a_zip_open_its_card_and_run_it(server, image_folder):
         _choose_tiny_model(page)
         page.get_by_role("button", name="Run").click()
         expect(page.get_by_text("Results", exact=True)).to_be_visible(timeout=240_000)
-        expect(page.get_by_text(re.compile(r"^flowers\.zip: 3 classes"))).to_be_visible(timeout=30_000)
+        expect(page.get_by_text(re.compile(r"^flowers\.zip: 3 classes, \d+ training images"))).to_be_visible(
+            timeout=30_000)
         assert "/uploads/" not in page.locator("body").inner_text()  # the server's paths stay private
 
 
