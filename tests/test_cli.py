@@ -120,6 +120,9 @@ def test_skipped_files_are_summarised_and_listed_in_full(image_folder, tiny_weig
     assert sorted(s["path"] for s in skipped) == sorted(f"class_0/{n}" for n in ("empty.png", "truncated.jpg",
                                                                                  "notes.txt", "huge.png"))
     assert all(s["reason"] for s in skipped) and str(tmp_path) not in json.dumps(skipped)  # no server paths
+    assert main(["recommend", "--dataset", str(image_folder), "--backbone", "test_efficientnet", "--weights",
+                 str(tiny_weights), "--image-size", "32", "--no-evidence"]) == 0
+    assert "4 file(s) skipped (first 3:" in capsys.readouterr().out  # measuring says so too
 
 
 @pytest.mark.slow

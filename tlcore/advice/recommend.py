@@ -84,6 +84,7 @@ class Signals:
     extract_seconds: float = 0.0  # the one frozen forward pass over train + val
     seconds_per_image: dict = field(default_factory=dict)  # kind -> training seconds per image-pass, probed here
     seconds: float = 0.0
+    skipped: list = field(default_factory=list)  # files of the dataset that could not be used: {path, reason}
     described: bool = False  # True: the user described the data, nothing was measured
 
     @property
@@ -166,7 +167,8 @@ def measure(dataset: DatasetSpec | str, backbone: bb.BackboneSpec | str = bb.Bac
                       images_per_class=float(counts.mean()), min_per_class=int(counts.min()),
                       max_per_class=int(counts.max()), native_size=ds.native_size(), chance=chance,
                       image_size=size, train_images=int(counts.sum()), extract_seconds=round(extract_seconds, 2),
-                      seconds_per_image=training_rates(backbone, ds.num_classes, size, dev))
+                      seconds_per_image=training_rates(backbone, ds.num_classes, size, dev),
+                      skipped=ds.summary()["skipped"])
     # Score on at most MAX_SCORED training images (a seeded per-class sample): the scores are estimates, and past a
     # few thousand images more rows change them little but cost a minute on a CPU.
     keep = _sample_per_class(y["train"], MAX_SCORED, seed)

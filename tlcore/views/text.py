@@ -175,7 +175,9 @@ def recommendation_report(rec: Recommendation) -> str:
     lines = [f"recommended: {rec.choice.label}   (runner-up: {rec.runner_up.label}; confidence {rec.confidence}, "
              f"{rec.confidence_score:.2f}; based on {rec.based_on})", "",
              f"data: {s.dataset} | {s.classes} classes | {s.images_per_class:g} images a class (min {s.min_per_class}, "
-             f"max {s.max_per_class}) | native {s.native_size} px | measured in {s.seconds:.1f} s", "", "signals:"]
+             f"max {s.max_per_class}) | native {s.native_size} px | measured in {s.seconds:.1f} s"]
+    skipped = skipped_text({"skipped": s.skipped, "skipped_files": len(s.skipped)})
+    lines += ([skipped] if skipped else []) + ["", "signals:"]
     for name, value in (("k-NN accuracy (frozen features, cross-validated)", s.knn_accuracy),
                         ("linear-probe val accuracy", s.linear_probe_accuracy),
                         ("raw-pixel baseline val accuracy", s.pixel_accuracy), ("LogME", s.logme),
