@@ -42,7 +42,14 @@ def home() -> None:
                "are saved with it and can be re-run with `python -m tlcore compare`.")
 
 
-PAGES = page_objects(home)
+PAGE_FILES = [  # (script, title, icon, url path): every file in pages/, and nothing else lives there
+    ("pages/1_Compare.py", "Compare", "⚖️", "Compare"),
+    ("pages/2_Sweep.py", "Sweep", "📈", "Sweep"),
+    ("pages/3_Recommend.py", "Recommend", "🧭", "Recommend"),
+    ("pages/4_History.py", "History", "🗂️", "History"),
+    ("pages/5_Anatomy.py", "Anatomy", "🩻", "Anatomy"),
+]
+PAGES = page_objects(home, PAGE_FILES)
 COMPARE, SWEEP, RECOMMEND, HISTORY = (PAGES[t] for t in ("Compare", "Sweep", "Recommend", "History"))
 current = st.navigation(list(PAGES.values()), position="hidden")
 require_access()

@@ -1,4 +1,4 @@
-"""The dashboard's pages and its sidebar navigation, in one place. app.py registers these pages with
+"""The dashboard's sidebar navigation. app.py lists its pages and registers them with
 `st.navigation(position="hidden")` and draws the links itself (`client.showSidebarNavigation = false`), so the sidebar
 is the same whatever the first request was: `/`, a page, or a share link such as `/History?run=<id>`."""
 
@@ -6,19 +6,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-PAGES = [  # (script, title, icon, url path)
-    ("pages/1_Compare.py", "Compare", "⚖️", "Compare"),
-    ("pages/2_Sweep.py", "Sweep", "📈", "Sweep"),
-    ("pages/3_Recommend.py", "Recommend", "🧭", "Recommend"),
-    ("pages/4_History.py", "History", "🗂️", "History"),
-    ("pages/5_Anatomy.py", "Anatomy", "🩻", "Anatomy"),
-]
-
-
-def page_objects(home) -> dict[str, st.Page]:
-    """Home (a function in app.py) and every page file, by title."""
+def page_objects(home, page_files: list[tuple[str, str, str, str]]) -> dict[str, st.Page]:
+    """Home (a function in app.py) and every page file (script, title, icon, url path), by title."""
     pages = {"Home": st.Page(home, title="Home", icon="🏠", default=True)}
-    for script, title, icon, url in PAGES:
+    for script, title, icon, url in page_files:
         pages[title] = st.Page(script, title=title, icon=icon, url_path=url)
     return pages
 

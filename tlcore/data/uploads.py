@@ -271,6 +271,7 @@ def _extract_entry(zf: zipfile.ZipFile, reader: _CountingReader, m: zipfile.ZipI
         with zf.open(m) as src, open(dest, "wb") as out:
             start = reader.consumed  # after the entry's local header
             _copy_entry(src, out, lambda: reader.consumed - start, m.filename, budget, max_ratio)
+    # zipfile raises NotImplementedError for compression methods it does not support: a damaged-or-unsupported entry
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
         raise DataError(f"'{budget.name}' is damaged or uses an unsupported feature: the entry '{m.filename}' cannot "
                         f"be read ({exc}). Re-create the archive (a plain .zip without a password) and upload "
