@@ -1,10 +1,11 @@
-"""History page: every stored comparison, sweep and recommendation; filter, open (with the same panels as when it ran),
-compare side by side, delete, import a bundle. `?run=<id>` opens one record read-only: the share link.
+"""History page: every stored comparison, sweep, recommendation and layer-wise probe; filter, open (with the same
+panels as when it ran), compare side by side, delete, import a bundle. `?run=<id>` opens one record read-only: the share link.
 Layout only: the store, reports and bundles are tlcore's."""
 
 import pandas as pd
 import streamlit as st
 
+from tlcore.advice.probe import probe_from_record
 from tlcore.advice.recommend import recommendation_from_record
 from tlcore.core.environment import read_only
 from tlcore.core.errors import TlcoreError
@@ -13,7 +14,7 @@ from tlcore.server.jobs import stored_snapshot
 from tlcore.views import charts
 from tlcore.views.text import dataset_display, run_size_text
 from ui.navigation import through_app
-from ui.results import show_card, show_record
+from ui.results import ANATOMY_PAGE, page_link_to, probe_results, show_card, show_record
 from ui.widgets import job_queue
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
@@ -42,6 +43,15 @@ if shared:
                      hide_index=True, key="hist_rec_outlook")
         with st.expander("Signals and config"):
             st.json({"signals": rec.signals.to_dict(), "config": record["config"]})
+    elif record["kind"] == "probe":
+        probe = probe_from_record(record)
+        st.title(f"Layer-wise probe {shared}")
+        st.caption(f"{dataset_display(record['dataset'])} · {record['backbone']} at {probe.image_size} px · stored "
+                   f"{pd.Timestamp(record['created_at'], unit='s'):%Y-%m-%d %H:%M} UTC · read-only view")
+        probe_results(probe, f"hist_{shared}")
+        page_link_to(ANATOMY_PAGE, "Open in Anatomy: the diagram of this backbone with this probe", "🩻",
+                     {"backbone": probe.backbone, "image_size": str(probe.image_size), "classes": str(probe.classes),
+                      "probe": shared})
     else:
         st.title(f"{record['kind'].capitalize()} {shared}: {record['status']}")
         st.caption(f"{record['label'] or dataset_display(record['dataset'])} · {record['backbone']} · stored "

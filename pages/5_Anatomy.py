@@ -1,19 +1,30 @@
-"""Anatomy page: the backbone as a stack (stem -> stages -> pooling -> head) with what each strategy freezes, and the
-layer-wise probe of where pretrained features stop transferring on your data. Layout only: the anatomy, the views and
-the probe come from tlcore."""
+"""Anatomy page: the backbone as a stack (stem -> stages -> pooling -> head) with what each strategy freezes, what each
+stage sees in a sample image, and the layer-wise probe of where pretrained features stop transferring on your data.
+Layout only: the anatomy, the views, the activations and the probe come from tlcore."""
 
-import pandas as pd
+import copy
+import hashlib
+import io
+
+import numpy as np
 import streamlit as st
 
-from tlcore.advice.probe import layer_probe, probe_table
+from tlcore.advice.probe import layer_probe, probe_from_record, save_probe
 from tlcore.core.environment import read_only
 from tlcore.core.errors import TlcoreError
+from tlcore.data.builtin import BUILTIN_DATASETS, builtin_available
+from tlcore.data.dataset import IMAGE_EXTENSIONS, DatasetSpec
+from tlcore.data.load import load_dataset
+from tlcore.deploy.load import Preprocessing
+from tlcore.engine.activations import stage_activations
 from tlcore.engine.anatomy import backbone_anatomy, strategy_view
-from tlcore.engine.backbone import BackboneSpec
+from tlcore.engine.backbone import BackboneSpec, data_config
 from tlcore.engine.strategies import KINDS, make_strategy
 from tlcore.experiments.config import build_config
-from tlcore.views.anatomy import anatomy_figure, anatomy_frame, probe_figure
+from tlcore.records.store import default_store
+from tlcore.views.anatomy import activations_figure, anatomy_figure, anatomy_frame
 from ui.navigation import through_app
+from ui.results import probe_results
 from ui.widgets import backbone_and_weights, data_source, require_weights
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
@@ -31,7 +42,26 @@ def measured(backbone: str, weights: str, image_size: int, classes: int):
 def probed(dataset: str, backbone: str, weights: str, per_class: int, image_size: int, random_weights: bool):
     config = build_config("default", dataset=dataset, per_class=per_class or "all", backbone=backbone,
                           weights=weights, strategies=["feature-extraction"], image_size=image_size or None)
-    return layer_probe(config, random_weights=random_weights)
+    result = layer_probe(config, random_weights=random_weights)
+    save_probe(result, config, random_weights)  # a record: share link, report, History
+    return result
+
+
+@st.cache_data(show_spinner="Loading the test image...", max_entries=32)
+def test_image(dataset: str, index: int):
+    ds = load_dataset(DatasetSpec(dataset))
+    pool, indices = ds.pools["test"], ds.indices["test"]
+    i = int(indices[index % len(indices)])
+    return pool.load(i), f"{dataset} test image #{index % len(indices)} ({ds.classes[pool.labels[i]]})"
+
+
+@st.cache_data(show_spinner="Running the image through the network...", max_entries=16)
+def activations(backbone: str, weights: str, image_size: int, classes: int, _image, image_key: str):
+    _, model = measured(backbone, weights, image_size, classes)
+    preprocessing = Preprocessing(data_config(model, image_size))
+    pixels = preprocessing.pixels(_image)
+    stages = stage_activations(copy.deepcopy(model), preprocessing.normalize(pixels.unsqueeze(0)).contiguous())
+    return np.ascontiguousarray(pixels.permute(1, 2, 0).numpy()), stages
 
 
 # A link from a record or a script: ?backbone=NAME&image_size=N&strategy=fine-tune&stages=K fills the choices once.
@@ -58,9 +88,9 @@ with right:
                                      "input size (e.g. 160 for test_vit)."))
     classes = int(st.number_input("Classes (the head's outputs)", 2, 100_000, 10, key="an_classes"))
 
+shown_weights = weights if weights in ("pretrained", "none") else "none"
 try:
-    anatomy, model = measured(backbone, weights if weights in ("pretrained", "none") else "none", image_size,
-                              classes)
+    anatomy, model = measured(backbone, shown_weights, image_size, classes)
 except TlcoreError as exc:
     st.error(str(exc))
     st.stop()
@@ -80,6 +110,39 @@ st.plotly_chart(anatomy_figure(anatomy, view), key="an_diagram")
 st.caption(f"{anatomy.total_params:,} parameters, {anatomy.total_macs:,} multiply-adds an image "
            f"(torch's FlopCounterMode); **{view.trainable_params:,}** train under {view.label}. Orange: trainable; "
            "grey-blue: frozen; under a box, whether its BatchNorm statistics update.")
+
+# What each stage sees, right under the diagram: the figure first, its image picker below it.
+seen = st.container()
+s1, s2, s3 = st.columns([2, 3, 1])
+sample_kind = s1.radio("Sample image", ["A test image", "Upload an image"], horizontal=True, key="an_sample_kind")
+image, image_name, image_key = None, "", ""
+try:
+    if sample_kind == "A test image":
+        ready = [n for n in BUILTIN_DATASETS if builtin_available(n) is None]
+        sample_set = s2.selectbox("From", ready, key="an_sample_dataset")
+        index = int(s3.number_input("Image #", 0, 9999, 0, key="an_sample_index"))
+        image, image_name = test_image(sample_set, index)
+        image_key = f"{sample_set}#{index}"
+    else:
+        upload = s2.file_uploader("An image", type=sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS),
+                                  key="an_sample_upload")
+        if upload is not None:
+            data = upload.getvalue()
+            image = Preprocessing(data_config(model, image_size)).open(io.BytesIO(data))
+            image_name, image_key = upload.name, f"upload:{hashlib.sha256(data).hexdigest()}"
+except TlcoreError as exc:
+    s2.error(str(exc))
+if image is not None:
+    pixels, stages_seen = activations(backbone, shown_weights, image_size, classes, image, image_key)
+    seen.plotly_chart(activations_figure(pixels, stages_seen, view, f"What each stage sees in {image_name} at "
+                                         f"{image_size} px: its 3 strongest channels (mean positive activation)"),
+                      key="an_activations")
+    seen.caption("The stem's strongest channels follow colours, brightness and edges on a fine grid; later stages "
+                 "respond to larger parts on a coarser one. Each map is scaled to its channel's own maximum; the "
+                 f"column titles say whether this strategy trains that stage. Weights: {anatomy.weights}"
+                 + ("." if anatomy.weights != "random initialisation" else
+                    " (no pretrained weights here: these are untrained filters)."))
+
 frame = anatomy_frame(anatomy, {kind: view}).rename(columns={view.label: "under this strategy"})
 st.dataframe(frame, hide_index=True, key="an_table",
              column_config={"params": st.column_config.NumberColumn(format="%d"),
@@ -114,6 +177,12 @@ else:
         except TlcoreError as exc:
             st.error(str(exc))
         else:
-            st.markdown(result.statement())
-            st.plotly_chart(probe_figure(result), key="an_probe_chart")
-            st.dataframe(pd.DataFrame(probe_table(result)), hide_index=True, key="an_probe_table")
+            probe_results(result, "an_probe")
+stored = query.get("probe")
+if stored and not st.session_state.get("an_inputs"):  # a link from a stored probe (History, a share link)
+    record = default_store().record(stored)
+    if record is None or record["kind"] != "probe":
+        st.warning(f"No stored probe '{stored}' here.")
+    else:
+        st.caption(f"Stored probe {stored} (a link from History or a share link):")
+        probe_results(probe_from_record(record), "an_stored")

@@ -4,6 +4,7 @@ trainable (BatchNorm statistics too) is what the engine's freezing and training 
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from tlcore.engine.features import FeatureCache
 from tlcore.engine.train import _set_train_mode, bn_statistics_frozen
 from tlcore.experiments.prepare import prepare
 from tlcore.experiments.runner import Runner
+from tlcore.records.store import default_store
 
 # every offered family: timm's test models, MobileNetV2 and EfficientNet-Lite (architecture only, no weights needed)
 FAMILIES = [("test_efficientnet", 32), ("test_resnet", 32), ("test_vit", 160), ("mobilenetv2_100", 32),
@@ -185,7 +187,16 @@ def test_anatomy_page_switching_strategy_changes_the_frozen_part():
     at.radio(key="an_strategy").set_value("scratch").run()
     shown, _ = states()
     assert shown == ["trainable"] * 6
-    assert len(at.get("plotly_chart")) == 1
+    charts = at.get("plotly_chart")
+    assert [c.key for c in charts] == ["an_diagram", "an_activations"]
+    figure = json.loads(charts[1].proto.spec)  # what each stage sees: a test image, one column per stage
+    titles = [a["text"] for a in figure["layout"]["annotations"] if a.get("text")]
+    assert titles[0] == "input" and len(titles) == 1 + 6 and all(t.endswith("(trainable)") for t in titles[1:])
+    assert sum(t["type"] == "heatmap" for t in figure["data"]) == 6 * 3  # the 3 strongest channels of each stage
+    at.radio(key="an_strategy").set_value("fine-tune").run()
+    titles = [a["text"] for a in json.loads(at.get("plotly_chart")[1].proto.spec)["layout"]["annotations"]
+              if a.get("text")]
+    assert [t.rsplit("(", 1)[-1] for t in titles[1:]] == ["frozen)"] * 4 + ["trainable)"] * 2  # K back at 2
 
 
 def test_anatomy_page_runs_the_probe_on_a_folder(image_folder):
@@ -206,7 +217,25 @@ def test_anatomy_page_runs_the_probe_on_a_folder(image_folder):
     assert not at.error, [e.value for e in at.error]
     assert len(at.dataframe) == 2 and len(at.dataframe[1].value) == 5  # a row per stage group of test_resnet
     assert any("only the random-weights curve" in m.value for m in at.markdown)  # no pretrained weights chosen
-    assert len(at.get("plotly_chart")) == 2  # the diagram and the probe curve
+    assert [c.key for c in at.get("plotly_chart")] == ["an_diagram", "an_activations", "probe_chart_an_probe"]
+    stored = default_store().records(kind="probe")  # the probe is a record: History, share link, report
+    assert len(stored) == 1 and any(stored[0]["id"] in c.value for c in at.caption)
+    shared = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60)
+    shared.query_params["run"] = stored[0]["id"]  # the share link: through app.py to History
+    shared.run()
+    assert not shared.exception, [e.message for e in shared.exception]
+    assert shared.title[0].value == f"Layer-wise probe {stored[0]['id']}"
+    assert any("only the random-weights curve" in m.value for m in shared.markdown)
+    assert len(shared.dataframe[0].value) == 5 and [c.key for c in shared.get("plotly_chart")] == [
+        f"probe_chart_hist_{stored[0]['id']}"]
+    link = next(e.proto for e in shared.get("page_link") if "Open in Anatomy" in e.proto.label)
+    assert link.page == "Anatomy" and f"probe={stored[0]['id']}" in link.query_string
+    assert "backbone=test_resnet" in link.query_string and "image_size=32" in link.query_string
+    shown = AppTest.from_file(str(page), default_timeout=60)  # where the link leads: the stored probe, not re-run
+    for key, value in dict(p.split("=") for p in link.query_string.split("&")).items():
+        shown.query_params[key] = value
+    shown.run()
+    assert not shown.exception and [c.key for c in shown.get("plotly_chart")][-1] == "probe_chart_an_stored"
 
 
 def test_anatomy_page_opens_from_a_link_with_the_choices_filled():

@@ -158,6 +158,12 @@ def test_share_link_opens_a_stored_run_read_only(image_folder, tiny_weights, mon
     labels = [b.label for b in at.get("download_button")]
     assert "HTML report" in labels and "Results bundle (.zip)" in labels
     assert not any(b.label == "Delete" for b in at.button)
+    through_app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)  # the link to Anatomy, with its size
+    through_app.query_params["run"] = result.record_id
+    through_app.run()
+    link = next(e.proto for e in through_app.get("page_link") if "in Anatomy" in e.proto.label)
+    assert link.page == "Anatomy" and "backbone=test_efficientnet" in link.query_string
+    assert "image_size=32" in link.query_string and "strategy=feature-extraction" in link.query_string
 
     listing = AppTest.from_file(str(ROOT / "pages" / "4_History.py"), default_timeout=60).run()
     _no_exceptions(listing)

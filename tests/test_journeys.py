@@ -197,9 +197,15 @@ def stored_comparison_server(tmp_path, image_folder, tiny_weights, monkeypatch):
     home = tmp_path / "try-home"
     monkeypatch.setenv("TLCORE_HOME", str(home))
     fast = {"epochs": 1, "batch_size": 8, "min_steps": 0, "stages": 1}
-    result = compare(build_config("quick", dataset=str(image_folder), backbone="test_efficientnet",
-                                  weights=str(tiny_weights), per_class="all", image_size=32,
-                                  strategy_options={"fine-tune": fast, "scratch": fast}))
+    config = build_config("quick", dataset=str(image_folder), backbone="test_efficientnet",
+                          weights=str(tiny_weights), per_class="all", image_size=32,
+                          strategy_options={"fine-tune": fast, "scratch": fast})
+    result = compare(config)
+    from tlcore.advice.probe import layer_probe, save_probe
+
+    probe = layer_probe(config)
+    save_probe(probe, config, True)
+    result.probe = probe
     for url in _serve(home, TLCORE_READ_ONLY="1"):
         yield url, result
 
@@ -220,6 +226,36 @@ def test_try_it_shows_three_predictions_and_three_maps_on_an_uploaded_image(stor
         expect(maps).to_have_count(4, timeout=30_000)  # the image itself, then one map per strategy
         top3 = page.locator("li").filter(has_text=re.compile(r"^class_\d \d+\.\d%$"))
         expect(top3).to_have_count(9)  # three classes with probabilities for each of the three strategies
+
+
+def test_a_comparison_and_a_probe_open_in_anatomy(stored_comparison_server):
+    """From a stored comparison's share link to Anatomy at its backbone, size and fine-tune depth, with what each
+    stage sees; then a stored probe's share link, its curve, and on to Anatomy with the same probe."""
+    from playwright.sync_api import expect
+
+    url, result = stored_comparison_server
+    with browser_page("journey-record-to-anatomy", height=2600) as page:
+        page.goto(url + f"/History?run={result.record_id}", wait_until="networkidle")
+        link = page.get_by_role("link", name=re.compile("Open this backbone in Anatomy"))
+        expect(link).to_be_visible(timeout=60_000)
+        link.click()
+        expect(page.get_by_text("Anatomy: what each strategy trains")).to_be_visible(timeout=30_000)
+        diagram = page.locator(".js-plotly-plot").first
+        expect(diagram).to_contain_text("test_efficientnet at 32 px: fine-tune, top 1 stage", timeout=60_000)
+        seen = page.locator(".js-plotly-plot").nth(1)
+        expect(seen).to_contain_text("What each stage sees in fashion-mnist test image #0", timeout=60_000)
+        expect(seen).to_contain_text("(trainable)")  # the top stage, under fine-tune K=1
+        expect(seen).to_contain_text("(frozen)")
+    probe = result.probe
+    with browser_page("journey-probe-share", height=2200) as page:
+        page.goto(url + f"/History?run={probe.record_id}", wait_until="networkidle")
+        expect(page.get_by_text(f"Layer-wise probe {probe.record_id}")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text(probe.statement()[:40])).to_be_visible()
+        expect(page.locator(".js-plotly-plot").first).to_contain_text("Linear probe accuracy by depth")
+        expect(page.get_by_role("button", name="HTML report")).to_be_visible()
+        page.get_by_role("link", name=re.compile("Open in Anatomy")).click()
+        expect(page.get_by_text(f"Stored probe {probe.record_id}")).to_be_visible(timeout=60_000)
+        expect(page.locator(".js-plotly-plot").last).to_contain_text("Linear probe accuracy by depth")
 
 
 def test_anatomy_switching_strategy_changes_the_frozen_part(server):
@@ -243,4 +279,10 @@ def test_anatomy_switching_strategy_changes_the_frozen_part(server):
             expect(trains).to_contain_text("train under", timeout=30_000)
             page.wait_for_timeout(1500)
             seen[strategy] = trained()
+            stages = page.locator(".js-plotly-plot").nth(1)  # what each stage sees, titled by what trains
+            expect(stages).to_contain_text("What each stage sees")
+            if strategy == "feature-extraction":
+                expect(stages).not_to_contain_text("(trainable)")
+            if strategy == "scratch":
+                expect(stages).not_to_contain_text("(frozen)")
         assert seen["feature-extraction"] < seen["fine-tune"] < seen["scratch"] == total, seen

@@ -14,8 +14,9 @@ from typing import Optional, Sequence
 import timm
 from tqdm import tqdm
 
-from tlcore.advice.probe import layer_probe
+from tlcore.advice.probe import layer_probe, save_probe
 from tlcore.advice.recommend import advise
+from tlcore.advice.depth import DEPTH_SIZES, validate_depth
 from tlcore.advice.validate import VALIDATION_SIZES, VALIDATION_SUITE, validate
 from tlcore.core.errors import ConfigError, TlcoreError
 from tlcore.core.progress import CancelToken, ProgressEvent
@@ -24,9 +25,11 @@ from tlcore.data.dataset import DatasetSpec
 from tlcore.data.load import parse_dataset
 from tlcore.deploy.export import FORMATS as EXPORT_FORMATS
 from tlcore.deploy.export import export_model
+from tlcore.deploy.load import Preprocessing
 from tlcore.deploy.predict import predict, predict_test_images
+from tlcore.engine.activations import stage_activations
 from tlcore.engine.anatomy import backbone_anatomy
-from tlcore.engine.backbone import DEFAULT_BACKBONE, BackboneSpec
+from tlcore.engine.backbone import DEFAULT_BACKBONE, BackboneSpec, data_config
 from tlcore.engine.strategies import KINDS
 from tlcore.engine.weights import PACKAGED_WEIGHTS, weights_availability
 from tlcore.experiments.compare import compare
@@ -42,7 +45,8 @@ from tlcore.experiments.config import (
 from tlcore.experiments.executors import make_executor
 from tlcore.experiments.sweep import run_sweep
 from tlcore.records.slot import SLOT_NAME, training_slot
-from tlcore.views.anatomy import anatomy_text, probe_text
+from tlcore.views.anatomy import activations_text, anatomy_text, probe_text
+from tlcore.views.report import probe_report_html
 from tlcore.views.text import comparison_table, progress_line, recommendation_report, sweep_report
 
 SWEEP_EPILOG = """examples:
@@ -187,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--sizes", default=None, help="images per class; default 5,20,100")
     v.add_argument("--repeats", type=int, default=1)
     v.add_argument("--preset", choices=list(SWEEP_PRESETS), default="default", help="sweep schedules")
+    v.add_argument("--depth-sizes", default=",".join(map(str, DEPTH_SIZES)),
+                   help="sizes at which fine-tune K=1,2,3,all are measured against the probe's proposed K; "
+                   "'none' skips that check")
 
     pr = sub.add_parser("predict", help="a saved run's predictions on new images",
                         description="Load the model a run saved and predict image files or folders (top-k classes "
@@ -222,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--seed", type=int, default=0)
     an.add_argument("--no-random", action="store_true", help="probe the pretrained backbone only")
     an.add_argument("--json", default=None, help="write the anatomy (and probe) as JSON here")
+    an.add_argument("--report", default=None, help="write the probe's HTML report here (with --dataset)")
+    an.add_argument("--image", default=None, help="an image file: print each stage's strongest channels for it")
 
     sub.add_parser("datasets", help="list built-in datasets and whether they can be loaded now")
     b = sub.add_parser("backbones", help="list timm backbones and where their weights can come from")
@@ -401,17 +410,29 @@ def _say_waiting(message: str) -> None:
 def cmd_validate(args: argparse.Namespace, backbone: BackboneSpec) -> int:
     datasets = [parse_dataset(d) for d in args.datasets.split(",")] if args.datasets else VALIDATION_SUITE
     sizes = parse_sizes(args.sizes) if args.sizes else list(VALIDATION_SIZES)
+    depth_sizes = [] if args.depth_sizes.strip().lower() == "none" else parse_sizes(args.depth_sizes)
     with _Interrupt() as cancel, training_slot("recommend --validate", cancel, _say_waiting):  # measures too
         report = validate(datasets, sizes, repeats=args.repeats, preset=args.preset, backbone=backbone,
                           cancel=cancel, on_case=_print_case)
+        depth = validate_depth(datasets, depth_sizes, preset=args.preset, backbone=backbone, cancel=cancel,
+                               on_case=_print_depth_case) if depth_sizes else None
     frame = report.to_frame()
     print()
     print(frame[["dataset", "per_class", "similarity", "linear_probe_accuracy", "recommended_label", "winner",
                  "recommended_accuracy", "best_accuracy", "regret", "agrees"]].to_string(index=False))
     print("\n" + "\n".join(report.summary_lines()))
+    if depth is not None:
+        print("\n" + "\n".join(depth.summary_lines()))
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
+        out = report.to_dict() | ({"depth": depth.to_dict()} if depth is not None else {})
+        Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
+
+
+def _print_depth_case(case) -> None:
+    accs = ", ".join(f"K={k} {v:.3f}" for k, v in case.accuracies.items())
+    print(f"  depth {case.dataset} @ {case.per_class}/class: probe peaks at stage {case.peak_stage} of "
+          f"{case.stages} -> K={case.proposed}; measured {accs}; best K={case.best}", flush=True)
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -473,14 +494,28 @@ def cmd_anatomy(args: argparse.Namespace) -> int:
         config = build_config("default", dataset=args.dataset, per_class=args.per_class or "preset",
                               backbone=args.backbone, weights=args.weights, strategies=["feature-extraction"],
                               image_size=args.image_size, seed=args.seed)
-        probe = layer_probe(config, random_weights=not args.no_random,
-                            progress=lambda message: print(message, file=sys.stderr))
+        with _Interrupt() as cancel, training_slot("anatomy --dataset (layer-wise probe)", cancel, _say_waiting):
+            probe = layer_probe(config, random_weights=not args.no_random,
+                                progress=lambda message: print(message, file=sys.stderr))
+        save_probe(probe, config, not args.no_random)
         size, classes = probe.image_size, probe.classes
-    anatomy, _ = backbone_anatomy(backbone, size, classes, stages, args.bn_policy)
+    anatomy, model = backbone_anatomy(backbone, size, classes, stages, args.bn_policy)
     print(anatomy_text(anatomy))
     if probe is not None:
         print()
         print(probe_text(probe))
+        if probe.record_id:
+            print(f"stored as probe {probe.record_id}: the dashboard's /History?run={probe.record_id} shows it")
+    if args.image:
+        preprocessing = Preprocessing(data_config(model, anatomy.image_size))
+        print(f"\nWhat each stage sees in {args.image} at {anatomy.image_size} px (strongest channels, mean "
+              "activation):")
+        print(activations_text(stage_activations(model, preprocessing(preprocessing.open(args.image)).contiguous())))
+    if args.report:
+        if probe is None:
+            raise ConfigError("--report writes the probe's HTML report: give --dataset too.")
+        Path(args.report).write_text(probe_report_html(probe))
+        print(f"wrote {args.report}")
     if args.json:
         out = {"anatomy": anatomy.to_dict(), "probe": probe.to_dict() if probe else None}
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -8,6 +8,7 @@ import json
 import pandas as pd
 import streamlit as st
 
+from tlcore.advice.probe import ProbeResult, probe_table
 from tlcore.advice.recommend import Recommendation
 from tlcore.core.environment import read_only
 from tlcore.core.errors import TlcoreError
@@ -16,7 +17,8 @@ from tlcore.experiments.learning_curves import find_crossovers, summarize
 from tlcore.records.store import default_store
 from tlcore.server.jobs import ACTIVE
 from tlcore.views import charts
-from tlcore.views.report import report_html
+from tlcore.views.anatomy import probe_figure
+from tlcore.views.report import probe_report_html, report_html
 from tlcore.views.text import comparison_headline, overlap_text, progress_line, skipped_text, sweep_headline
 from ui.try_it import try_it
 
@@ -78,6 +80,54 @@ def share_and_export(snap: dict, key: str) -> None:
                        "application/json", key=f"json_{key}")
 
 
+ANATOMY_PAGE = "pages/5_Anatomy.py"
+
+
+def anatomy_link(result, key: str) -> None:
+    """The comparison's backbone on the Anatomy page, at the image size it ran at, with its fine-tune depth."""
+    runs = [r for r in result.runs if r.backbone]
+    if not runs:
+        return
+    ft = next((r for r in runs if r.kind == "fine-tune"), None)
+    params = {"backbone": runs[0].backbone, "classes": str(len((result.dataset or {}).get("classes", [])) or 10),
+              "strategy": "fine-tune" if ft else runs[0].kind}
+    if any(r.image_size for r in runs):
+        params["image_size"] = str(next(r.image_size for r in runs if r.image_size))
+    if ft is not None:
+        params["stages"] = str(ft.options.get("stages", 2))
+    page_link_to(ANATOMY_PAGE, "Open this backbone in Anatomy: what each strategy froze, stage by stage", "🩻", params)
+
+
+def page_link_to(page: str, label: str, icon: str, params: dict[str, str]) -> None:
+    """A link to another page with query parameters. A page script run on its own (no st.navigation: a test harness,
+    or a deep link before app.py ran) cannot name other pages: then a plain link to the same address."""
+    from streamlit.errors import StreamlitPageNotFoundError
+    from urllib.parse import urlencode
+
+    try:
+        st.page_link(page, label=label, icon=icon, query_params=params)
+    except StreamlitPageNotFoundError:
+        url = page.rsplit("/", 1)[-1].removesuffix(".py").split("_", 1)[-1]
+        st.markdown(f"{icon} [{label}]({url}?{urlencode(params)})")
+
+
+def probe_results(result: ProbeResult, key: str) -> None:
+    """A layer-wise probe: what it says, accuracy against depth, the table, the report and the way to re-run it."""
+    st.markdown(result.statement())
+    st.plotly_chart(probe_figure(result), key=f"probe_chart_{key}")
+    st.dataframe(pd.DataFrame(probe_table(result)), hide_index=True, key=f"probe_table_{key}")
+    if result.command:
+        st.caption(f"Measure it again: `{result.command}`")
+    if result.record_id:
+        st.caption(f"Stored as probe `{result.record_id}`. Share: add `?run={result.record_id}` to this dashboard's "
+                   "address to open it read-only.")
+    c1, c2 = st.columns(2)
+    c1.download_button("HTML report", probe_report_html(result), f"tlcore-probe-{result.record_id or 'unsaved'}.html",
+                       "text/html", key=f"probe_html_{key}")
+    c2.download_button("JSON", json.dumps(result.to_dict(), indent=1), f"tlcore-probe-{result.record_id or 'unsaved'}"
+                       ".json", "application/json", key=f"probe_json_{key}")
+
+
 def _bundle(record_id: str) -> bytes:
     return default_store().export_bundle([record_id])
 
@@ -126,6 +176,7 @@ def comparison_results(snap: dict, key: str) -> None:
                 cols[i % 8].image(item["image"], caption=f"{mark} {item['predicted']} (true: {item['true']})",
                                   width="stretch")
     try_it(result, key)
+    anatomy_link(result, key)
     st.download_button("Download CSV", result.to_frame().to_csv(index=False), f"tlcore-{snap['id']}.csv",
                        "text/csv", key=f"csv_{key}")
     share_and_export(snap, key)

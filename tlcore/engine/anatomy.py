@@ -200,6 +200,7 @@ class Anatomy:
     total_macs: int
     blocks: list[Block]
     views: dict[str, StrategyView] = field(default_factory=dict)
+    weights: str = ""  # the weights the model was measured with ('random initialisation' when none were available)
 
     @property
     def num_stages(self) -> int:
@@ -208,6 +209,7 @@ class Anatomy:
 
     def to_dict(self) -> dict:
         return {"backbone": self.backbone, "image_size": self.image_size, "num_classes": self.num_classes,
+                "weights": self.weights,
                 "total_params": self.total_params, "total_macs": self.total_macs, "num_stages": self.num_stages,
                 "blocks": [asdict(b) for b in self.blocks],
                 "views": {k: {**asdict(v), "label": v.label} for k, v in self.views.items()}}
@@ -323,13 +325,14 @@ def backbone_anatomy(spec: bb.BackboneSpec | str, image_size: Optional[int] = No
     backbone without weights here is described from its random initialisation. Returns the model for more views."""
     spec = bb.BackboneSpec(spec) if isinstance(spec, str) else spec
     try:
-        model, _ = bb.load_template(spec)
+        model, info = bb.load_template(spec)
     except Exception:  # weights unavailable: the structure is the same
-        model, _ = bb.load_template(bb.BackboneSpec(spec.name, "none"))
+        model, info = bb.load_template(bb.BackboneSpec(spec.name, "none"))
     model = copy.deepcopy(model)
     if num_classes is not None:
         model.reset_classifier(num_classes)
     size = image_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
     anatomy = describe(model, size, spec.name)
+    anatomy.weights = info.name if info.pretrained else "random initialisation"
     anatomy.views = standard_views(model, anatomy, stages, bn_policy)
     return anatomy, model

@@ -33,7 +33,7 @@ MIGRATIONS: list[list[str]] = [
     [
         """CREATE TABLE records (
             id TEXT PRIMARY KEY,
-            kind TEXT NOT NULL,              -- comparison | sweep | recommendation
+            kind TEXT NOT NULL,              -- comparison | sweep | recommendation | probe
             status TEXT NOT NULL,            -- queued | running | completed | failed | cancelled | interrupted
             label TEXT NOT NULL DEFAULT '',
             dataset TEXT NOT NULL DEFAULT '',

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from tlcore.advice.probe import ProbeResult, probe_table
+from tlcore.engine.activations import StageActivations
 from tlcore.engine.anatomy import BN_FROZEN, BN_UPDATING, Anatomy, StrategyView
 from tlcore.views.charts import ACCURACY_RANGE, _compact
 
@@ -19,6 +22,13 @@ VIEW_NAMES = {"feature-extraction": "FE", "fine-tune": "FT", "scratch": "scratch
 
 def _shape(shape: tuple[int, ...]) -> str:
     return " x ".join(str(s) for s in shape) if shape else "-"
+
+
+def block_name(block) -> str:
+    """'stem', 'stage 3' (the group's index: what fine-tune K counts from the top), 'pooling' or 'head'."""
+    if block.group is None:
+        return block.kind
+    return "stem" if block.group == 0 else f"stage {block.group}"
 
 
 def state_words(view: StrategyView, index: int) -> str:
@@ -82,15 +92,15 @@ def anatomy_figure(anatomy: Anatomy, view: StrategyView) -> go.Figure:
     xs, texts, hovers, colors = [], [], [], []
     for i, (block, state) in enumerate(zip(anatomy.blocks, view.blocks)):
         color = NEUTRAL_COLOR if not state.params else TRAINABLE_COLOR if state.trainable else FROZEN_COLOR
-        fig.add_shape(type="rect", x0=i + 0.06, x1=i + 0.94, y0=0, y1=1, fillcolor=color,
+        fig.add_shape(type="rect", x0=i + 0.06, x1=i + 0.94, y0=0, y1=1, fillcolor=color, layer="below",
                       line=dict(color="#333", width=2 if state.trainable else 1))
         bn = {BN_UPDATING: "BN updating", BN_FROZEN: "BN frozen"}.get(state.bn, "")
         if bn:
             fig.add_shape(type="rect", x0=i + 0.06, x1=i + 0.94, y0=-0.22, y1=-0.04,
                           fillcolor="#d62728" if state.bn == BN_UPDATING else "#bcbddc", line=dict(width=0))
         xs.append(i + 0.5)
-        short = block.label.split(" + ")[0].replace("blocks.", "stage ")
-        texts.append(f"<b>{short}</b><br>{_compact(block.params)}<br>{_shape(block.output_shape)}")
+        texts.append(f"<b>{block_name(block)}</b><br>{block.label.split(' + ')[0]}<br>{_compact(block.params)}<br>"
+                     f"{_shape(block.output_shape)}")
         hovers.append(f"{block.label} ({block.kind})<br>parameters {block.params:,}<br>output "
                       f"{_shape(block.output_shape)}<br>multiply-adds {block.macs:,}<br>"
                       f"{state_words(view, i)}")
@@ -98,7 +108,7 @@ def anatomy_figure(anatomy: Anatomy, view: StrategyView) -> go.Figure:
         if bn:
             fig.add_annotation(x=i + 0.5, y=-0.13, text=bn, showarrow=False, font=dict(size=9))
     fig.add_trace(go.Scatter(x=xs, y=[0.5] * n, mode="text", text=texts, hovertext=hovers, hoverinfo="text",
-                             textfont=dict(size=10), showlegend=False))
+                             textfont=dict(size=10, color="#111"), showlegend=False))
     for name, color in (("trainable", TRAINABLE_COLOR), ("frozen", FROZEN_COLOR), ("no parameters", NEUTRAL_COLOR)):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
                                  marker=dict(size=12, symbol="square", color=color)))
@@ -130,3 +140,41 @@ def probe_figure(result: ProbeResult) -> go.Figure:
                       yaxis=dict(title="accuracy", range=ACCURACY_RANGE), height=380,
                       margin=dict(l=10, r=10, t=50, b=10))
     return fig
+
+
+def activations_figure(image: np.ndarray, stages: list[StageActivations], view: Optional[StrategyView] = None,
+                       title: str = "") -> go.Figure:
+    """The sample image as the network sees it, then one column per stage (bottom to top, the diagram's order) with
+    its strongest channels' maps, strongest on top; with `view`, each column title says frozen or trainable."""
+    rows = max([len(s.channels) for s in stages] + [1])
+    titles = ["input"]
+    for s in stages:
+        state = f" ({state_words(view, s.stage).split(',')[0]})" if view is not None else ""
+        titles.append(f"{'stem' if s.stage == 0 else f'stage {s.stage}'}{state}")
+    titles += [""] * ((rows - 1) * (len(stages) + 1))
+    fig = make_subplots(rows=rows, cols=len(stages) + 1, subplot_titles=titles, horizontal_spacing=0.012,
+                        vertical_spacing=0.06)
+    fig.add_trace(go.Image(z=image, hoverinfo="skip"), row=1, col=1)
+    for col, s in enumerate(stages, start=2):
+        for row, ch in enumerate(s.channels, start=1):
+            fig.add_trace(go.Heatmap(z=ch.values[::-1], zmin=0, zmax=1, colorscale="Inferno", showscale=False,
+                                     hovertemplate=(f"{s.label}<br>channel {ch.channel} of {s.shape[0]}, mean "
+                                                    f"{ch.strength:.3g}<br>{ch.values.shape[0]} x "
+                                                    f"{ch.values.shape[1]} map<extra></extra>")),
+                          row=row, col=col)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    for annotation in fig.layout.annotations:
+        annotation.font.size = 10
+    fig.update_layout(title=title or "What each stage sees: its strongest channels for this image",
+                      height=120 + 110 * rows, margin=dict(l=10, r=10, t=70, b=10))
+    return fig
+
+
+def activations_text(stages: list[StageActivations]) -> str:
+    """Per stage: the output shape and the strongest channels with their mean activation."""
+    lines = []
+    for s in stages:
+        chans = ", ".join(f"#{c.channel} ({c.strength:.3g})" for c in s.channels) or "no spatial map"
+        lines.append(f"stage {s.stage} {s.label}: output {_shape(s.shape)}; strongest channels {chans}")
+    return "\n".join(lines)
