@@ -62,6 +62,12 @@ def test_compare_page_runs_three_strategies(image_folder, tiny_weights):
     assert list(table["status"]) == ["completed"] * 3
     assert table["accuracy"].between(0, 1).all()
     assert job and at.query_params["job"] == job
+    from tlcore.records.store import default_store
+
+    # what the page ran is the preset's strategies, the epochs changed above aside (the CLI runs the same)
+    ran = {s["kind"]: s for s in default_store().record(job)["config"]["strategies"]}
+    assert ran["scratch"]["augment"] is True and ran["scratch"]["batch_size"] == 64 and ran["scratch"]["epochs"] == 1
+    assert ran["fine-tune"]["augment"] is False and ran["fine-tune"]["batch_size"] == 32
 
 
 def test_compare_page_reports_bad_folder_as_message(tmp_path):

@@ -260,3 +260,17 @@ def test_time_left_comes_from_the_phase_that_runs_to_the_end():
         progress.time.perf_counter = real
     assert [e.eta_s for e in events[:3]] == [None, None, None]
     assert events[3].eta_s == pytest.approx(10 * 0.75 / 0.10) and events[4].eta_s == pytest.approx(20 * 0.65 / 0.2)
+
+
+def test_still_rising_means_the_last_quarter_beat_the_rest_by_more_than_a_point():
+    from tlcore.engine.train import still_rising
+
+    def curve(vals):
+        return [{"epoch": i + 1, "val_accuracy": v} for i, v in enumerate(vals)]
+
+    # a cosine schedule's end: the last epoch is the best, by a hair: flat
+    assert not still_rising(curve([0.3, 0.5, 0.6, 0.7, 0.74, 0.75, 0.752, 0.755]))
+    assert still_rising(curve([0.3, 0.5, 0.6, 0.65, 0.66, 0.68, 0.70, 0.73]))  # +5 points in the last quarter
+    assert not still_rising(curve([0.3, 0.5, 0.7, 0.72, 0.71, 0.70, 0.71, 0.70]))  # fell back
+    assert still_rising(curve([0.3, 0.5]))  # too short to tell
+    assert not still_rising([{"epoch": 0, "val_accuracy": 0.8}] + curve([0.7, 0.75, 0.78, 0.79, 0.79]))  # epoch 0

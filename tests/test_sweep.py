@@ -152,3 +152,21 @@ def test_no_crossover_is_said_plainly():
     scratch = found["scratch within 1 point of the best"]
     assert scratch.size is None and "did not come within" in scratch.statement
     assert "between 5 images a class and 50 images a class" in scratch.statement
+
+
+def test_default_sweep_runs_scratchs_full_schedule_from_50_a_class():
+    from tlcore.experiments.config import SweepConfig, build_sweep_config
+    from tlcore.engine.strategies import make_strategy
+
+    config = build_sweep_config("default")
+    short = {s.kind: s for s in config.strategies_at(25)}
+    long = {s.kind: s for s in config.strategies_at(50)}
+    assert short["scratch"].epochs == 5 and long["scratch"] == make_strategy("scratch")  # the comparison's
+    assert long["scratch"].epochs == 20 and config.strategies_at(100) == config.strategies_at(50)
+    assert short["fine-tune"] == long["fine-tune"] and short["feature-extraction"] == long["feature-extraction"]
+    assert SweepConfig.from_dict(config.to_dict()) == config  # --config re-runs exactly this
+    user = build_sweep_config("default", strategy_options={"scratch": {"lr": 0.01}})
+    assert all(s.lr == 0.01 for s in (user.strategies_at(5)[2], user.strategies_at(100)[2]))  # the user's choice wins
+    calibration = build_sweep_config("default", long_schedules=False)  # what recommend --validate runs
+    assert calibration.strategies_at(100) == calibration.strategies_at(5) == calibration.experiment.strategies
+    assert build_sweep_config("quick").strategies_at(50)[2].epochs == 5  # the quick sweep stays short

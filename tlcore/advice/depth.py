@@ -101,7 +101,7 @@ def depth_sweep_config(spec: DatasetSpec, sizes: Sequence[int], preset: str, bac
                        depths: Sequence[Depth] = DEPTHS):
     """A sweep of fine-tune alone, once per depth, with the sweep preset's fine-tune schedule."""
     config = build_sweep_config(preset, sizes=list(sizes), repeats=1, dataset=spec, backbone=backbone.name,
-                                weights=backbone.weights, strategies=["fine-tune"])
+                                weights=backbone.weights, strategies=["fine-tune"], long_schedules=False)
     base = config.experiment.strategies[0]
     strategies = tuple(replace(base, name=depth_name(k), stages=k) for k in depths)
     return replace(config, experiment=replace(config.experiment, strategies=strategies))

@@ -272,7 +272,8 @@ def validate(datasets: Sequence[DatasetSpec] = VALIDATION_SUITE, sizes: Sequence
     report = ValidationReport()
     for spec in datasets:
         config = build_sweep_config(preset, sizes=list(sizes), repeats=repeats, dataset=spec,
-                                    backbone=backbone.name, weights=backbone.weights)
+                                    backbone=backbone.name, weights=backbone.weights,
+                                    long_schedules=False)  # the short schedules the calibration was fitted on
         sweep = run_sweep(config, store=store, callbacks=callbacks, cancel=cancel, label="recommend --validate")
         report.sweeps.append(sweep.record_id)
         summary = sweep.summary()

@@ -179,6 +179,20 @@ class NetworkFit:
     seconds: float = 0.0
 
 
+FLAT_TOLERANCE = 0.01  # val accuracy points (as a fraction) that still count as flat
+
+
+def still_rising(curve: list[dict], tolerance: float = FLAT_TOLERANCE) -> bool:
+    """Whether a training run's val curve was still rising when it ended: the best val accuracy of its last quarter of
+    epochs (at least 2) beats everything before by more than `tolerance`. A run stopped early has flattened by
+    definition; one whose last epoch is the best by a hair has flattened too (a cosine schedule ends that way)."""
+    vals = [p["val_accuracy"] for p in curve if p.get("epoch", 0) > 0 and p.get("val_accuracy") is not None]
+    tail = max(2, len(vals) // 4)
+    if len(vals) <= tail:
+        return bool(vals)  # too short to tell: count it as rising
+    return max(vals[-tail:]) > max(vals[:-tail]) + tolerance
+
+
 def _param_groups(model: torch.nn.Module, spec: StrategySpec) -> list[dict]:
     """Head vs backbone learning rates; no weight decay on biases and norm scales (1-d tensors), as timm does."""
     heads = classifier_names(model)

@@ -28,6 +28,7 @@ from tlcore.core.results import RunResult
 from tlcore.data.dataset import Dataset
 from tlcore.engine.features import FeatureCache, default_cache
 from tlcore.engine.strategies import StrategySpec
+from tlcore.engine.train import still_rising
 from tlcore.experiments.config import Size, SweepConfig, size_label
 from tlcore.experiments.executors import CellTask, Executor, make_executor
 from tlcore.experiments.prepare import Prepared, prepare
@@ -78,7 +79,7 @@ class SweepCell:
     def to_row(self) -> dict:
         r = self.run
         still_improving = (r.kind != "feature-extraction" and r.epochs_run > 0 and not r.stopped_early
-                           and r.best_epoch == r.epochs_run)
+                           and still_rising(r.curve))
         return {"strategy": self.strategy, "kind": self.kind, "size": size_label(self.size), "seed": self.seed,
                 "images_per_class": self.images_per_class, "status": r.status, "accuracy": r.accuracy,
                 "accuracy_low": r.accuracy_low, "accuracy_high": r.accuracy_high, "macro_f1": r.macro_f1,
@@ -137,6 +138,7 @@ class CellsRun:
         self.subsets: dict[tuple[int, Size], Dataset] = {}
         self.finished: dict[str, SweepCell] = {}  # by cell key
         self.shared_feature_seconds: dict[int, float] = {}  # seed -> extraction time, charged to one cell
+        self.head_fits: dict[tuple, dict] = {}  # (seed, size) -> linear heads by options: FE's is FT's LP start
 
     # -- plan ---------------------------------------------------------------------------------------------------
     def plan(self) -> list[Cell]:
@@ -145,7 +147,7 @@ class CellsRun:
         for seed in self.config.seeds:
             for size in self.config.sizes:
                 self.subsets[(seed, size)] = prepared.subset(size, seed)
-                for spec in prepared.config.strategies:
+                for spec in self.config.strategies_at(size):
                     cell = Cell(spec, size, seed, cell_key(prepared, spec, size, seed), "")
                     cells.append(replace(cell, label=self.label_cell(cell)))
         return cells
@@ -182,7 +184,8 @@ class CellsRun:
     # -- execute ------------------------------------------------------------------------------------------------
     def runner(self, seed: int, size: Size) -> Runner:
         data = self.prepared.cell_data(self.subsets[(seed, size)])
-        return Runner(self.prepared, data, seed, [self.events], self.cancel, self.cache, keep_models=True)
+        return Runner(self.prepared, data, seed, [self.events], self.cancel, self.cache, keep_models=True,
+                      head_fits=self.head_fits.setdefault((seed, size), {}))
 
     def run_here(self, task: CellTask) -> RunResult:
         """A task in this process, with the shared decoded images; the trained model is saved with the record."""

@@ -107,11 +107,25 @@ class SweepConfig:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     sizes: tuple[Size, ...] = DEFAULT_SIZES
     repeats: int = 2
+    # From this size up (ALL included), cells run `long_strategies` (same names, longer schedules) instead of the
+    # experiment's: a sweep's short schedules are for the small sizes, where they are cheap; the large sizes, where
+    # a strategy's curve matters most, get the schedule that flattens its val curve.
+    long_from: Optional[Size] = None
+    long_strategies: tuple[StrategySpec, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sizes", parse_sizes(self.sizes))
+        object.__setattr__(self, "long_strategies", tuple(self.long_strategies))
         if not 1 <= self.repeats <= 50:
             raise ConfigError(f"repeats must be between 1 and 50 (got {self.repeats}).")
+        if self.long_strategies and [s.name for s in self.long_strategies] != \
+                [s.name for s in self.experiment.strategies]:
+            raise ConfigError("long_strategies must name the same strategies, in the same order, as the experiment.")
+
+    def strategies_at(self, size: Size) -> tuple[StrategySpec, ...]:
+        """The strategies the cells of `size` run."""
+        long = self.long_strategies and self.long_from is not None and (size is ALL or size >= self.long_from)
+        return self.long_strategies if long else self.experiment.strategies
 
     @classmethod
     def single(cls, experiment: ExperimentConfig) -> "SweepConfig":
@@ -127,13 +141,18 @@ class SweepConfig:
         return len(self.sizes) * self.repeats * len(self.experiment.strategies)
 
     def to_dict(self) -> dict:
-        return {"experiment": self.experiment.to_dict(), "sizes": list(self.sizes),
-                "repeats": self.repeats}
+        d = {"experiment": self.experiment.to_dict(), "sizes": list(self.sizes), "repeats": self.repeats}
+        if self.long_strategies:
+            d |= {"long_from": self.long_from, "long_strategies": [s.options() for s in self.long_strategies]}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SweepConfig":
+        long = tuple(strategy_from_dict(s) for s in d.get("long_strategies") or ())
+        long_from = d.get("long_from")
         return cls(experiment=ExperimentConfig.from_dict(d.get("experiment", {})),
-                   sizes=tuple(d.get("sizes", DEFAULT_SIZES)), repeats=d.get("repeats", 2))
+                   sizes=tuple(d.get("sizes", DEFAULT_SIZES)), repeats=d.get("repeats", 2),
+                   long_from=parse_size(long_from) if long and long_from is not None else None, long_strategies=long)
 
 
 # -------------------------------------------------------------------------------------------------------- presets
@@ -164,6 +183,8 @@ class SweepPreset:
     sizes: tuple[Size, ...]
     repeats: int
     strategy_overrides: dict = field(default_factory=dict)  # kind -> overrides
+    long_from: Optional[Size] = None  # from this size up, `long_overrides` replace a kind's overrides
+    long_overrides: dict = field(default_factory=dict)  # kind -> overrides ({}: the comparison's schedule)
 
 
 # Sweeps run every strategy at every size and seed, so their schedules are shorter than a single comparison's; every
@@ -175,12 +196,14 @@ SWEEP_PRESETS: dict[str, SweepPreset] = {
                          (5, 10, 25, 50), 1,
                          {"fine-tune": {"epochs": 3, "stages": 1, "min_steps": 0},
                           "scratch": {"epochs": 5, "min_steps": 30}}),
-    "default": SweepPreset("Under 10 minutes on 2 CPU cores: 5 to 100 images a class, 2 repeats; fine-tune 4 epochs "
-                           "of two stages, scratch 5 epochs (scratch is still improving at this budget: see the "
-                           "still-improving share; the thorough preset gives it the comparison's 20 epochs).",
+    "default": SweepPreset("About 6 minutes on 2 CPU cores: 5 to 100 images a class, 2 repeats; fine-tune 4 epochs "
+                           "of two stages; scratch 5 epochs below 50 a class (still improving there: see the "
+                           "still-improving share) and the comparison's schedule (20 epochs, flat val curve) at 50 "
+                           "and 100 a class.",
                            (5, 10, 25, 50, 100), 2,
                            {"fine-tune": {"epochs": 4, "min_steps": 32},
-                            "scratch": {"epochs": 5, "min_steps": 40}}),
+                            "scratch": {"epochs": 5, "min_steps": 40}},
+                           long_from=50, long_overrides={"scratch": {}}),
     "thorough": SweepPreset("The comparison's full schedules (fine-tune 6 epochs, scratch 20) at 5 to 500 images a "
                             "class and all, 3 repeats: hours on a CPU, minutes on a GPU.",
                             (5, 10, 25, 50, 100, 250, 500, ALL), 3, {}),
@@ -238,13 +261,18 @@ def build_sweep_config(preset: str = "default", *, sizes: Union[str, Sequence, N
                        strategies: Optional[Sequence[str]] = None, strategy_options: Optional[dict[str, dict]] = None,
                        image_size: Optional[int] = None, seed: int = 0, device: str = "auto",
                        val_fraction: Optional[float] = None, test_fraction: Optional[float] = None,
-                       split_seed: Optional[int] = None) -> SweepConfig:
-    """A sweep: the sweep preset (sizes, repeats, schedules), then the caller's choices on top."""
+                       split_seed: Optional[int] = None, long_schedules: bool = True) -> SweepConfig:
+    """A sweep: the sweep preset (sizes, repeats, schedules), then the caller's choices on top. `long_schedules`
+    False keeps the preset's short schedules at every size (what the recommendation's calibration was fitted on)."""
     base = _preset(SWEEP_PRESETS, preset)
     exp = _experiment(base.strategy_overrides, ALL, dataset, backbone, weights, strategies, image_size, seed, device,
                       strategy_options, val_fraction, test_fraction, split_seed)
+    long = ()
+    if base.long_from is not None and long_schedules:
+        long = _strategies({**base.strategy_overrides, **base.long_overrides}, strategies, strategy_options)
     return SweepConfig(experiment=exp, sizes=parse_sizes(sizes) if sizes is not None else base.sizes,
-                       repeats=repeats or base.repeats)
+                       repeats=repeats or base.repeats, long_from=base.long_from if long else None,
+                       long_strategies=long)
 
 
 def preset_strategy(preset: str, kind: str, sweep: bool = False) -> StrategySpec:

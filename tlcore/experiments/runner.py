@@ -39,7 +39,8 @@ class Runner:
     def __init__(self, prepared: Prepared, data: CellData, seed: int,
                  callbacks: Optional[list[ProgressCallback]] = None, cancel: Optional[CancelToken] = None,
                  cache: Optional[FeatureCache] = None, extract: Optional[ExtractOptions] = None,
-                 keep_models: bool = False, skip_frozen_prefix: bool = True) -> None:
+                 keep_models: bool = False, skip_frozen_prefix: bool = True,
+                 head_fits: Optional[dict] = None) -> None:
         self.prepared = prepared
         size: Size = data.dataset.spec.per_class
         self.config: ExperimentConfig = replace(prepared.config, seed=seed,
@@ -54,6 +55,9 @@ class Runner:
         self.norm = Normalizer(data.cfg, self.device, channels_last=True)
         self.keep_models = keep_models
         self.models: dict[str, torch.nn.Module] = {}  # trained models by strategy name, when keep_models
+        # Linear heads fitted on this cell's frozen features, by head options: feature extraction's head is
+        # fine-tune's LP-FT start (the same L-BFGS fit on the same features), so the second strategy reuses it.
+        self.head_fits = head_fits if head_fits is not None else {}
 
     # -- shared pieces ------------------------------------------------------------------------------------------
     def features(self, split: str, reporter: Reporter, span: tuple[float, float]) -> torch.Tensor:
@@ -64,17 +68,24 @@ class Runner:
                               self.data.transform_key, self.device, self.extract, reporter, span)
 
     def _linear_probe(self, reporter: Reporter, spec: StrategySpec, watch: Stopwatch, span: tuple[float, float]):
+        """The cell's frozen features and the linear head on them (reused when this cell already fitted one with the
+        same options); returns (features, fit, reused)."""
         lo, hi = span
         mid = lo + (hi - lo) * 0.8
         with watch.phase("features"):
             feats = {s: self.features(s, reporter, (lo + (mid - lo) * i / 3, lo + (mid - lo) * (i + 1) / 3))
                      for i, s in enumerate(("train", "val", "test"))}
         labels = {s: self.data.splits[s].labels for s in feats}
+        key = (tuple(spec.head_l2_grid), spec.head_max_iter)
         with watch.phase("head" if spec.kind == "feature-extraction" else "lp_warmup"):
-            fit = fit_linear_head(feats["train"], labels["train"], feats["val"], labels["val"],
-                                  self.data.dataset.num_classes, spec.head_l2_grid, spec.head_max_iter, reporter,
-                                  (mid, hi))
-        return feats, fit
+            fit = self.head_fits.get(key)
+            reused = fit is not None
+            if fit is None:
+                fit = fit_linear_head(feats["train"], labels["train"], feats["val"], labels["val"],
+                                      self.data.dataset.num_classes, spec.head_l2_grid, spec.head_max_iter, reporter,
+                                      (mid, hi))
+                self.head_fits[key] = fit
+        return feats, fit, reused
 
     def _skip_frozen_prefix(self, model: torch.nn.Module, train_in: ImageInputs, val_in: ImageInputs):
         """Compute the frozen bottom's output once (see prefix.py); fall back to images when it cannot be split."""
@@ -160,7 +171,7 @@ class Runner:
         bb.freeze_for_strategy(model, spec.kind)
         result.trainable_params = bb.count_parameters(model)[0]
         result.phases = [{"phase": "head", "trainable_params": result.trainable_params}]
-        feats, fit = self._linear_probe(reporter, spec, watch, (0.0, 0.95))
+        feats, fit, _ = self._linear_probe(reporter, spec, watch, (0.0, 0.95))
         set_head(model, fit)
         result.curve = fit.curve
         result.epochs_run, result.best_epoch = len(fit.curve), len(fit.curve)
@@ -188,10 +199,11 @@ class Runner:
         span = (0.0, 0.95)
         if spec.kind == "fine-tune" and spec.lp_ft:
             head_params = sum(p.numel() for p in model.get_classifier().parameters())
-            _, fit = self._linear_probe(reporter, spec, watch, (0.0, 0.15))
+            _, fit, reused = self._linear_probe(reporter, spec, watch, (0.0, 0.15))
             set_head(model, fit)
             result.phases.append({"phase": "lp-warmup (head only)", "trainable_params": head_params})
-            result.extra = {"lp_head_l2": fit.l2, "lp_val_accuracy": fit.val_accuracy}
+            result.extra = {"lp_head_l2": fit.l2, "lp_val_accuracy": fit.val_accuracy,
+                            "lp_head_reused": reused}  # True: feature extraction's head, fitted once for both
             span = (0.15, 0.95)
         result.trainable_params = bb.count_parameters(model)[0]
         result.phases.append({"phase": spec.kind, "trainable_params": result.trainable_params})
