@@ -10,6 +10,8 @@ from tlcore.engine.strategies import KINDS
 from tlcore.experiments.config import (
     DEFAULT_PRESET,
     SWEEP_PRESETS,
+    ALL,
+    SWEEP_PRESETS,
     build_sweep_config,
     parse_sizes,
     preset_strategy,
@@ -59,7 +61,11 @@ else:
             strategies = st.multiselect("Strategies", list(KINDS), default=list(KINDS), key="sw_strategies")
             ft, sc = preset_strategy(preset, "fine-tune", sweep=True), preset_strategy(preset, "scratch", sweep=True)
             ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft.epochs, key=f"sw_ft_ep_{preset}")
-            sc_epochs = st.number_input("Scratch: max epochs", 1, 500, sc.epochs, key=f"sw_sc_ep_{preset}")
+            long = {s.kind: s for s in build_sweep_config(preset).strategies_at(ALL)}.get("scratch")
+            long_words = (f" ({sc.epochs} below {SWEEP_PRESETS[preset].long_from} a class, {long.epochs} from "
+                          f"{SWEEP_PRESETS[preset].long_from}; a new value sets both)" if long and long != sc else "")
+            sc_epochs = st.number_input(f"Scratch: max epochs{long_words}", 1, 500, sc.epochs,
+                                        key=f"sw_sc_ep_{preset}")
         try:
             n_sizes = len(parse_sizes(sizes_text))
             st.caption(f"{n_sizes} sizes x {int(repeats)} repeats x {len(strategies)} strategies = "
@@ -72,8 +78,9 @@ else:
                 config = build_sweep_config(
                     preset, sizes=parse_sizes(sizes_text), repeats=int(repeats), dataset=dataset, backbone=backbone,
                     weights=require_weights(weights), strategies=strategies, image_size=int(image_size) or None,
-                    seed=int(seed), strategy_options={"fine-tune": {"epochs": int(ft_epochs)},
-                                                      "scratch": {"epochs": int(sc_epochs)}})
+                    seed=int(seed),  # an untouched epochs field keeps the preset's schedules (both of scratch's)
+                    strategy_options={"fine-tune": {"epochs": int(ft_epochs) if ft_epochs != ft.epochs else None},
+                                      "scratch": {"epochs": int(sc_epochs) if sc_epochs != sc.epochs else None}})
                 job_id = job_queue().submit(config, label=f"sweep {dataset_display(dataset)} · {backbone} · {sizes_text}",
                                             session=session_id())
                 st.session_state["sweep"] = job_id

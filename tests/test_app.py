@@ -113,6 +113,32 @@ def test_sweep_page_runs_a_tiny_sweep(image_folder, tiny_weights):
     assert at.query_params["sweep"] == job
 
 
+def test_sweep_page_submits_the_presets_schedules_when_untouched(image_folder, tiny_weights):
+    """The default sweep preset runs scratch's full schedule from 50 a class; the page must not flatten it to the
+    short one by passing the epochs field's starting value (the CLI and the page run the same sweep)."""
+    from tlcore.experiments.config import ALL, SweepConfig, build_sweep_config
+    from tlcore.records.store import default_store
+
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Sweep.py"), default_timeout=60).run()
+    at.radio(key="sw_preset").set_value("default").run()
+    assert any("(5 below 50 a class, 20 from 50" in n.label for n in at.number_input)
+    at.radio(key="sw_source_kind").set_value("Folder on this server").run()
+    at.text_input(key="sw_folder").set_value(str(image_folder))
+    at.selectbox(key="sw_backbone").set_value("test_efficientnet")
+    at.radio(key="sw_weights").set_value("local file").run()
+    at.text_input(key="sw_weights_path").set_value(str(tiny_weights))
+    at.button(key="sw_run").click().run()
+    _no_exceptions(at)
+    job = at.query_params["sweep"]
+    config = SweepConfig.from_dict(default_store().record(job)["config"])
+    cli = build_sweep_config("default", dataset=str(image_folder), backbone="test_efficientnet",
+                             weights=str(tiny_weights))
+    assert config.strategies_at(5) == cli.strategies_at(5) and config.strategies_at(ALL) == cli.strategies_at(ALL)
+    assert {s.kind: s.epochs for s in config.strategies_at(100)}["scratch"] == 20
+    from ui.widgets import job_queue
+    job_queue().cancel(job)  # the point was what it submitted, not running 30 cells
+
+
 def test_recommend_page_from_a_description_and_from_measured_data(image_folder, tiny_weights):
     at = AppTest.from_file(str(ROOT / "pages" / "3_Recommend.py"), default_timeout=120).run()
     at.radio(key="rc_mode").set_value("only a description of it").run()
