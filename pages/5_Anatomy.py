@@ -66,12 +66,22 @@ def activations(backbone: str, weights: str, image_size: int, classes: int, _ima
 
 # A link from a record or a script: ?backbone=NAME&image_size=N&strategy=fine-tune&stages=K fills the choices once.
 query = st.query_params
+LINK_CHOICES = {"image_size": ("an_image_size", lambda v: 16 <= int(v) <= 1024 and int(v)),
+                "classes": ("an_classes", lambda v: 2 <= int(v) <= 100_000 and int(v)),
+                "strategy": ("an_strategy", lambda v: v in KINDS and v),
+                "stages": ("an_stages", lambda v: 1 <= int(v) <= 64 and int(v))}
 if query.get("backbone") and "an_backbone" not in st.session_state:
     st.session_state["an_backbone"] = query["backbone"]
-    for param, key, cast in (("image_size", "an_image_size", int), ("classes", "an_classes", int),
-                             ("strategy", "an_strategy", str), ("stages", "an_stages", int)):
+    for param, (key, parse) in LINK_CHOICES.items():
         if query.get(param):
-            st.session_state[key] = cast(query[param])
+            try:
+                value = parse(query[param])
+            except ValueError:
+                value = None
+            if value:
+                st.session_state[key] = value
+            else:
+                st.warning(f"The link's {param}={query[param]!r} is not a valid choice here; using the default.")
 
 st.title("Anatomy: what each strategy trains")
 st.caption("A CNN is a stack: a stem, stages that extract edges, then textures, then parts, pooling and a linear "

@@ -238,6 +238,26 @@ def test_anatomy_page_runs_the_probe_on_a_folder(image_folder):
     assert not shown.exception and [c.key for c in shown.get("plotly_chart")][-1] == "probe_chart_an_stored"
 
 
+def test_anatomy_page_link_with_hostile_choices_gets_a_message_not_a_crash():
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    page = Path(__file__).resolve().parents[1] / "pages" / "5_Anatomy.py"
+    at = AppTest.from_file(str(page), default_timeout=120)
+    for key, value in {"backbone": "test_resnet", "image_size": "99999999", "classes": "abc",
+                       "strategy": "'; DROP TABLE records; --", "stages": "-3", "probe": "../../etc/passwd"}.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    warned = " ".join(w.value for w in at.warning)
+    for param in ("image_size", "classes", "strategy", "stages"):
+        assert f"The link's {param}=" in warned
+    assert "No stored probe '../../etc/passwd' here." in warned
+    assert at.number_input(key="an_image_size").value == 48 and at.radio(key="an_strategy").value == \
+        "feature-extraction"
+
+
 def test_anatomy_page_opens_from_a_link_with_the_choices_filled():
     from pathlib import Path
 
