@@ -4,7 +4,6 @@ Layout only: the anatomy, the views, the activations and the probe come from tlc
 
 import copy
 import hashlib
-import io
 
 import numpy as np
 import streamlit as st
@@ -138,7 +137,7 @@ try:
                                   key="an_sample_upload")
         if upload is not None:
             data = upload.getvalue()
-            image = Preprocessing(data_config(model, image_size)).open(io.BytesIO(data))
+            image = Preprocessing(data_config(model, image_size)).open(upload)  # named in its messages
             image_name, image_key = upload.name, f"upload:{hashlib.sha256(data).hexdigest()}"
 except TlcoreError as exc:
     s2.error(str(exc))

@@ -286,3 +286,31 @@ def test_anatomy_switching_strategy_changes_the_frozen_part(server):
             if strategy == "scratch":
                 expect(stages).not_to_contain_text("(frozen)")
         assert seen["feature-extraction"] < seen["fine-tune"] < seen["scratch"] == total, seen
+
+
+def _png(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (width, height)).save(buffer, "PNG")  # 1-bit zeros: a huge image in a few kB
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("bomb.png", None, "'bomb.png' is 10000 x 10000 = 100 megapixels; the limit is"),
+    ("notes.png", b"this is not an image" * 20, "'notes.png' is not an image Pillow can read"),
+], ids=["pixel-bomb", "not-an-image"])
+def test_anatomy_sample_upload_refuses_hostile_files(server, name, data, message):
+    """The Anatomy page's sample-image upload: a 10,000 x 10,000 PNG of a few kB and a text file named .png each get
+    their message; the page keeps working (the diagram stays)."""
+    from playwright.sync_api import expect
+
+    with browser_page(f"journey-anatomy-upload-{name[:-4]}", height=1800) as page:
+        page.goto(server + "/Anatomy?backbone=test_efficientnet&image_size=32", wait_until="networkidle")
+        expect(page.get_by_text("Anatomy: what each strategy trains")).to_be_visible(timeout=30_000)
+        page.get_by_text("Upload an image").click()
+        payload = data if data is not None else _png(10_000, 10_000)
+        page.locator("input[type='file']").first.set_input_files({"name": name, "mimeType": "image/png",
+                                                                   "buffer": payload})
+        expect(page.get_by_text(message)).to_be_visible(timeout=60_000)
+        expect(page.locator(".js-plotly-plot").first).to_contain_text("test_efficientnet at 32 px")

@@ -63,7 +63,7 @@ def _images(result: ComparisonResult, key: str, preprocessing) -> list[tuple[str
     images = []
     for f in files[:MAX_IMAGES]:
         try:
-            images.append((f.name, preprocessing.open(io.BytesIO(f.getvalue()))))
+            images.append((f.name, preprocessing.open(f)))  # an UploadedFile: its name is in the messages
         except TlcoreError as exc:
             st.error(f"{f.name}: {exc}")
     return images
