@@ -24,7 +24,7 @@ from tlcore.engine.backbone import BackboneSpec
 from tlcore.views import charts
 from ui.navigation import through_app
 from ui.results import show_card
-from ui.widgets import backbone_and_weights, data_source, job_queue, require_weights
+from ui.widgets import backbone_and_weights, computed_on_click, data_source, job_queue, require_weights
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
@@ -56,18 +56,10 @@ if mode == "the dataset":
     with right:
         backbone, weights = backbone_and_weights("rc_")
         image_size = st.number_input("Image size (0 = automatic)", 0, 512, 0, step=16, key="rc_image_size")
-    if st.button("Measure and recommend", type="primary", key="rc_measure"):
-        try:
-            st.session_state["rc_inputs"] = (data.resolve(), backbone, require_weights(weights), int(per_class),
-                                             int(image_size))
-        except TlcoreError as exc:
-            st.error(str(exc))
+    signals = computed_on_click(st.button("Measure and recommend", type="primary", key="rc_measure"), "rc_inputs",
+                                lambda: (data.resolve(), backbone, require_weights(weights), int(per_class),
+                                         int(image_size)), measured)
     inputs = st.session_state.get("rc_inputs")
-    if inputs:
-        try:
-            signals = measured(*inputs)
-        except TlcoreError as exc:
-            st.error(str(exc))
 else:
     c1, c2, c3 = st.columns(3)
     n = c1.number_input("Labelled images per class", 1, 1_000_000, 50, key="rc_desc_n")

@@ -24,7 +24,7 @@ from tlcore.records.store import default_store
 from tlcore.views.anatomy import activations_figure, anatomy_figure, anatomy_frame
 from ui.navigation import through_app
 from ui.results import probe_results
-from ui.widgets import backbone_and_weights, data_source, require_weights
+from ui.widgets import backbone_and_weights, computed_on_click, data_source, require_weights
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
@@ -173,20 +173,11 @@ else:
     with p2:
         per_class = int(st.number_input("Training images per class (0 = all)", 0, 100_000, 20, key="an_per_class"))
         random_weights = st.checkbox("Also the same architecture with random weights", True, key="an_random")
-    if st.button("Run the probe", type="primary", key="an_probe"):
-        try:
-            st.session_state["an_inputs"] = (data.resolve(), backbone, require_weights(weights), per_class,
-                                             image_size, random_weights)
-        except TlcoreError as exc:
-            st.error(str(exc))
-    inputs = st.session_state.get("an_inputs")
-    if inputs:
-        try:
-            result = probed(*inputs)
-        except TlcoreError as exc:
-            st.error(str(exc))
-        else:
-            probe_results(result, "an_probe")
+    result = computed_on_click(st.button("Run the probe", type="primary", key="an_probe"), "an_inputs",
+                               lambda: (data.resolve(), backbone, require_weights(weights), per_class, image_size,
+                                        random_weights), probed)
+    if result is not None:
+        probe_results(result, "an_probe")
 stored = query.get("probe")
 if stored and not st.session_state.get("an_inputs"):  # a link from a stored probe (History, a share link)
     record = default_store().record(stored)

@@ -104,6 +104,25 @@ def backbone_and_weights(prefix: str = "") -> tuple[str, str]:
     return backbone, "pretrained"
 
 
+def computed_on_click(clicked: bool, key: str, inputs, compute):
+    """A button that starts a cached computation: on a click, `inputs()` is resolved (a TlcoreError is shown) and kept
+    under `key` for the session, so later reruns show the result again from `compute`'s cache. Returns
+    `compute(*kept inputs)`, or None when nothing was asked yet or an error was shown."""
+    if clicked:
+        try:
+            st.session_state[key] = inputs()
+        except TlcoreError as exc:
+            st.error(str(exc))
+    kept = st.session_state.get(key)
+    if not kept:
+        return None
+    try:
+        return compute(*kept)
+    except TlcoreError as exc:
+        st.error(str(exc))
+        return None
+
+
 def require_weights(weights: str) -> str:
     if not weights:
         raise TlcoreError("Enter the path of the weights file.")
