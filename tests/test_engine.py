@@ -13,6 +13,7 @@ from tlcore import BackboneSpec, CancelToken, DatasetSpec, ExperimentConfig, com
 from tlcore.engine.backbone import load_template, stage_groups
 from tlcore.engine.features import FeatureCache
 from tlcore.experiments.prepare import prepare
+from tlcore.engine.train import STOP_BELOW_LR, early_stop_from, warmup_cosine
 from tlcore.experiments.runner import Runner
 
 FAST = {"epochs": 2, "batch_size": 8, "patience": 2, "min_steps": 0}
@@ -175,9 +176,21 @@ def test_early_stopping_restores_best_epoch(image_folder, tiny_weights):
     assert run.curve[run.best_epoch - 1]["val_accuracy"] == best
     assert all(c["val_accuracy"] < best for c in run.curve[:run.best_epoch - 1])  # the first best is kept
     if run.stopped_early:
-        assert run.epochs_run >= 6  # never in the first half of the schedule
+        assert run.epochs_run >= 8  # never in the first two thirds of the schedule (learning rate above a quarter)
         assert all(c["val_accuracy"] <= best for c in run.curve[run.best_epoch:])
         assert run.curve[-2]["val_accuracy"] <= best  # patience 1: stopped right after a non-improving epoch
+
+
+def test_early_stopping_waits_for_the_learning_rate_to_fall():
+    """Patience may end a run only after the epoch whose last step runs below a quarter of the peak rate."""
+    for epochs, batches, warmup in [(20, 15, 15), (6, 31, 15), (4, 8, 4), (5, 8, 8), (12, 3, 3), (1, 5, 2)]:
+        total = epochs * batches
+        first = early_stop_from(epochs, batches, warmup)
+        assert warmup_cosine(first * batches - 1, warmup, total) < STOP_BELOW_LR or first == epochs
+        if first > 1:
+            assert warmup_cosine((first - 1) * batches - 1, warmup, total) >= STOP_BELOW_LR
+    assert early_stop_from(20, 15, 15) == 14  # scratch's default schedule at 100 a class: not at epoch 10 any more
+    assert warmup_cosine(0, 4, 40) == 0.25 and warmup_cosine(3, 4, 40) == 1.0 and warmup_cosine(40, 4, 40) == 0.0
 
 
 def test_min_steps_stretches_short_schedules(image_folder, tiny_weights):

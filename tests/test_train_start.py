@@ -8,6 +8,7 @@ import torch
 from conftest import make_image_folder
 
 from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, make_strategy
+from tlcore.engine.train import early_stop_from
 from tlcore.engine.features import FeatureCache
 from tlcore.experiments.prepare import prepare
 from tlcore.experiments.runner import Runner
@@ -53,8 +54,11 @@ def test_harmful_learning_rate_restores_the_lp_start(six_classes, tiny_weights, 
     assert run.best_val_accuracy >= run.extra["lp_val_accuracy"] - 1e-6
     for name, value in start.items():  # the start's weights are restored, head and trained stage alike
         assert torch.equal(end[name], value), name
-    # patience counts from epoch 0: two epochs without beating it, and the first half of the schedule is done
-    assert run.stopped_early and run.epochs_run == 2
+    # patience counts from epoch 0 (two epochs without beating it), but no stop before the epoch in which the learning
+    # rate falls under a quarter of its peak
+    steps = run.extra["steps_per_epoch"]
+    assert run.epochs_run == max(2, early_stop_from(4, steps, max(1, int(0.5 * steps))))
+    assert run.stopped_early == (run.epochs_run < 4)
 
 
 def test_helpful_training_picks_a_later_epoch(six_classes, tiny_weights, tmp_path):

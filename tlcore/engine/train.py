@@ -193,6 +193,29 @@ def still_rising(curve: list[dict], tolerance: float = FLAT_TOLERANCE) -> bool:
     return max(vals[-tail:]) > max(vals[:-tail]) + tolerance
 
 
+STOP_BELOW_LR = 0.25  # early stopping waits until the learning rate has decayed below this share of its peak
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """The learning rate's share of its peak at `step`: linear warmup, then cosine decay to zero at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def early_stop_from(epochs: int, batches: int, warmup: int) -> int:
+    """The first epoch after which early stopping may end a run: the end of the first epoch whose last step runs below
+    STOP_BELOW_LR of the peak learning rate (two thirds into a cosine schedule). While the rate is high, val accuracy
+    swings by points from epoch to epoch, and patience mistook that for a plateau: with the rule at half the schedule,
+    scratch at 100 a class (seed 1 of the default sweep) stopped at epoch 10 of 20 on 0.696 test; the full
+    schedule scored 0.741-0.748 on both seeds."""
+    for epoch in range(1, epochs + 1):
+        if warmup_cosine(epoch * batches - 1, warmup, epochs * batches) < STOP_BELOW_LR:
+            return epoch
+    return epochs
+
+
 def _param_groups(model: torch.nn.Module, spec: StrategySpec) -> list[dict]:
     """Head vs backbone learning rates; no weight decay on biases and norm scales (1-d tensors), as timm does."""
     heads = classifier_names(model)
@@ -256,7 +279,9 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
     groups = _param_groups(model, spec)
     if not groups:
         raise RunFailed("No trainable parameters: check the strategy's stages setting.")
-    optimizer = torch.optim.AdamW(groups)
+    # fused: one kernel over all parameters instead of a loop over tensors (2.9 vs 10.6 ms a step for Lite0 on a
+    # 2-vCPU EPYC, about 4% of a scratch step at 48 px)
+    optimizer = torch.optim.AdamW(groups, fused=device.type in ("cpu", "cuda"))
     n = len(train)
     batch_size = min(spec.batch_size, n)
     batches = max(1, n // batch_size)  # an epoch drops the last ragged batch
@@ -265,16 +290,11 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
     batches = max(batches, math.ceil(spec.min_steps / spec.epochs))
     epochs = spec.epochs
     total_steps = epochs * batches
-    min_epochs = math.ceil(epochs / 2)  # no early stop in the first half of the schedule, while the LR is high
     warmup = max(1, int(spec.warmup_epochs * batches))
 
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    min_epochs = early_stop_from(epochs, batches, warmup)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, warmup, total_steps))
     generator = torch.Generator().manual_seed(seed)
     use_autocast = device.type == "cuda"
     bn_frozen = bn_statistics_frozen(spec)
@@ -326,7 +346,7 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
             best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1
-            if since_best >= spec.patience and epoch >= min_epochs:
+            if since_best >= spec.patience and min_epochs <= epoch < epochs:  # the last epoch ends it anyway
                 fit.stopped_early = True
                 break
     if best_state is not None:
