@@ -279,7 +279,7 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
     groups = _param_groups(model, spec)
     if not groups:
         raise RunFailed("No trainable parameters: check the strategy's stages setting.")
-    # PyTorch's default implementation. fused=True made a Lite0 step 5% faster on CPU but moved scratch's seeded
+    # PyTorch's default implementation. fused=True made a Lite0 step 3-5% faster on CPU but moved scratch's seeded
     # results by up to 2 points either way (README, "Faster than the tutorial recipe"), so it is not used.
     optimizer = torch.optim.AdamW(groups)
     n = len(train)
