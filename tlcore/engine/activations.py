@@ -2,8 +2,9 @@
 
 A stage's output is the one the anatomy taps (`StageTaps`: what the next stage receives; the last stage's is
 `forward_features`). A channel's strength is the spatial mean of its positive part (what a ReLU-like activation
-passes on): in the stem the strongest are often colour and brightness detectors that light up whole regions. A map is the positive part scaled by the channel's own maximum, so maps of
-different stages are comparable in shape, not in size. A transformer's patch tokens are laid out on the patch grid.
+passes on): in the stem the strongest are often colour and brightness detectors that light up whole regions. A map
+is the positive part scaled by the channel's own maximum, so maps of different stages are comparable in shape, not in
+size. A transformer's patch tokens are laid out on the patch grid.
 """
 
 from __future__ import annotations
