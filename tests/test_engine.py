@@ -13,7 +13,7 @@ from tlcore import BackboneSpec, CancelToken, DatasetSpec, ExperimentConfig, com
 from tlcore.engine.backbone import load_template, stage_groups
 from tlcore.engine.features import FeatureCache
 from tlcore.experiments.prepare import prepare
-from tlcore.engine.train import STOP_BELOW_LR, early_stop_from, warmup_cosine
+from tlcore.engine.train import STOP_BELOW_LR, Plateau, early_stop_from, warmup_cosine
 from tlcore.experiments.runner import Runner
 
 FAST = {"epochs": 2, "batch_size": 8, "patience": 2, "min_steps": 0}
@@ -191,6 +191,32 @@ def test_early_stopping_waits_for_the_learning_rate_to_fall():
             assert warmup_cosine((first - 1) * batches - 1, warmup, total) >= STOP_BELOW_LR
     assert early_stop_from(20, 15, 15) == 14  # scratch's default schedule at 100 a class: not at epoch 10 any more
     assert warmup_cosine(0, 4, 40) == 0.25 and warmup_cosine(3, 4, 40) == 1.0 and warmup_cosine(40, 4, 40) == 0.0
+
+
+def _stop_epoch(vals: list[float], patience: int = 4, first: int = 14) -> int:
+    plateau = Plateau(patience, first, len(vals))
+    return next((epoch for epoch, v in enumerate(vals, 1) if plateau.update(epoch, v)), len(vals))
+
+
+def test_early_stopping_waits_for_a_rise_of_more_than_a_point():
+    """Val curves of the default sweep's long scratch cells (session 6, built-in default, 20 epochs): patience counts
+    epochs without a rise of more than FLAT_TOLERANCE; the best epoch was before the stop every time, so the restored
+    checkpoint is the one a full run would have kept."""
+    seed1_at_50 = [.100, .453, .477, .497, .633, .676, .711, .706, .727, .713, .719, .744, .743, .744, .741, .746,
+                   .736, .739, .741, .736]
+    seed1_at_100 = [.100, .417, .537, .461, .597, .723, .699, .716, .733, .706, .741, .724, .723, .759, .754, .761,
+                    .763, .761, .761, .757]
+    seed0_at_100 = [.100, .367, .461, .553, .654, .663, .641, .697, .723, .730, .744, .749, .741, .757, .770, .773,
+                    .781, .786, .784, .781]
+    assert _stop_epoch(seed1_at_50) == 16  # 0.746 at 16 is 0.2 points over 0.744 at 12: flat for 4 epochs
+    assert _stop_epoch(seed1_at_100) == 18 and seed1_at_100.index(max(seed1_at_100)) + 1 == 17
+    assert _stop_epoch(seed0_at_100) == 20  # 0.770 at 15 and 0.781 at 17 were real rises
+    # a steady climb of half a point an epoch is not a plateau: its gains add up past the tolerance
+    assert _stop_epoch([0.5 + 0.005 * e for e in range(20)], patience=3, first=1) == 20
+    # never before `first_epoch`, never flagged in the last epoch
+    assert _stop_epoch([0.7] * 20, patience=2, first=14) == 14 and _stop_epoch([0.7] * 6, patience=4, first=6) == 6
+    plateau = Plateau(2, 1, 10)
+    assert [plateau.update(e, v) for e, v in enumerate([0.5, 0.505, 0.509, 0.52], 1)] == [False, False, True, False]
 
 
 def test_min_steps_stretches_short_schedules(image_folder, tiny_weights):

@@ -37,7 +37,7 @@ from tlcore.records.lifecycle import RecordLifecycle, overall_status
 from tlcore.records.slot import SLOT_NAME, training_slot
 from tlcore.records.store import Store, default_store
 
-CELL_VERSION = 2  # bump when a change to the engine makes stored cells incomparable
+CELL_VERSION = 3  # bump when a change to the engine makes stored cells incomparable
 
 
 def cell_key(prepared: Prepared, spec: StrategySpec, size: Size, seed: int) -> str:

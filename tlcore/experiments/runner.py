@@ -233,6 +233,7 @@ class Runner:
         result.epochs_run, result.best_epoch = fit.epochs_run, fit.best_epoch
         result.extra["planned_epochs"] = fit.planned_epochs
         result.extra["steps_per_epoch"] = fit.steps_per_epoch
+        result.extra["val_precision"] = fit.val_precision
         result.stopped_early, result.best_val_accuracy = fit.stopped_early, fit.best_val_accuracy
         reporter("evaluate", 0.96)
         with watch.phase("evaluate"):
