@@ -11,9 +11,10 @@ import torch
 
 from tlcore import BackboneSpec, CancelToken, DatasetSpec, ExperimentConfig, compare, make_strategy
 from tlcore.engine.backbone import load_template, stage_groups
+from tlcore.engine.strategies import default_option
 from tlcore.engine.features import FeatureCache
 from tlcore.experiments.prepare import prepare
-from tlcore.engine.train import STOP_BELOW_LR, Plateau, early_stop_from, warmup_cosine
+from tlcore.engine.train import FLAT_TOLERANCE, STOP_BELOW_LR, Plateau, early_stop_from, warmup_cosine
 from tlcore.experiments.runner import Runner
 
 FAST = {"epochs": 2, "batch_size": 8, "patience": 2, "min_steps": 0}
@@ -194,7 +195,7 @@ def test_early_stopping_waits_for_the_learning_rate_to_fall():
 
 
 def _stop_epoch(vals: list[float], patience: int = 4, first: int = 14) -> int:
-    plateau = Plateau(patience, first, len(vals))
+    plateau = Plateau(patience, first, len(vals), FLAT_TOLERANCE)
     return next((epoch for epoch, v in enumerate(vals, 1) if plateau.update(epoch, v)), len(vals))
 
 
@@ -215,8 +216,28 @@ def test_early_stopping_waits_for_a_rise_of_more_than_a_point():
     assert _stop_epoch([0.5 + 0.005 * e for e in range(20)], patience=3, first=1) == 20
     # never before `first_epoch`, never flagged in the last epoch
     assert _stop_epoch([0.7] * 20, patience=2, first=14) == 14 and _stop_epoch([0.7] * 6, patience=4, first=6) == 6
-    plateau = Plateau(2, 1, 10)
+    plateau = Plateau(2, 1, 10, FLAT_TOLERANCE)
     assert [plateau.update(e, v) for e, v in enumerate([0.5, 0.505, 0.509, 0.52], 1)] == [False, False, True, False]
+    # fine-tune keeps min_delta 0: the sweep's 4-epoch run at 100 a class dipped after its LP start (epoch 0) and
+    # recovered; with min_delta 0.01 it would have stopped at epoch 3, before its best epoch 4
+    assert default_option("scratch", "min_delta") == FLAT_TOLERANCE and default_option("fine-tune", "min_delta") == 0
+    fine_tune = [0.811, 0.757, 0.793, 0.820, 0.826]
+    for tolerance, stop in ((0.0, None), (FLAT_TOLERANCE, 3)):
+        plateau = Plateau(3, 3, 4, tolerance)
+        assert next((e for e, v in enumerate(fine_tune) if plateau.update(e, v)), None) == stop
+
+
+def test_min_delta_is_validated_and_reaches_the_spec_from_the_cli():
+    from tlcore.cli import build_parser, config_from_args
+    from tlcore.core.errors import ConfigError
+
+    for bad in (-0.01, 1.0, 5):
+        with pytest.raises(ConfigError, match=f"min_delta is a share of val accuracy.*got {bad}"):
+            make_strategy("scratch", min_delta=bad)
+    args = build_parser().parse_args(["compare", "--min-delta", "0.02", "--strategies", "fine-tune,scratch"])
+    specs = {s.kind: s for s in config_from_args(args).strategies}
+    assert specs["scratch"].min_delta == 0.02 and specs["fine-tune"].min_delta == 0.02
+    assert specs["scratch"].options()["min_delta"] == 0.02 and "min_delta" not in make_strategy("fe").options()
 
 
 def test_min_steps_stretches_short_schedules(image_folder, tiny_weights):

@@ -108,6 +108,8 @@ def _experiment_arguments(c: argparse.ArgumentParser, per_class: bool) -> None:
     strat.add_argument("--scratch-lr", type=float, default=None, help="scratch learning rate (default 4.2e-3)")
     strat.add_argument("--batch-size", type=int, default=None, help="training batch size (default 32 for fine-tune, 64 for scratch)")
     strat.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs")
+    strat.add_argument("--min-delta", type=float, default=None, help="val accuracy rise (a fraction, e.g. 0.01) "
+                       "that resets patience (default 0 for fine-tune, 0.01 for scratch)")
     strat.add_argument("--ft-stages", type=_stages, default=None,
                        help="fine-tune: top timm stage groups to train, or 'all' (default 2)")
     strat.add_argument("--lp-ft", dest="lp_ft", action="store_true", default=None,
@@ -239,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _strategy_options(args: argparse.Namespace) -> dict[str, dict]:
-    common = {"batch_size": args.batch_size, "patience": args.patience, "augment": args.augment}
+    common = {"batch_size": args.batch_size, "patience": args.patience, "min_delta": args.min_delta,
+              "augment": args.augment}
     options = {
         "fine-tune": {**common, "epochs": args.epochs, "lr": args.lr, "stages": args.ft_stages, "lp_ft": args.lp_ft,
                       "backbone_lr_ratio": args.backbone_lr_ratio, "bn_policy": args.bn_policy},

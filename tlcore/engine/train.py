@@ -232,16 +232,16 @@ def early_stop_from(epochs: int, batches: int, warmup: int) -> int:
 @dataclass
 class Plateau:
     """Early stopping when val accuracy is flat: `patience` epochs in a row without a rise of more than `tolerance`
-    over the val accuracy of the last epoch that rose that much (Keras's min_delta; the same 1 point that
-    `still_rising` calls flat), and only from `first_epoch` (see `early_stop_from`) and before the last epoch. A slow
-    climb still counts once its gains add up to more than `tolerance`. Which checkpoint is restored is separate: the
-    best val epoch, however small its lead. Before, any new best by one image reset patience, so scratch runs went
-    on for 2-4 epochs on a curve that was flat within a point."""
+    over the val accuracy of the last epoch that rose that much (Keras's and Lightning's min_delta; scratch uses
+    FLAT_TOLERANCE, the point that `still_rising` calls flat), and only from `first_epoch` (see `early_stop_from`) and
+    before the last epoch. A slow climb still counts once its gains add up to more than `tolerance`. With tolerance 0
+    any new best resets patience. Which checkpoint is restored is separate: the best val epoch, however small its
+    lead."""
 
     patience: int
     first_epoch: int
     last_epoch: int
-    tolerance: float = FLAT_TOLERANCE
+    tolerance: float = 0.0
     reference: float = float("-inf")
     waited: int = 0
 
@@ -333,7 +333,7 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
     epochs = spec.epochs
     total_steps = epochs * batches
     warmup = max(1, int(spec.warmup_epochs * batches))
-    plateau = Plateau(spec.patience, early_stop_from(epochs, batches, warmup), epochs)
+    plateau = Plateau(spec.patience, early_stop_from(epochs, batches, warmup), epochs, spec.min_delta)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, warmup, total_steps))
     generator = torch.Generator().manual_seed(seed)
