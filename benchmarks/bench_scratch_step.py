@@ -11,6 +11,8 @@ best round is kept (the machine is shared and noisy):
 2. The image size (for progressive resizing): 48 px against 32 px and 40 px.
 3. The augmentation: torchvision's per-image RandomResizedCrop + flip against none.
 4. Two threads in one process against two one-thread processes at once (how Ray workers would share the 2 vCPUs).
+5. A val pass (700 images, eval mode, the engine's `predict` at batch 128) in fp32 against bf16 autocast, which the
+   engine uses for val passes where `native_bf16` says the hardware has it (printed).
 
 Prints images a second and ratios, and the CPU that ran it.
 """
@@ -81,6 +83,24 @@ def optimizer_ms(variant: dict, repeats: int = 30) -> float:
     return (time.perf_counter() - start) / repeats * 1000
 
 
+def val_pass_ms(bf16: bool, images: int = 700) -> float:
+    """Milliseconds of one val pass through the engine's `predict` (uint8 images normalised per batch of 128)."""
+    from types import SimpleNamespace
+
+    from tlcore.engine.features import Normalizer
+    from tlcore.engine.train import ImageInputs, predict
+    model = make_model().eval()
+    prepared = SimpleNamespace(images=torch.randint(0, 256, (images, 3, 48, 48), dtype=torch.uint8),
+                               labels=torch.zeros(images, dtype=torch.long))
+    cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    inputs = ImageInputs(prepared, Normalizer(cfg, torch.device("cpu"), True))
+    predict(model, inputs, bf16=bf16)
+    start = time.perf_counter()
+    for _ in range(3):
+        predict(model, inputs, bf16=bf16)
+    return (time.perf_counter() - start) / 3 * 1000
+
+
 def one_thread_pair(steps: int) -> float:
     """Two one-thread processes training at once: their images a second, summed."""
     code = ("import sys, torch; torch.set_num_threads(1); sys.path.insert(0, %r); import bench_scratch_step as b; "
@@ -103,18 +123,25 @@ def main() -> None:
                  "2 processes x 1 thread (sum)": lambda: one_thread_pair(args.steps)}
     best: dict[str, float] = {}
     opt_ms: dict[str, float] = {}
+    val_ms: dict[str, float] = {}
     for r in range(args.rounds):
         for name, o in optimizers.items():
             opt_ms[name] = min(opt_ms.get(name, float("inf")), optimizer_ms(o))
+        for name, bf16 in (("fp32", False), ("bf16", True)):
+            val_ms[name] = min(val_ms.get(name, float("inf")), val_pass_ms(bf16))
         for name, fn in variants.items():
             best[name] = max(best.get(name, 0.0), fn())
         print(f"round {r + 1}: " + ", ".join(f"{k} {v:.0f}" for k, v in best.items()), flush=True)
     base = best["AdamW per-tensor loop"]  # 48 px, no augmentation, the engine's AdamW: the reference step
     print("\noptimizer step alone (ms, best): " + ", ".join(f"{k} {v:.1f}" for k, v in opt_ms.items()))
+    from tlcore.engine.train import native_bf16
+    print(f"val pass of 700 images (ms, best): fp32 {val_ms['fp32']:.0f}, bf16 {val_ms['bf16']:.0f} "
+          f"({val_ms['fp32'] / val_ms['bf16']:.2f}x); native bf16 here, so the engine uses it: "
+          f"{native_bf16(torch.device('cpu'))}")
     print("\nwhole training step, images a second (best of rounds), and the ratio to the engine's 48 px step:")
     for name, rate in best.items():
         print(f"  {name:34s} {rate:6.0f} img/s  {rate / base:.2f}x")
-    print(json.dumps({"cpu": cpu(), "optimizer_ms": opt_ms, "img_per_s": best}))
+    print(json.dumps({"cpu": cpu(), "optimizer_ms": opt_ms, "val_pass_ms": val_ms, "img_per_s": best}))
 
 
 if __name__ == "__main__":

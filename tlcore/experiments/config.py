@@ -197,7 +197,7 @@ SWEEP_PRESETS: dict[str, SweepPreset] = {
                          (5, 10, 25, 50), 1,
                          {"fine-tune": {"epochs": 3, "stages": 1, "min_steps": 0},
                           "scratch": {"epochs": 5, "min_steps": 30}}),
-    "default": SweepPreset("About 6 minutes on 2 CPU cores: 5 to 100 images a class, 2 repeats; fine-tune 4 epochs "
+    "default": SweepPreset("About 5.5 minutes on 2 CPU cores: 5 to 100 images a class, 2 repeats; fine-tune 4 epochs "
                            "of two stages; scratch 5 epochs below 50 a class (still improving there: see the "
                            "still-improving share) and the comparison's schedule (20 epochs, flat val curve) at 50 "
                            "and 100 a class.",
