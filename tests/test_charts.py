@@ -127,6 +127,17 @@ def test_finished_runs_curves_separate_head_fit_from_epochs():
     assert by_name["feature-extraction"].xaxis != by_name["scratch"].xaxis == by_name["fine-tune"].xaxis
 
 
+def test_the_epochs_axis_says_when_val_passes_ran_in_bf16():
+    fine_tune, scratch = _fine_tune(), _scratch()
+    fig = charts.curves([_feature_extraction(), fine_tune, scratch])
+    assert "bf16" not in fig.layout.xaxis2.title.text
+    scratch.extra["val_precision"] = "bf16"
+    fig = charts.curves([_feature_extraction(), fine_tune, scratch])
+    assert fig.layout.xaxis2.title.text == "epoch (0: after warm-up) · val passes in bf16"
+    assert "bf16" not in fig.layout.xaxis.title.text  # the head fit's panel: val on fp32 cached features
+    assert "bf16" in charts.curves([scratch]).layout.xaxis.title.text
+
+
 def test_loss_curves_start_at_zero_and_do_not_mix_warmup_loss_into_epoch_zero():
     fig = charts.curves([_feature_extraction(), _fine_tune()], metric="train_loss")
     assert all(a < b for t in fig.data for a, b in zip(t.x, t.x[1:]))

@@ -238,6 +238,14 @@ def test_a_comparison_and_a_probe_open_in_anatomy(stored_comparison_server):
         page.goto(url + f"/History?run={result.record_id}", wait_until="networkidle")
         link = page.get_by_role("link", name=re.compile("Open this backbone in Anatomy"))
         expect(link).to_be_visible(timeout=60_000)
+        # the curves say when val passes ran in bf16 (a CPU with AVX512-BF16 or AMX; fp32 elsewhere)
+        curves = page.locator(".js-plotly-plot").filter(has_text="network training").first
+        expect(curves).to_contain_text("val accuracy", timeout=60_000)
+        if any(r.extra.get("val_precision") == "bf16" for r in result.runs):
+            expect(curves).to_contain_text("val passes in bf16")
+        else:
+            expect(curves).not_to_contain_text("bf16")
+        page.screenshot(path=str(ARTIFACTS / "journey-record-curves.png"), full_page=True)
         link.click()
         expect(page.get_by_text("Anatomy: what each strategy trains")).to_be_visible(timeout=30_000)
         diagram = page.locator(".js-plotly-plot").first
