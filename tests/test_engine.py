@@ -263,6 +263,22 @@ def test_frozen_prefix_cache_trains_the_same_model(image_folder, tiny_weights, t
     for a, b in zip(cached.curve, plain.curve):
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-3 and a["val_accuracy"] == b["val_accuracy"]
     assert cached.test_predictions == plain.test_predictions
+    # the test logits came from the cached activations; the intact model was run on a sample and agrees
+    assert cached.extra["max_logit_diff_full_vs_cached"] < 1e-3 and cached.throughput_ips > 0
+    assert "max_logit_diff_full_vs_cached" not in plain.extra
+
+
+def test_frozen_prefix_activations_are_shared_across_runs(image_folder, tiny_weights, tmp_path):
+    """A second run on the same images (a sweep's next cell, a later comparison) computes no prefix rows."""
+    spec = make_strategy("fine-tune", stages=2, lp_ft=False, **FAST)
+    cache = FeatureCache(tmp_path / "f")
+    first = run_all(build_runner(config(image_folder, tiny_weights, [spec]), cache=cache))[0]
+    assert cache.stats.rows_computed > 0
+    fresh = FeatureCache(tmp_path / "f")  # a new process: only the disk is shared
+    second = run_all(build_runner(config(image_folder, tiny_weights, [spec]), cache=fresh))[0]
+    assert fresh.stats.rows_computed == 0 and fresh.stats.disk_hits >= 1
+    assert second.test_predictions == first.test_predictions
+    assert [p["val_accuracy"] for p in second.curve] == [p["val_accuracy"] for p in first.curve]
 
 
 def test_frozen_prefix_not_used_for_vit(tmp_path):

@@ -63,6 +63,22 @@ def test_nested_subsets_constant_test_set_and_feature_reuse(image_folder, tiny_w
     assert result.feature_cache["rows_reused"] == used + 2 * (18 + n_eval) - result.feature_cache["rows_computed"]
 
 
+
+def test_fine_tune_cells_share_the_frozen_stages_output(image_folder, tiny_weights, store):
+    """Every fine-tune cell of a sweep freezes the same pretrained bottom: its output is computed once per image for
+    the whole sweep (largest subset, val, test), and the other cells reuse it."""
+    from tlcore.views.text import sweep_headline
+    cache = FeatureCache(use_disk=False)
+    ft = [make_strategy("fine-tune", stages=1, lp_ft=False, **FAST)]
+    result = run_sweep(SweepConfig(experiment(image_folder, tiny_weights, ft), sizes=[2, 4, 6], repeats=1),
+                       cache=cache, store=store)
+    assert all(c.run.status == "completed" and c.run.extra["frozen_prefix_cached"] for c in result.cells)
+    n_eval = result.dataset["sizes"]["val"] + result.dataset["sizes"]["test"]
+    largest = max(result.cells, key=lambda c: c.size)
+    assert result.feature_cache["rows_computed"] == len(largest.run.extra["train_indices"]) + n_eval
+    assert all(c.run.extra["max_logit_diff_full_vs_cached"] < 1e-3 for c in result.cells)
+    assert "fine-tune's frozen stages" in sweep_headline(result)
+
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_without_recomputing(image_folder, tiny_weights, store):
     config = SweepConfig(experiment(image_folder, tiny_weights), sizes=[3, ALL], repeats=1)

@@ -2,9 +2,10 @@
 
 When only the top stages train, BatchNorm below them is frozen and nothing random happens there, the frozen bottom
 maps each image to the same activation every epoch. We compute that activation once and train the top on it, so an
-epoch runs only the stages that learn. Works for any timm model whose frozen prefix is a chain of modules (CNNs);
-every split is checked numerically against the intact model, and models where it does not hold (e.g. a ViT's token
-concatenation) simply train on images as usual.
+epoch runs only the stages that learn (the runner keeps it in the feature cache, so a sweep's other cells reuse it).
+Works for any timm model whose frozen prefix is a chain of modules (CNNs); every split is checked numerically
+against the intact model, and models where it does not hold (e.g. a ViT's token concatenation) simply train on
+images as usual.
 """
 
 from __future__ import annotations

@@ -33,6 +33,17 @@ from tlcore.records.models import FORMAT, ModelConfig, save_model
 THROUGHPUT_IMAGES = 256
 
 
+class _PrefixOutput(torch.nn.Module):
+    """The frozen prefix as a module, so the feature cache can compute and store its output like features."""
+
+    def __init__(self, prefix) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prefix.compute(x)
+
+
 class Runner:
     """Runs strategies on one cell's data (a size and a seed); `keep_models` keeps each trained network."""
 
@@ -87,19 +98,36 @@ class Runner:
                 self.head_fits[key] = fit
         return feats, fit, reused
 
-    def _skip_frozen_prefix(self, model: torch.nn.Module, train_in: ImageInputs, val_in: ImageInputs):
-        """Compute the frozen bottom's output once (see prefix.py); fall back to images when it cannot be split."""
+    def _skip_frozen_prefix(self, model: torch.nn.Module, val_in: ImageInputs):
+        """The frozen bottom's output for every split, computed once (see prefix.py) and kept in the feature cache
+        under the cut, so the cells of a sweep and later runs share it; None when the model cannot be split."""
         model.to(self.device).to(memory_format=torch.channels_last)
         prefix = split_frozen_prefix(model, val_in.batch(slice(0, 8)))
         if prefix is None:
-            return train_in, val_in, None
+            return None, None
+        name = f"{self.config.backbone.name}|frozen-prefix:{','.join(prefix.replaced)}"
+        fp32 = ExtractOptions(batch_size=128, channels_last=True, bf16=False)  # the intact model's numbers
+        acts = {}
+        for split, images in self.data.splits.items():
+            values = split_features(self.cache, model, name, self.prepared.weights_id, self.data.dataset, split,
+                                    images, self.data.cfg, self.data.transform_key, self.device, fp32,
+                                    embedding=lambda _model: _PrefixOutput(prefix))
+            acts[split] = TensorInputs(values, images.labels, self.device)
+        return acts, prefix
 
-        def activations(inputs: ImageInputs) -> TensorInputs:
-            with torch.inference_mode():
-                parts = [prefix.compute(inputs.batch(slice(s, s + 128))).cpu() for s in range(0, len(inputs), 128)]
-            return TensorInputs(torch.cat(parts).contiguous(), inputs.labels, self.device)
-
-        return activations(train_in), activations(val_in), prefix
+    def _test_pass(self, model: torch.nn.Module, prefix, test_acts: Optional[TensorInputs], result: RunResult):
+        """Test logits and throughput. With a frozen prefix the logits come from its cached test activations, and
+        the intact model is timed on a sample (as feature extraction is) and checked against them."""
+        test = self.data.splits["test"]
+        if prefix is None:
+            return predict(model, ImageInputs(test, self.norm))
+        logits, _ = predict(model, test_acts)
+        prefix.restore()
+        sample = replace(test, images=test.images[:THROUGHPUT_IMAGES], labels=test.labels[:THROUGHPUT_IMAGES])
+        predict(model, ImageInputs(replace(sample, images=sample.images[:32], labels=sample.labels[:32]), self.norm))
+        full_logits, throughput = predict(model, ImageInputs(sample, self.norm))
+        result.extra["max_logit_diff_full_vs_cached"] = float((full_logits - logits[:len(full_logits)]).abs().max())
+        return logits, throughput
 
     # -- the trained model ---------------------------------------------------------------------------------------
     def keep(self, run: RunResult, record_id: str) -> None:
@@ -211,34 +239,36 @@ class Runner:
 
     def _train(self, model: torch.nn.Module, spec: StrategySpec, result: RunResult, reporter: Reporter,
                watch: Stopwatch) -> torch.Tensor:
-        """Fine-tune or scratch: train the network (the frozen bottom's output computed once), then predict."""
+        """Fine-tune or scratch: train the network (on the frozen bottom's cached output where it splits off), then
+        predict."""
         partly_frozen, span = self._trainable(model, spec, result, reporter, watch)
         splits = self.data.splits
         train_in = ImageInputs(splits["train"], self.norm, spec.augment)
         val_in = ImageInputs(splits["val"], self.norm)
-        prefix = None
+        prefix, acts = None, None
         if self.skip_frozen_prefix and partly_frozen and not spec.augment:
             with watch.phase("frozen_prefix"):
-                train_in, val_in, prefix = self._skip_frozen_prefix(model, train_in, val_in)
+                acts, prefix = self._skip_frozen_prefix(model, val_in)
+            if prefix is not None:
+                train_in, val_in = acts["train"], acts["val"]
         result.extra["frozen_prefix_cached"] = prefix is not None
-        with watch.phase("epochs"):
-            try:
+        try:
+            with watch.phase("epochs"):
                 # LP-FT: the fitted head on the pretrained backbone is epoch 0 and a candidate checkpoint
                 fit = train_network(model, spec, train_in, val_in, reporter, self.config.seed, span,
                                     evaluate_start=spec.kind == "fine-tune" and spec.lp_ft)
-            finally:
-                if prefix is not None:
-                    prefix.restore()
-        result.curve = fit.curve
-        result.epochs_run, result.best_epoch = fit.epochs_run, fit.best_epoch
-        result.extra["planned_epochs"] = fit.planned_epochs
-        result.extra["steps_per_epoch"] = fit.steps_per_epoch
-        result.extra["val_precision"] = fit.val_precision
-        result.stopped_early, result.best_val_accuracy = fit.stopped_early, fit.best_val_accuracy
-        reporter("evaluate", 0.96)
-        with watch.phase("evaluate"):
-            test_logits, result.throughput_ips = predict(model, ImageInputs(splits["test"], self.norm),
-                                                         reporter=reporter)
+            result.curve = fit.curve
+            result.epochs_run, result.best_epoch = fit.epochs_run, fit.best_epoch
+            result.extra["planned_epochs"] = fit.planned_epochs
+            result.extra["steps_per_epoch"] = fit.steps_per_epoch
+            result.extra["val_precision"] = fit.val_precision
+            result.stopped_early, result.best_val_accuracy = fit.stopped_early, fit.best_val_accuracy
+            reporter("evaluate", 0.96)
+            with watch.phase("evaluate"):
+                test_logits, result.throughput_ips = self._test_pass(model, prefix, acts and acts["test"], result)
+        finally:
+            if prefix is not None:
+                prefix.restore()
         return test_logits
 
     def _score(self, result: RunResult, test_logits: torch.Tensor) -> None:

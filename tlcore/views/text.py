@@ -122,8 +122,9 @@ def sweep_headline(result: SweepResult) -> str:
             f"{ds.get('sizes', {}).get('test')} images for every cell · {cfg['experiment']['backbone']['name']} · "
             f"{ds.get('image_size') or str(cfg.get('image_size')) + ' px'} · {cfg['repeats']} repeat(s) from seed "
             f"{cfg['experiment']['seed']} · {len(result.cells)} cells ({resumed} from the store) · "
-            f"{result.wall_seconds:.1f} s wall · features computed {result.feature_cache.get('rows_computed', 0)} "
-            f"rows, reused {result.feature_cache.get('rows_reused', 0)}")
+            f"{result.wall_seconds:.1f} s wall · frozen outputs (features, fine-tune's frozen stages): "
+            f"{result.feature_cache.get('rows_computed', 0)} image rows computed, "
+            f"{result.feature_cache.get('rows_reused', 0)} reused")
 
 
 def comparison_table(result: ComparisonResult) -> str:
