@@ -8,9 +8,8 @@ from tlcore.core.environment import read_only
 from tlcore.core.errors import TlcoreError
 from tlcore.engine.strategies import KINDS
 from tlcore.experiments.config import (
-    DEFAULT_PRESET,
-    SWEEP_PRESETS,
     ALL,
+    DEFAULT_PRESET,
     SWEEP_PRESETS,
     build_sweep_config,
     parse_sizes,
@@ -18,7 +17,7 @@ from tlcore.experiments.config import (
     size_label,
 )
 from tlcore.server.jobs import ACTIVE
-from tlcore.views.text import dataset_display
+from tlcore.views.text import dataset_display, not_run_text
 from ui.navigation import through_app
 from ui.results import progress_bars, show_job, sweep_figures
 from ui.widgets import backbone_and_weights, data_source, job_queue, job_sidebar, require_weights, session_id
@@ -62,14 +61,25 @@ else:
             ft, sc = preset_strategy(preset, "fine-tune", sweep=True), preset_strategy(preset, "scratch", sweep=True)
             ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft.epochs, key=f"sw_ft_ep_{preset}")
             long = {s.kind: s for s in build_sweep_config(preset).strategies_at(ALL)}.get("scratch")
-            long_words = (f" ({sc.epochs} below {SWEEP_PRESETS[preset].long_from} a class, {long.epochs} from "
-                          f"{SWEEP_PRESETS[preset].long_from}; a new value sets both)" if long and long != sc else "")
-            sc_epochs = st.number_input(f"Scratch: max epochs{long_words}", 1, 500, sc.epochs,
+            long_from = SWEEP_PRESETS[preset].long_from
+            sc_shown = long.epochs if "scratch" in SWEEP_PRESETS[preset].long_only else sc.epochs
+            if "scratch" in SWEEP_PRESETS[preset].long_only:
+                long_words = f" (it runs from {long_from} a class only)"
+            else:
+                long_words = (f" ({sc.epochs} below {long_from} a class, {long.epochs} from {long_from}; a new "
+                              "value sets both)" if long and long != sc else "")
+            sc_epochs = st.number_input(f"Scratch: max epochs{long_words}", 1, 500, sc_shown,
                                         key=f"sw_sc_ep_{preset}")
         try:
-            n_sizes = len(parse_sizes(sizes_text))
-            st.caption(f"{n_sizes} sizes x {int(repeats)} repeats x {len(strategies)} strategies = "
-                       f"{n_sizes * int(repeats) * len(strategies)} cells.")
+            planned = build_sweep_config(preset, sizes=parse_sizes(sizes_text), repeats=int(repeats),
+                                         strategies=strategies or None)
+            n_sizes = len(planned.sizes)
+            skipped = sum(len(sizes) for _, sizes in planned.skipped()) * int(repeats) if strategies else 0
+            st.caption(f"{n_sizes} sizes x {int(repeats)} repeats x {len(strategies)} strategies"
+                       + (f", less {skipped} not run" if skipped else "")
+                       + f" = {planned.cells_total if strategies else 0} cells.")
+            if strategies and not_run_text(planned.to_dict()):
+                st.caption(not_run_text(planned.to_dict()))
         except TlcoreError as exc:
             st.error(str(exc))
         if st.button("Run sweep", type="primary", key="sw_run", disabled=not strategies):
@@ -80,7 +90,7 @@ else:
                     weights=require_weights(weights), strategies=strategies, image_size=int(image_size) or None,
                     seed=int(seed),  # an untouched epochs field keeps the preset's schedules (both of scratch's)
                     strategy_options={"fine-tune": {"epochs": int(ft_epochs) if ft_epochs != ft.epochs else None},
-                                      "scratch": {"epochs": int(sc_epochs) if sc_epochs != sc.epochs else None}})
+                                      "scratch": {"epochs": int(sc_epochs) if sc_epochs != sc_shown else None}})
                 job_id = job_queue().submit(config, label=f"sweep {dataset_display(dataset)} · {backbone} · {sizes_text}",
                                             session=session_id())
                 st.session_state["sweep"] = job_id

@@ -114,14 +114,19 @@ def test_sweep_page_runs_a_tiny_sweep(image_folder, tiny_weights):
 
 
 def test_sweep_page_submits_the_presets_schedules_when_untouched(image_folder, tiny_weights):
-    """The default sweep preset runs scratch's full schedule from 50 a class; the page must not flatten it to the
-    short one by passing the epochs field's starting value (the CLI and the page run the same sweep)."""
+    """The default sweep preset runs scratch only from 50 a class, on its full schedule; the page says so, counts
+    the cells it will run, and submits what the CLI runs (the epochs field's starting value changes nothing)."""
     from tlcore.experiments.config import ALL, SweepConfig, build_sweep_config
     from tlcore.records.store import default_store
 
     at = AppTest.from_file(str(ROOT / "pages" / "2_Sweep.py"), default_timeout=60).run()
     at.radio(key="sw_preset").set_value("default").run()
-    assert any("(5 below 50 a class, 20 from 50" in n.label for n in at.number_input)
+    assert any(n.label == "Scratch: max epochs (it runs from 50 a class only)" and n.value == 20
+               for n in at.number_input)
+    captions = [c.value for c in at.caption]
+    assert "5 sizes x 2 repeats x 3 strategies, less 6 not run = 24 cells." in captions
+    assert any(c.startswith("scratch runs only from 50 images a class") and "(5, 10, 25 a class)" in c
+               for c in captions)
     at.radio(key="sw_source_kind").set_value("Folder on this server").run()
     at.text_input(key="sw_folder").set_value(str(image_folder))
     at.selectbox(key="sw_backbone").set_value("test_efficientnet")
@@ -134,7 +139,9 @@ def test_sweep_page_submits_the_presets_schedules_when_untouched(image_folder, t
     cli = build_sweep_config("default", dataset=str(image_folder), backbone="test_efficientnet",
                              weights=str(tiny_weights))
     assert config.strategies_at(5) == cli.strategies_at(5) and config.strategies_at(ALL) == cli.strategies_at(ALL)
+    assert config.experiment.strategies == cli.experiment.strategies and config.long_only == ("scratch",)
     assert {s.kind: s.epochs for s in config.strategies_at(100)}["scratch"] == 20
+    assert "scratch" not in {s.kind for s in config.strategies_at(25)} and config.cells_total == 24
     from ui.widgets import job_queue
     job_queue().cancel(job)  # the point was what it submitted, not running 30 cells
 

@@ -322,3 +322,53 @@ def test_anatomy_sample_upload_refuses_hostile_files(server, name, data, message
                                                                    "buffer": payload})
         expect(page.get_by_text(message)).to_be_visible(timeout=60_000)
         expect(page.locator(".js-plotly-plot").first).to_contain_text("test_efficientnet at 32 px")
+
+
+@pytest.fixture
+def stored_sweep_server(tmp_path, image_folder, tiny_weights, monkeypatch):
+    """A finished sweep whose preset runs scratch only from its long schedule's size (as the default sweep does)."""
+    from tlcore import run_sweep
+    from tlcore.experiments.config import SweepConfig, build_sweep_config
+
+    home = tmp_path / "sweep-home"
+    monkeypatch.setenv("TLCORE_HOME", str(home))
+    fast = {"epochs": 1, "batch_size": 8, "min_steps": 0, "stages": 1}
+    base = build_sweep_config("quick", dataset=str(image_folder), backbone="test_efficientnet",
+                              weights=str(tiny_weights), image_size=32,
+                              strategy_options={"fine-tune": fast, "scratch": fast})
+    config = SweepConfig(base.experiment, sizes=(2, 4, 6), repeats=1, long_from=4,
+                         long_strategies=base.experiment.strategies, long_only=("scratch",))
+    sweep = run_sweep(config)
+    for url in _serve(home, TLCORE_READ_ONLY="1"):
+        yield url, sweep
+
+
+def test_a_sweep_says_which_cells_it_does_not_run(stored_sweep_server, server):
+    """The default sweep preset runs scratch only from 50 a class: the form counts the cells it will run and says
+    why scratch is not run below; a stored sweep like it says the same above its charts, and its learning curves
+    draw scratch only where it ran."""
+    from playwright.sync_api import expect
+
+    with browser_page("journey-sweep-form", height=1800) as page:
+        page.goto(server + "/Sweep", wait_until="networkidle")
+        expect(page.get_by_text("Accuracy vs images per class")).to_be_visible(timeout=30_000)
+        page.get_by_text("Default", exact=True).click()
+        expect(page.get_by_text("5 sizes x 2 repeats x 3 strategies, less 6 not run = 24 cells.")).to_be_visible(
+            timeout=30_000)
+        expect(page.get_by_text(re.compile(r"^scratch runs only from 50 images a class in this sweep.*"
+                                           r"\(5, 10, 25 a class\)"))).to_be_visible()
+        expect(page.get_by_text("Scratch: max epochs (it runs from 50 a class only)")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "journey-sweep-form-default.png"), full_page=True)
+        page.get_by_text("Quick", exact=True).click()  # the quick preset runs every strategy everywhere
+        expect(page.get_by_text("4 sizes x 1 repeats x 3 strategies = 12 cells.")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text(re.compile("^scratch runs only from"))).to_have_count(0)
+    url, sweep = stored_sweep_server
+    with browser_page("journey-sweep-not-run", height=2600) as page:
+        page.goto(url + f"/History?run={sweep.record_id}", wait_until="networkidle")
+        expect(page.get_by_text(re.compile(r"^scratch runs only from 4 images a class in this sweep.*\(2 a class\)"))
+               ).to_be_visible(timeout=60_000)
+        curves = page.locator(".js-plotly-plot").first
+        expect(curves).to_contain_text("scratch", timeout=60_000)
+        expect(page.get_by_text(re.compile(r"Training from scratch did not come within 1 point .* anywhere between "
+                                           r"4 images a class and 6 images a class|From 4 images a class, training "
+                                           r"from scratch"))).to_be_visible()

@@ -3,6 +3,8 @@ sweep from the store, intervals and crossovers on curves with known answers."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -63,6 +65,23 @@ def test_nested_subsets_constant_test_set_and_feature_reuse(image_folder, tiny_w
     assert result.feature_cache["rows_reused"] == used + 2 * (18 + n_eval) - result.feature_cache["rows_computed"]
 
 
+
+def test_a_long_only_strategy_is_not_run_below_long_from_and_the_report_says_so(image_folder, tiny_weights, store):
+    from tlcore.views.text import NOT_RUN, sweep_report
+    exp = experiment(image_folder, tiny_weights)
+    config = SweepConfig(exp, sizes=[2, 4, 6], repeats=1, long_from=4, long_strategies=exp.strategies,
+                         long_only=("scratch",))
+    result = run_sweep(config, cache=FeatureCache(use_disk=False), store=store)
+    ran = {(c.run.strategy, c.size) for c in result.cells}
+    assert ("scratch", 2) not in ran and {("scratch", 4), ("scratch", 6)} <= ran
+    assert len(result.cells) == config.cells_total == 8
+    assert set(result.summary().query("strategy == 'scratch'")["size"]) == {"4", "6"}
+    report = sweep_report(result)
+    assert "scratch runs only from 4 images a class in this sweep" in report and "(2 a class)" in report
+    rows = [line.split() for line in report.splitlines() if line.startswith("scratch  ")]  # the two tables
+    assert len(rows) == 2 and all(row[1:3] == NOT_RUN.split() for row in rows)  # their size-2 column
+    statement = next(c.statement for c in result.crossovers() if c.name.startswith("scratch"))
+    assert "between 2 images a class" not in statement  # scratch's own sizes, not the sweep's
 
 def test_fine_tune_cells_share_the_frozen_stages_output(image_folder, tiny_weights, store):
     """Every fine-tune cell of a sweep freezes the same pretrained bottom: its output is computed once per image for
@@ -170,19 +189,26 @@ def test_no_crossover_is_said_plainly():
     assert "between 5 images a class and 50 images a class" in scratch.statement
 
 
-def test_default_sweep_runs_scratchs_full_schedule_from_50_a_class():
+def test_default_sweep_runs_scratch_only_from_50_a_class_on_its_full_schedule():
     from tlcore.experiments.config import SweepConfig, build_sweep_config
     from tlcore.engine.strategies import make_strategy
 
     config = build_sweep_config("default")
     short = {s.kind: s for s in config.strategies_at(25)}
     long = {s.kind: s for s in config.strategies_at(50)}
-    assert short["scratch"].epochs == 5 and long["scratch"] == make_strategy("scratch")  # the comparison's
+    assert "scratch" not in short and long["scratch"] == make_strategy("scratch")  # the comparison's schedule
     assert long["scratch"].epochs == 20 and config.strategies_at(100) == config.strategies_at(50)
     assert short["fine-tune"] == long["fine-tune"] and short["feature-extraction"] == long["feature-extraction"]
+    assert config.skipped() == [("scratch", [5, 10, 25])]
+    assert config.cells_total == 2 * (5 * 2 + 2)  # 2 repeats: FE and FT at 5 sizes, scratch at 2
     assert SweepConfig.from_dict(config.to_dict()) == config  # --config re-runs exactly this
     user = build_sweep_config("default", strategy_options={"scratch": {"lr": 0.01}})
-    assert all(s.lr == 0.01 for s in (user.strategies_at(5)[2], user.strategies_at(100)[2]))  # the user's choice wins
+    assert user.strategies_at(100)[2].lr == 0.01 and user.experiment.strategies[2].lr == 0.01  # the user's wins
     calibration = build_sweep_config("default", long_schedules=False)  # what recommend --validate runs
     assert calibration.strategies_at(100) == calibration.strategies_at(5) == calibration.experiment.strategies
+    assert calibration.strategies_at(5)[2].epochs == 5 and calibration.skipped() == []
+    with pytest.raises(ConfigError, match="long_only"):
+        SweepConfig(config.experiment, long_only=("scratch",))  # no long schedule to run it with
+    with pytest.raises(ConfigError, match="long_only"):
+        replace(config, long_only=("nope",))
     assert build_sweep_config("quick").strategies_at(50)[2].epochs == 5  # the quick sweep stays short

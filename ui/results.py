@@ -19,7 +19,8 @@ from tlcore.server.jobs import ACTIVE
 from tlcore.views import charts
 from tlcore.views.anatomy import probe_figure
 from tlcore.views.report import probe_report_html, report_html
-from tlcore.views.text import comparison_headline, overlap_text, progress_line, skipped_text, sweep_headline
+from tlcore.views.text import (comparison_headline, not_run_text, overlap_text, progress_line, skipped_text,
+                               sweep_headline)
 from ui.try_it import try_it
 
 
@@ -212,6 +213,9 @@ def sweep_results(snap: dict, key: str) -> None:
         return
     st.subheader("Results")
     st.caption(sweep_headline(result))
+    not_run = not_run_text(result.config)
+    if not_run:
+        st.caption(not_run)
     frame = result.cells_frame()
     if frame.empty:
         return

@@ -136,8 +136,10 @@ def find_crossovers(summary: pd.DataFrame, margin: float = SCRATCH_MARGIN) -> li
                                  f"{margin * 100:.0f} point of the best strategy ({r['best']:.3f})."))
         else:
             gap = s.iloc[-1]
+            # scratch's own sizes: a sweep may run it only at some of them (SweepConfig.long_only)
+            where = (f"between {_label(s.iloc[0])} and {_label(gap)}" if len(s) > 1 else f"at {_label(gap)}")
             out.append(Crossover(f"scratch within {margin * 100:.0f} point of the best", None, None,
                                  f"Training from scratch did not come within {margin * 100:.0f} point of the best "
-                                 f"strategy anywhere {measured}; at {_label(gap)} it was "
+                                 f"strategy anywhere {where}; at {_label(gap)} it was "
                                  f"{(gap['best'] - gap['accuracy']) * 100:.1f} points behind."))
     return out

@@ -14,6 +14,7 @@ import pandas as pd
 from tlcore.advice.probe import ProbeResult, probe_table
 from tlcore.views import charts
 from tlcore.views.anatomy import probe_figure
+from tlcore.views.text import not_run_text
 from tlcore.experiments.learning_curves import find_crossovers
 from tlcore.core.results import ComparisonResult
 from tlcore.experiments.sweep import SweepResult
@@ -44,7 +45,7 @@ def report_html(result: Union[ComparisonResult, SweepResult], title: str = "") -
     if isinstance(result, SweepResult):
         summary = result.summary()
         crossovers = find_crossovers(summary)
-        notes = [c.statement for c in crossovers]
+        notes = [c.statement for c in crossovers] + [n for n in (not_run_text(result.config),) if n]
         if not summary.empty:
             figures = [charts.learning_curves(summary, crossovers, result.cells_frame()), charts.time_vs_size(summary),
                        charts.accuracy_per_second(summary)]

@@ -149,6 +149,23 @@ def comparison_table(result: ComparisonResult) -> str:
     return "\n".join(lines + (["problems:"] + notes if notes else []))
 
 
+NOT_RUN = "not run"
+
+
+def not_run_text(config: dict) -> str:
+    """Which strategies a sweep skipped at which sizes, and why (SweepConfig.long_only); '' when none."""
+    config = config or {}
+    names, long_from = config.get("long_only") or [], config.get("long_from")
+    below = [size for size in config.get("sizes", []) if size is not None and long_from is not None and size < long_from]
+    if not names or not below:
+        return ""
+    return (f"{' and '.join(names)} runs only from {long_from} images a class in this sweep, on the schedule that "
+            "trains it until its val curve is flat. Below that size, the schedule would cost more than the sweep is "
+            "meant to spend and a short one under-reports it, so those cells are not run "
+            f"({', '.join(str(x) for x in below)} a class): the thorough preset, or a comparison at that size, "
+            "measures it.")
+
+
 def sweep_report(result: SweepResult) -> str:
     summary = result.summary()
     if summary.empty:
@@ -156,9 +173,10 @@ def sweep_report(result: SweepResult) -> str:
     summary["cell"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
                        zip(summary["accuracy"], summary["accuracy_low"], summary["accuracy_high"])]
     order = list(dict.fromkeys(summary.sort_values("images_per_class")["size"]))
-    acc = summary.pivot(index="strategy", columns="size", values="cell")[order]
-    secs = summary.pivot(index="strategy", columns="size", values="train_seconds")[order].map(lambda v: f"{v:.1f}")
-    warnings = [w for w in (skipped_text(result.dataset),) if w]
+    acc = summary.pivot(index="strategy", columns="size", values="cell")[order].fillna(NOT_RUN)
+    secs = summary.pivot(index="strategy", columns="size", values="train_seconds")[order].map(
+        lambda v: NOT_RUN if pd.isna(v) else f"{v:.1f}")
+    warnings = [w for w in (skipped_text(result.dataset), not_run_text(result.config)) if w]
     lines = [f"sweep {result.record_id} | {sweep_headline(result)}"] + warnings + ["",
              "test accuracy: mean [95% interval] by images per class", acc.to_string(), "",
              "training seconds (mean)", secs.to_string(), ""]
