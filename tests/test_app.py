@@ -143,7 +143,7 @@ def test_sweep_page_submits_the_presets_schedules_when_untouched(image_folder, t
     assert {s.kind: s.epochs for s in config.strategies_at(100)}["scratch"] == 20
     assert "scratch" not in {s.kind for s in config.strategies_at(25)} and config.cells_total == 24
     from ui.widgets import job_queue
-    job_queue().cancel(job)  # the point was what it submitted, not running 30 cells
+    job_queue().cancel(job)  # the point was what it submitted, not running 24 cells
 
 
 def test_recommend_page_from_a_description_and_from_measured_data(image_folder, tiny_weights):

@@ -281,6 +281,18 @@ def test_frozen_prefix_activations_are_shared_across_runs(image_folder, tiny_wei
     assert [p["val_accuracy"] for p in second.curve] == [p["val_accuracy"] for p in first.curve]
 
 
+def test_caching_the_frozen_stages_reports_progress_and_can_be_cancelled(image_folder, tiny_weights, tmp_path):
+    spec = make_strategy("fine-tune", stages=1, lp_ft=False, **FAST)
+    runner = build_runner(config(image_folder, tiny_weights, [spec]), cache=FeatureCache(tmp_path / "f"))
+    phases = []
+    runner.callbacks = [lambda e: phases.append(e.phase)]
+    assert run_all(runner)[0].status == "completed" and "frozen_prefix" in phases
+    runner = build_runner(config(image_folder, tiny_weights, [spec]), cache=FeatureCache(tmp_path / "g"))
+    runner.cancel = CancelToken()
+    runner.callbacks = [lambda e: runner.cancel.cancel() if e.phase == "frozen_prefix" else None]
+    run = run_all(runner)[0]
+    assert run.status == "cancelled" and not run.curve  # stopped before any epoch
+
 def test_frozen_prefix_not_used_for_vit(tmp_path):
     import timm
 

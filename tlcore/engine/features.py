@@ -71,10 +71,11 @@ def _use_bf16(options: ExtractOptions, device: torch.device) -> bool:
 
 def extract_features(model: torch.nn.Module, images: torch.Tensor, cfg: dict, device: torch.device,
                      options: Optional[ExtractOptions] = None, reporter: Optional[Reporter] = None,
-                     progress_span: tuple[float, float] = (0.0, 1.0), embedding=None) -> torch.Tensor:
+                     progress_span: tuple[float, float] = (0.0, 1.0), embedding=None,
+                     phase: str = "features") -> torch.Tensor:
     """Pooled pre-logit features for uint8 images, float32 on the CPU. The model is not modified. `embedding(model)`
-    makes another module to run the same way (the layer-wise probe's, tlcore.advice.probe); its `num_features`, if
-    it has one, is the width of an empty result."""
+    makes another module to run the same way (the layer-wise probe's, tlcore.advice.probe; fine-tune's frozen
+    stages, reported as `phase`); its `num_features`, if it has one, is the width of an empty result."""
     options = options or ExtractOptions()
     if len(images) == 0:
         width = getattr(model, "num_features", 0) if embedding is None else getattr(embedding(model), "num_features", 0)
@@ -94,7 +95,7 @@ def extract_features(model: torch.nn.Module, images: torch.Tensor, cfg: dict, de
             x = norm(images[start:start + bs])
             out.append(embed(x).float().cpu())
             if reporter:
-                reporter("features", lo + (hi - lo) * (b + 1) / n_batches, batch=b + 1, batches=n_batches)
+                reporter(phase, lo + (hi - lo) * (b + 1) / n_batches, batch=b + 1, batches=n_batches)
     return torch.cat(out)
 
 
@@ -195,7 +196,7 @@ def split_features(cache: FeatureCache, model: torch.nn.Module, backbone_name: s
                    dataset: Dataset, split: str, prepared: PreparedImages, cfg: dict, tkey: str,
                    device: torch.device, options: Optional[ExtractOptions] = None,
                    reporter: Optional[Reporter] = None, progress_span: tuple[float, float] = (0.0, 1.0),
-                   embedding=None) -> torch.Tensor:
+                   embedding=None, phase: str = "features") -> torch.Tensor:
     """Features for one prepared split through the cache (`embedding`: see extract_features; give it a key name of
     its own in `backbone_name`)."""
     key = cache.key(backbone_name, weights_sha, dataset.pools[split].fingerprint(), tkey)
@@ -204,6 +205,6 @@ def split_features(cache: FeatureCache, model: torch.nn.Module, backbone_name: s
     def compute(missing: np.ndarray) -> torch.Tensor:
         rows = torch.as_tensor([position[int(i)] for i in missing], dtype=torch.long)
         return extract_features(model, prepared.images[rows], cfg, device, options, reporter, progress_span,
-                                embedding)
+                                embedding, phase)
 
     return cache.get_or_compute(key, prepared.indices, compute)

@@ -98,7 +98,7 @@ class Runner:
                 self.head_fits[key] = fit
         return feats, fit, reused
 
-    def _skip_frozen_prefix(self, model: torch.nn.Module, val_in: ImageInputs):
+    def _skip_frozen_prefix(self, model: torch.nn.Module, val_in: ImageInputs, reporter: Reporter, at: float):
         """The frozen bottom's output for every split, computed once (see prefix.py) and kept in the feature cache
         under the cut, so the cells of a sweep and later runs share it; None when the model cannot be split."""
         model.to(self.device).to(memory_format=torch.channels_last)
@@ -110,8 +110,8 @@ class Runner:
         acts = {}
         for split, images in self.data.splits.items():
             values = split_features(self.cache, model, name, self.prepared.weights_id, self.data.dataset, split,
-                                    images, self.data.cfg, self.data.transform_key, self.device, fp32,
-                                    embedding=lambda _model: _PrefixOutput(prefix))
+                                    images, self.data.cfg, self.data.transform_key, self.device, fp32, reporter,
+                                    (at, at), embedding=lambda _model: _PrefixOutput(prefix), phase="frozen_prefix")
             acts[split] = TensorInputs(values, images.labels, self.device)
         return acts, prefix
 
@@ -248,7 +248,7 @@ class Runner:
         prefix, acts = None, None
         if self.skip_frozen_prefix and partly_frozen and not spec.augment:
             with watch.phase("frozen_prefix"):
-                acts, prefix = self._skip_frozen_prefix(model, val_in)
+                acts, prefix = self._skip_frozen_prefix(model, val_in, reporter, span[0])  # cancellable
             if prefix is not None:
                 train_in, val_in = acts["train"], acts["val"]
         result.extra["frozen_prefix_cached"] = prefix is not None
