@@ -1,7 +1,7 @@
 """Sweep benchmark: wall time of the sweep presets on the built-in default, and what resuming and feature reuse save,
 all measured in this one run with a fresh data directory.
 
-    python benchmarks/bench_sweep.py                      # quick and default presets (about 12 minutes on 2 cores)
+    python benchmarks/bench_sweep.py                      # quick and default presets (about 6 minutes on 2 cores)
     python benchmarks/bench_sweep.py --presets quick
 
 For each preset: the sweep from nothing (wall seconds, cells, seconds per strategy, frozen-feature rows computed vs

@@ -45,8 +45,12 @@ def _state(model):
 def test_three_strategies_measured_side_by_side(image_folder, tiny_weights, tmp_path):
     cache = FeatureCache(tmp_path / "features")
     runner = build_runner(config(image_folder, tiny_weights), cache=cache, keep_models=True)
+    timed = []  # throughput: every strategy's deployed model timed alike, on the same sample
+    original = runner._timed_sample
+    runner._timed_sample = lambda model, reporter=None: timed.append(model) or original(model)
     runs = run_all(runner)
     assert [r.status for r in runs] == ["completed"] * 3, [r.error for r in runs]
+    assert len(timed) == 3
     fe, ft, sc = runs
     for r in runs:
         assert 0 <= r.accuracy <= 1 and r.accuracy_low <= r.accuracy <= r.accuracy_high

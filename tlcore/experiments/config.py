@@ -217,7 +217,7 @@ class SweepPreset:
 # cell records whether its validation accuracy was still rising at the end (`still_improving`), and the summary shows
 # the share of such cells, so a short schedule is visible in the results, not hidden.
 SWEEP_PRESETS: dict[str, SweepPreset] = {
-    "quick": SweepPreset("About 2 minutes on 2 CPU cores: 5 to 50 images a class, one repeat, short schedules "
+    "quick": SweepPreset("About a minute on 2 CPU cores: 5 to 50 images a class, one repeat, short schedules "
                          "(fine-tune 3 epochs of the top stage, scratch 5 epochs): a first look.",
                          (5, 10, 25, 50), 1,
                          {"fine-tune": {"epochs": 3, "stages": 1, "min_steps": 0},

@@ -115,17 +115,26 @@ class Runner:
             acts[split] = TensorInputs(values, images.labels, self.device)
         return acts, prefix
 
-    def _test_pass(self, model: torch.nn.Module, prefix, test_acts: Optional[TensorInputs], result: RunResult):
-        """Test logits and throughput. With a frozen prefix the logits come from its cached test activations, and
-        the intact model is timed on a sample (as feature extraction is) and checked against them."""
+    def _timed_sample(self, model: torch.nn.Module, reporter: Optional[Reporter] = None):
+        """The deployed model's logits on the first THROUGHPUT_IMAGES test images and its images a second there,
+        after a 32-image warm-up: every strategy's throughput is measured this same way. (Over the whole test set
+        without the warm-up, the first batch's one-off cost made a 256-image timing look 1.6x slower.)"""
         test = self.data.splits["test"]
-        if prefix is None:
-            return predict(model, ImageInputs(test, self.norm))
-        logits, _ = predict(model, test_acts)
-        prefix.restore()
         sample = replace(test, images=test.images[:THROUGHPUT_IMAGES], labels=test.labels[:THROUGHPUT_IMAGES])
         predict(model, ImageInputs(replace(sample, images=sample.images[:32], labels=sample.labels[:32]), self.norm))
-        full_logits, throughput = predict(model, ImageInputs(sample, self.norm))
+        return predict(model, ImageInputs(sample, self.norm), reporter=reporter)
+
+    def _test_pass(self, model: torch.nn.Module, prefix, test_acts: Optional[TensorInputs], result: RunResult,
+                   reporter: Reporter):
+        """Test logits, then throughput on the sample. With a frozen prefix the logits come from its cached test
+        activations, and the intact model's sample logits are checked against them."""
+        test = self.data.splits["test"]
+        if prefix is None:
+            logits, _ = predict(model, ImageInputs(test, self.norm), reporter=reporter)
+            return logits, self._timed_sample(model)[1]
+        logits, _ = predict(model, test_acts, reporter=reporter)
+        prefix.restore()
+        full_logits, throughput = self._timed_sample(model)
         result.extra["max_logit_diff_full_vs_cached"] = float((full_logits - logits[:len(full_logits)]).abs().max())
         return logits, throughput
 
@@ -195,7 +204,6 @@ class Runner:
     def _feature_extraction(self, model: torch.nn.Module, spec: StrategySpec, result: RunResult, reporter: Reporter,
                             watch: Stopwatch) -> torch.Tensor:
         """The head on cached frozen features; the deployed model (backbone + head) is timed and checked against it."""
-        test = self.data.splits["test"]
         bb.freeze_for_strategy(model, spec.kind)
         result.trainable_params = bb.count_parameters(model)[0]
         result.phases = [{"phase": "head", "trainable_params": result.trainable_params}]
@@ -207,13 +215,8 @@ class Runner:
         result.extra = {"head_l2": fit.l2, "head_grid": fit.grid}
         with watch.phase("evaluate"):
             test_logits = feats["test"] @ fit.weight.T + fit.bias
-            sample = replace(test, images=test.images[:THROUGHPUT_IMAGES], labels=test.labels[:THROUGHPUT_IMAGES])
             deployed = model.to(self.device).to(memory_format=torch.channels_last)
-            # one warm-up batch first: the other strategies are timed over the whole test set, where the first
-            # batch's one-off cost is amortised; over 256 images it made feature extraction look 1.6x slower
-            predict(deployed, ImageInputs(replace(sample, images=sample.images[:32], labels=sample.labels[:32]),
-                                          self.norm))
-            full_logits, result.throughput_ips = predict(deployed, ImageInputs(sample, self.norm), reporter=reporter)
+            full_logits, result.throughput_ips = self._timed_sample(deployed, reporter)
         result.extra["max_logit_diff_full_vs_cached"] = float(
             (full_logits - test_logits[:len(full_logits)]).abs().max())
         return test_logits
@@ -265,7 +268,8 @@ class Runner:
             result.stopped_early, result.best_val_accuracy = fit.stopped_early, fit.best_val_accuracy
             reporter("evaluate", 0.96)
             with watch.phase("evaluate"):
-                test_logits, result.throughput_ips = self._test_pass(model, prefix, acts and acts["test"], result)
+                test_logits, result.throughput_ips = self._test_pass(model, prefix, acts and acts["test"], result,
+                                                                     reporter)
         finally:
             if prefix is not None:
                 prefix.restore()
