@@ -291,11 +291,15 @@ def test_caching_the_frozen_stages_reports_progress_and_can_be_cancelled(image_f
     phases = []
     runner.callbacks = [lambda e: phases.append(e.phase)]
     assert run_all(runner)[0].status == "completed" and "frozen_prefix" in phases
-    runner = build_runner(config(image_folder, tiny_weights, [spec]), cache=FeatureCache(tmp_path / "g"))
+    runner = build_runner(config(image_folder, tiny_weights, [spec]), cache=FeatureCache(tmp_path / "g"),
+                          keep_models=True)
     runner.cancel = CancelToken()
     runner.callbacks = [lambda e: runner.cancel.cancel() if e.phase == "frozen_prefix" else None]
     run = run_all(runner)[0]
     assert run.status == "cancelled" and not run.curve  # stopped before any epoch
+    model = runner.models["fine-tune"]
+    assert not isinstance(model.conv_stem, torch.nn.Identity)  # the frozen stages are back in the model
+    assert not any(isinstance(b, torch.nn.Identity) for b in model.blocks)
 
 def test_frozen_prefix_not_used_for_vit(tmp_path):
     import timm

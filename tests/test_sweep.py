@@ -211,4 +211,7 @@ def test_default_sweep_runs_scratch_only_from_50_a_class_on_its_full_schedule():
         SweepConfig(config.experiment, long_only=("scratch",))  # no long schedule to run it with
     with pytest.raises(ConfigError, match="long_only"):
         replace(config, long_only=("nope",))
+    with pytest.raises(ConfigError, match="Add a size of 50 or more"):  # scratch alone, at sizes it skips
+        build_sweep_config("default", sizes="5,10", strategies=["scratch"])
+    assert build_sweep_config("default", sizes="5,10").skipped() == [("scratch", [5, 10])]  # the others still run
     assert build_sweep_config("quick").strategies_at(50)[2].epochs == 5  # the quick sweep stays short

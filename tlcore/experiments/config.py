@@ -129,6 +129,10 @@ class SweepConfig:
         if unknown or (self.long_only and not self.long_strategies):
             raise ConfigError(f"long_only must name strategies of the experiment that have a long schedule (got "
                               f"{', '.join(self.long_only)}).")
+        if self.long_only and self.experiment.strategies and self.cells_total == 0:
+            raise ConfigError(f"Nothing to run: {', '.join(self.long_only)} runs only from {self.long_from} images a "
+                              f"class in this sweep, and every size asked is smaller. Add a size of "
+                              f"{self.long_from} or more, or choose the quick or thorough preset.")
 
     def _long(self, size: Size) -> bool:
         return bool(self.long_strategies) and self.long_from is not None and (size is ALL or size >= self.long_from)

@@ -108,11 +108,16 @@ class Runner:
         name = f"{self.config.backbone.name}|frozen-prefix:{','.join(prefix.replaced)}"
         fp32 = ExtractOptions(batch_size=128, channels_last=True, bf16=False)  # the intact model's numbers
         acts = {}
-        for split, images in self.data.splits.items():
-            values = split_features(self.cache, model, name, self.prepared.weights_id, self.data.dataset, split,
-                                    images, self.data.cfg, self.data.transform_key, self.device, fp32, reporter,
-                                    (at, at), embedding=lambda _model: _PrefixOutput(prefix), phase="frozen_prefix")
-            acts[split] = TensorInputs(values, images.labels, self.device)
+        try:
+            for split, images in self.data.splits.items():
+                values = split_features(self.cache, model, name, self.prepared.weights_id, self.data.dataset, split,
+                                        images, self.data.cfg, self.data.transform_key, self.device, fp32, reporter,
+                                        (at, at), embedding=lambda _model: _PrefixOutput(prefix),
+                                        phase="frozen_prefix")
+                acts[split] = TensorInputs(values, images.labels, self.device)
+        except BaseException:  # a cancel or a failure here leaves the model whole
+            prefix.restore()
+            raise
         return acts, prefix
 
     def _timed_sample(self, model: torch.nn.Module, reporter: Optional[Reporter] = None):
