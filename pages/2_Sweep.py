@@ -78,8 +78,9 @@ else:
             st.caption(f"{n_sizes} sizes x {int(repeats)} repeats x {len(strategies)} strategies"
                        + (f", less {skipped} not run" if skipped else "")
                        + f" = {planned.cells_total if strategies else 0} cells.")
-            if strategies and not_run_text(planned.to_dict()):
-                st.caption(not_run_text(planned.to_dict()))
+            not_run = not_run_text(planned.to_dict()) if strategies else ""
+            if not_run:
+                st.caption(not_run)
         except TlcoreError as exc:
             st.error(str(exc))
         if st.button("Run sweep", type="primary", key="sw_run", disabled=not strategies):

@@ -190,16 +190,20 @@ def test_a_lan_server_asks_for_its_token_then_keeps_it(lan_server):
         expect(page.get_by_text("Compare strategies")).to_be_visible(timeout=30_000)  # kept for the session
 
 
+def _tiny_run(image_folder, tiny_weights) -> dict:
+    """The options of a stored record made in seconds: the tiny model at 32 px, one epoch of each network run."""
+    fast = {"epochs": 1, "batch_size": 8, "min_steps": 0, "stages": 1}
+    return {"dataset": str(image_folder), "backbone": "test_efficientnet", "weights": str(tiny_weights),
+            "image_size": 32, "strategy_options": {"fine-tune": fast, "scratch": fast}}
+
+
 @pytest.fixture
 def stored_comparison_server(tmp_path, image_folder, tiny_weights, monkeypatch):
     from tlcore import build_config, compare
 
     home = tmp_path / "try-home"
     monkeypatch.setenv("TLCORE_HOME", str(home))
-    fast = {"epochs": 1, "batch_size": 8, "min_steps": 0, "stages": 1}
-    config = build_config("quick", dataset=str(image_folder), backbone="test_efficientnet",
-                          weights=str(tiny_weights), per_class="all", image_size=32,
-                          strategy_options={"fine-tune": fast, "scratch": fast})
+    config = build_config("quick", per_class="all", **_tiny_run(image_folder, tiny_weights))
     result = compare(config)
     from tlcore.advice.probe import layer_probe, save_probe
 
@@ -332,10 +336,7 @@ def stored_sweep_server(tmp_path, image_folder, tiny_weights, monkeypatch):
 
     home = tmp_path / "sweep-home"
     monkeypatch.setenv("TLCORE_HOME", str(home))
-    fast = {"epochs": 1, "batch_size": 8, "min_steps": 0, "stages": 1}
-    base = build_sweep_config("quick", dataset=str(image_folder), backbone="test_efficientnet",
-                              weights=str(tiny_weights), image_size=32,
-                              strategy_options={"fine-tune": fast, "scratch": fast})
+    base = build_sweep_config("quick", **_tiny_run(image_folder, tiny_weights))
     config = SweepConfig(base.experiment, sizes=(2, 4, 6), repeats=1, long_from=4,
                          long_strategies=base.experiment.strategies, long_only=("scratch",))
     sweep = run_sweep(config)
