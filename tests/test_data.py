@@ -171,3 +171,38 @@ def test_prepare_split_shapes_and_grey_to_rgb():
 def test_torchvision_dataset_offline_says_how_to_get_it():
     with pytest.raises(DataError, match="offline.*download=True"):
         load_dataset("cifar10")
+
+
+def test_class_folders_without_usable_images_are_named(tmp_path):
+    """In a folder on the server a class folder is never dropped silently: without usable images in train it is an
+    error naming it; in val/ or test/ the dataset says which split lacks the class."""
+    root = make_image_folder(tmp_path / "e")
+    (root / "class_8").mkdir()
+    (root / "class_8" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"class folder\(s\) \['class_8'\] contain no usable images"):
+        load_dataset(_spec(root))
+    split = tmp_path / "s"
+    make_image_folder(split / "train", per_class=6)
+    make_image_folder(split / "val", per_class=2, seed=1)
+    for p in (split / "val" / "class_1").iterdir():
+        p.unlink()
+    ds = load_dataset(_spec(split))
+    assert ds.counts("val")["class_1"] == 0
+    assert "val/class_1/: class folder with no usable images, so val has no 'class_1' images." in ds.notes
+
+
+@pytest.mark.parametrize("side", [8000, 20000], ids=["64MP", "400MP"])
+def test_an_image_over_50_megapixels_in_a_folder_is_skipped_by_the_same_rule(image_folder, side):
+    """Above 50 megapixels (read from the header) an image in a server folder is skipped and listed with the rule's
+    own words, however large, and Pillow's DecompressionBombWarning never escapes."""
+    import warnings
+
+    Image.new("1", (side, side)).save(image_folder / "class_0" / "huge.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = load_dataset(_spec(image_folder))
+    huge = [p.reason for p in ds.problems if p.path.endswith("huge.png")]
+    expected = (f"refused: {side} x {side} = {side * side // 1_000_000} megapixels; the limit is 50 megapixels an "
+                "image. Downscale it to use it")
+    assert huge == [expected]
+    assert any("huge.png: refused" in n for n in ds.notes)

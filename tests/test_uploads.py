@@ -181,11 +181,12 @@ def test_a_header_that_lies_is_caught_while_streaming(isolated_home):
     with pytest.raises(DataError, match="zip bomb: it unpacked past .* more than its header said"):
         extract_zip(liar, "liar.zip")
     assert _left_on_disk(isolated_home) == (0, [])
-    # the archive itself is valid: with no ratio limit it extracts, and the zeros are left out as no image
-    from tlcore.data.uploads import skipped_files
-
-    root = extract_zip(liar, "liar.zip", max_ratio=10**9)
-    assert skipped_files(root) == ["d/c/zeros.png: not an image Pillow can read"]
+    # the archive itself is valid: with no ratio limit it is read through, the zeros are left out as no image, and
+    # with no image left it is refused for holding no class folder with images
+    with pytest.raises(DataError, match=r"'liar.zip' holds no class folder with images.*d/c/zeros.png: not an image "
+                                        r"Pillow can read"):
+        extract_zip(liar, "liar.zip", max_ratio=10**9)
+    assert _left_on_disk(isolated_home) == (0, [])
 
 
 def test_the_streaming_guard_stops_as_soon_as_the_ratio_passes():
@@ -301,3 +302,135 @@ def test_upload_label_names_the_archive_never_the_server_path(isolated_home, tmp
     uploads = isolated_home / "datasets" / "uploads"
     for other in (tmp_path, uploads, uploads / "0123456789abcdef0123", isolated_home / "datasets"):
         assert upload_label(other) is None
+
+
+# ------------------------------------------------------------------------------------- class folders and messages
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bits_png(width: int, height: int) -> bytes:
+    """A real 1-bit PNG: a huge image in a few kB, written in well under a second."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (width, height)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _three(colour: int) -> dict[str, bytes]:
+    return {f"{i}.png": _png(8, 8, (colour, i, 0)) for i in range(3)}
+
+
+def _assert_private(message: str, home: Path) -> None:
+    for private in (str(home), str(REPO), "/datasets/uploads", ".extract-"):
+        assert private not in message, f"{private!r} in {message!r}"
+
+
+@pytest.mark.parametrize("entries, message", [
+    ({"pets/cat/1.png": b"", "pets/cat/2.png": b""},
+     r"'pets.zip' has 1 class folder with images \('cat'\); at least 2 are needed"),
+    ({"pets/cat/notes.txt": b"x", "pets/dog/": b"", "pets/readme.md": b"#"},
+     r"'pets.zip' holds no class folder with images.*pets/cat/notes.txt: not an image file"),
+    ({}, r"'pets.zip' holds no class folder with images, so there is nothing to train on"),
+    ({"pets/train/cat/1.png": b"", "pets/train/dog/1.png": b"", "pets/val/cat/": b""},
+     r"'pets.zip': its 'pets/val/' folder holds no class folder with images.*pets/val/cat/: empty class folder"),
+], ids=["one-class", "zero-images", "empty-zip", "empty-val"])
+def test_an_archive_that_makes_no_dataset_is_refused_by_its_name(isolated_home, entries, message):
+    entries = {k: (_png(8, 8, (len(k), 0, 0)) if k.endswith(".png") else v) for k, v in entries.items()}
+    with pytest.raises(DataError, match=message) as exc:
+        extract_zip(_zip(entries), "pets.zip")
+    assert "nothing of it was kept" in str(exc.value) and "upload" in str(exc.value).split("kept.")[-1]
+    _assert_private(str(exc.value), isolated_home)
+    assert _left_on_disk(isolated_home) == (0, [])
+
+
+def test_no_message_refusing_an_upload_shows_a_server_path(isolated_home):
+    """Every way an upload is refused at extraction, and the dataset's own checks on an extracted upload, name the
+    archive and the entries inside it, never TLCORE_HOME or where tlcore is installed."""
+    from tlcore.data.dataset import DatasetSpec
+    from tlcore.data.load import load_dataset
+
+    refused = {
+        "one.zip": _zip({"one/cat/1.png": _png(8, 8)}),
+        "none.zip": _zip({"none/cat/a.txt": b"x"}),
+        "empty.zip": _zip({}),
+        "huge.zip": _zip({"h/a/1.png": _png(8, 8), "h/b/1.png": _bits_png(8000, 8000)}),
+        "notazip.zip": b"PK nothing",
+        "escape.zip": _zip({"../x/1.png": b"x"}),
+    }
+    for name, data in refused.items():
+        with pytest.raises(DataError) as exc:
+            extract_zip(data, name)
+        assert f"'{name}'" in str(exc.value)
+        _assert_private(str(exc.value), isolated_home)
+    assert _left_on_disk(isolated_home) == (0, [])
+    # extracted, then refused by the dataset rules (a class needs 3 images for train/val/test): named by the archive
+    few = extract_zip(_zip({**{f"few/a/{k}": v for k, v in _three(10).items()}, "few/b/1.png": _png(9, 9)}), "few.zip")
+    with pytest.raises(DataError, match=r"Class 'b' of 'few.zip' has 1 usable image") as exc:
+        load_dataset(DatasetSpec(str(few)))
+    _assert_private(str(exc.value), isolated_home)
+    ok = extract_zip(_zip({**{f"ok/a/{k}": v for k, v in _three(10).items()},
+                           **{f"ok/b/{k}": v for k, v in _three(20).items()}}), "ok.zip")
+    with pytest.raises(DataError, match=r"Class\(es\) \['z'\] are not in 'ok.zip'") as exc:
+        load_dataset(DatasetSpec(str(ok), classes=("a", "z")))
+    _assert_private(str(exc.value), isolated_home)
+
+
+def test_class_folders_without_images_are_dropped_and_listed(isolated_home):
+    from tlcore.data.dataset import DatasetSpec
+    from tlcore.data.load import load_dataset
+    from tlcore.data.uploads import skipped_files
+
+    garbage = b"\x89PNG but not really" * 50
+    entries = {**{f"pets/dog/{k}": v for k, v in _three(10).items()},
+               **{f"pets/bird/{k}": v for k, v in _three(20).items()},
+               "pets/cat/": b"", "pets/fish/notes.txt": b"x", "pets/owl/broken.png": garbage}
+    root = extract_zip(_zip(entries), "pets.zip")
+    skipped = skipped_files(root)
+    assert "pets/cat/: empty class folder, dropped: no images in it" in skipped
+    assert "pets/fish/: class folder dropped: every file in it was left out (listed here)" in skipped
+    assert "pets/owl/: class folder dropped: every file in it was left out (listed here)" in skipped
+    assert "pets/fish/notes.txt: not an image file" in skipped
+    assert "pets/owl/broken.png: not an image Pillow can read" in skipped
+    assert sorted(p.name for p in root.iterdir()) == ["bird", "dog"]
+    assert load_dataset(DatasetSpec(str(root))).classes == ["bird", "dog"]
+
+
+@pytest.mark.parametrize("side", [8000, 12000, 20000], ids=["64MP", "144MP", "400MP"])
+def test_an_image_over_50_megapixels_refuses_the_archive_however_large(isolated_home, side):
+    """Pillow warns above 89 megapixels and refuses above 179: neither may turn the refusal into a skipped file,
+    even where warnings are errors."""
+    import warnings
+
+    archive = _zip({"d/a/1.png": _png(8, 8), "d/b/1.png": _png(9, 9), "d/a/big.png": _bits_png(side, side)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError) as exc:
+            extract_zip(archive, "big.zip")
+    megapixels = side * side // 1_000_000
+    assert str(exc.value) == (f"'big.zip' contains 'd/a/big.png' of {side} x {side} = {megapixels} megapixels; the "
+                              "limit is 50 megapixels an image. The archive was refused and nothing of it was kept; "
+                              "downscale that image or leave it out, and upload again.")
+    assert _left_on_disk(isolated_home) == (0, [])
+
+
+@pytest.mark.parametrize("side", [8000, 20000], ids=["64MP", "400MP"])
+def test_a_single_image_over_50_megapixels_gets_the_same_rule(side):
+    """The 'Try it' and Anatomy uploads: the same limit and wording, never Pillow's DecompressionBomb text."""
+    import warnings
+
+    import timm
+
+    from tlcore.deploy.load import Preprocessing
+    from tlcore.engine.backbone import data_config
+
+    upload = io.BytesIO(_bits_png(side, side))
+    upload.name = "big.png"
+    preprocessing = Preprocessing(data_config(timm.create_model("test_efficientnet"), 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError) as exc:
+            preprocessing.open(upload)
+    megapixels = side * side // 1_000_000
+    assert str(exc.value) == (f"'big.png' is {side} x {side} = {megapixels} megapixels; the limit is 50 megapixels "
+                              "an image. Downscale it first.")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import warnings
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import BinaryIO, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from tlcore.core.environment import require_within_data_roots, require_writable,
 from tlcore.core.errors import DataError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+MAX_PIXELS = 50_000_000  # per image: a 7000 x 7000 photo passes, a decompression bomb does not
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
@@ -178,14 +180,68 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def open_rgb(path: Path, draft_size: Optional[int] = None) -> Image.Image:
-    """Open and fully decode an image as RGB; decompression bombs are errors, not warnings."""
+    """Open and fully decode an image as RGB; decompression bombs are errors (always DecompressionBombError, which
+    callers catch), not warnings."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as img:
-            if draft_size and img.format == "JPEG":
-                img.draft("RGB", (draft_size, draft_size))  # decode at reduced scale: a fast integrity check
-            img.load()
-            return to_rgb(img)
+        try:
+            with Image.open(path) as img:
+                if draft_size and img.format == "JPEG":
+                    img.draft("RGB", (draft_size, draft_size))  # decode at reduced scale: a fast integrity check
+                img.load()
+                return to_rgb(img)
+        except Image.DecompressionBombWarning as exc:
+            raise Image.DecompressionBombError(str(exc)) from None
+
+
+def header_size(source: Union[str, Path, BinaryIO]) -> Optional[tuple[int, int]]:
+    """(width, height) as the image's header states them, without decoding; None when no Pillow format reads it.
+
+    Pillow's own decompression-bomb check is left out on purpose: above its limit `Image.open` warns or raises
+    before the size can be read, so an oversize image would look like an unreadable one. Callers compare the size
+    with MAX_PIXELS (`over_pixel_limit`) and say so in their own words. This follows `Image.open`: each format whose
+    check accepts the first bytes tries to read the header."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as fp:
+            return _header_size(fp)
+    start = source.tell()
+    try:
+        return _header_size(source)
+    finally:
+        source.seek(start)
+
+
+def _header_size(fp: BinaryIO) -> Optional[tuple[int, int]]:
+    Image.init()
+    start = fp.tell()
+    prefix = fp.read(16)
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        result = not accept or accept(prefix)
+        if isinstance(result, str) or not result:  # a string: the format's reason it cannot read this file
+            continue
+        fp.seek(start)
+        try:
+            with factory(fp, "") as img:
+                return img.size
+        except (SyntaxError, IndexError, TypeError, struct.error, OSError, ValueError, EOFError):
+            continue
+    return None
+
+
+def _megapixels(pixels: int, limit: int) -> str:
+    whole = f"{pixels / 1e6:,.0f}"
+    return whole if pixels <= limit or round(pixels / 1e6) > limit / 1e6 else f"{pixels / 1e6:,.2f}"
+
+
+def over_pixel_limit(size: Optional[tuple[int, int]], max_pixels: int = MAX_PIXELS) -> Optional[str]:
+    """'12000 x 12000 = 144 megapixels; the limit is 50 megapixels an image' when the image is too large, else None:
+    the one wording of the pixel rule for uploads, folders and single images."""
+    if size is None or size[0] * size[1] <= max_pixels:
+        return None
+    width, height = size
+    return (f"{width} x {height} = {_megapixels(width * height, max_pixels)} megapixels; the limit is "
+            f"{max_pixels / 1e6:,.0f} megapixels an image")
 
 
 @dataclass
@@ -196,6 +252,12 @@ class FileProblem:
 
 def _check_file(path: Path) -> tuple[Optional[tuple[int, int]], Optional[str]]:
     try:
+        over = over_pixel_limit(header_size(path))
+    except OSError as exc:
+        return None, f"cannot be read ({exc})"
+    if over:
+        return None, f"refused: {over}. Downscale it to use it"
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
@@ -204,9 +266,9 @@ def _check_file(path: Path) -> tuple[Optional[tuple[int, int]], Optional[str]]:
                     img.draft("RGB", (64, 64))
                 img.load()
         return size, None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return None, (f"refused: larger than Pillow's decompression-bomb limit ({Image.MAX_IMAGE_PIXELS:,} pixels); "
-                      "resize it or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # PIL.Image.MAX_IMAGE_PIXELS set lower
+        return None, (f"refused: larger than Pillow's decompression-bomb limit ({Image.MAX_IMAGE_PIXELS:,} pixels) "
+                      "set in this process; downscale it to use it")
     except UnidentifiedImageError:
         return None, "not an image Pillow can read"
     except (OSError, SyntaxError, ValueError) as exc:
@@ -226,8 +288,22 @@ class FolderScan:
     problems: list[FileProblem] = field(default_factory=list)
 
 
-def _class_dirs(root: Path) -> list[Path]:
+def class_dirs(root: Path) -> list[Path]:
+    """The class folders of root: its sub-folders, hidden ones left out, by name."""
     return sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: d.name)
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """The folders whose sub-folders are the classes, as `load_folder` reads root: its train/ [val/] [test/] folders
+    (any spelling in SPLIT_ALIASES) when it has a train folder, else root itself as 'train'."""
+    subdirs = {SPLIT_ALIASES[d.name.lower()]: d for d in class_dirs(root) if d.name.lower() in SPLIT_ALIASES}
+    return subdirs if "train" in subdirs else {"train": root}
+
+
+def has_images(folder: Path) -> bool:
+    """Whether a class folder holds any file `scan_folder` would read (an image extension, not hidden)."""
+    return any(p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+               for p in folder.rglob("*"))
 
 
 def scan_folder(root: Path, classes: Optional[list[str]] = None) -> FolderScan:
@@ -242,13 +318,13 @@ def scan_folder(root: Path, classes: Optional[list[str]] = None) -> FolderScan:
     if not root.is_dir():
         raise DataError(f"'{root}' is a file, not a folder. Give a folder of class sub-folders "
                         "(unzip an archive first, or upload the .zip in the dashboard).")
-    class_dirs = _class_dirs(root)
+    folders = class_dirs(root)
     if classes is None:
-        classes = [d.name for d in class_dirs]
+        classes = [d.name for d in folders]
     files: list[tuple[Path, int]] = []
     problems: list[FileProblem] = []
     index = {name: i for i, name in enumerate(classes)}
-    for d in class_dirs:
+    for d in folders:
         if d.name not in index:
             problems.append(FileProblem(str(d), f"class '{d.name}' is not among the training classes; skipped"))
             continue
@@ -296,6 +372,7 @@ class Dataset:
     problems: list[FileProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     subset_seed: Optional[int] = None
+    label: Optional[str] = None  # what messages call it instead of `name` (an upload's archive name)
 
     @property
     def num_classes(self) -> int:
@@ -345,9 +422,16 @@ class Dataset:
 
     def _relative(self, path: str) -> str:
         """A skipped file's path inside the dataset folder: results and share links never show the server's paths."""
-        root = os.path.abspath(self.name)
-        full = os.path.abspath(path)
-        return os.path.relpath(full, root) if full.startswith(root + os.sep) else os.path.basename(path)
+        return _inside(path, Path(self._folder()))
+
+    def _folder(self) -> str:
+        """The folder `name` names, without the '[classA,classB]' a sub-task adds."""
+        suffix = f"[{','.join(self.spec.classes)}]" if self.spec.classes else ""
+        return self.name[:-len(suffix)] if suffix and self.name.endswith(suffix) else self.name
+
+    def shown_path(self, path: str) -> str:
+        """A file of this dataset as messages name it: in an upload, the archive's name and the path inside it."""
+        return f"{self.label}/{self._relative(path)}" if self.label else path
 
     def restrict(self, classes: Optional[Sequence[str]]) -> "Dataset":
         """Only `classes` (a sub-task), relabelled in the order given; every split keeps its images of those classes."""
@@ -355,7 +439,8 @@ class Dataset:
             return self
         unknown = [c for c in classes if c not in self.classes]
         if unknown:
-            raise DataError(f"Class(es) {unknown} are not in '{self.name}'; its classes are {self.classes}.")
+            raise DataError(f"Class(es) {unknown} are not in '{self.label or self.name}'; its classes are "
+                            f"{self.classes}.")
         if len(set(classes)) < 2:
             raise DataError(f"A sub-task needs at least 2 distinct classes (got {list(classes)}).")
         pools: dict[str, ImagePool] = {}
@@ -438,68 +523,90 @@ def _check_fractions(spec: DatasetSpec) -> None:
 
 
 def dataset_from_pools(name: str, spec: DatasetSpec, train_pool: ImagePool, test_pool: Optional[ImagePool] = None,
-                       val_pool: Optional[ImagePool] = None, problems: Optional[list[FileProblem]] = None) -> Dataset:
-    """Assemble splits from whatever pools exist, carving the missing val/test splits out of train."""
+                       val_pool: Optional[ImagePool] = None, problems: Optional[list[FileProblem]] = None,
+                       label: Optional[str] = None) -> Dataset:
+    """Assemble splits from whatever pools exist, carving the missing val/test splits out of train. Messages call
+    the dataset `label` when given (an upload's archive name), else `name`."""
     _check_fractions(spec)
     classes = train_pool.classes
+    shown = label or name
     if len(classes) < 2:
-        raise DataError(f"Dataset '{name}' has {len(classes)} class(es) {classes}; at least 2 are needed to train a "
+        raise DataError(f"Dataset '{shown}' has {len(classes)} class(es) {classes}; at least 2 are needed to train a "
                         "classifier. Put each class's images in its own sub-folder.")
     empty = [c for c, n in zip(classes, np.bincount(train_pool.labels, minlength=len(classes))) if n == 0]
     if empty:
-        raise DataError(f"Dataset '{name}': class folder(s) {empty} contain no usable images. Add images or remove "
+        raise DataError(f"Dataset '{shown}': class folder(s) {empty} contain no usable images. Add images or remove "
                         "the folder(s).")
     split = stratified_split(train_pool.labels, classes, spec.val_fraction, spec.test_fraction, spec.split_seed,
-                             make_val=val_pool is None, make_test=test_pool is None, where=f" of '{name}'")
+                             make_val=val_pool is None, make_test=test_pool is None, where=f" of '{shown}'")
     pools = {"train": train_pool, "val": val_pool or train_pool, "test": test_pool or train_pool}
     indices = {"train": split["train"],
                "val": split["val"] if val_pool is None else np.arange(len(val_pool)),
                "test": split["test"] if test_pool is None else np.arange(len(test_pool))}
     for s in ("val", "test"):
         if len(indices[s]) == 0:
-            raise DataError(f"Dataset '{name}': the {s} split has no usable images. Add images to {s}/ or remove "
+            raise DataError(f"Dataset '{shown}': the {s} split has no usable images. Add images to {s}/ or remove "
                             f"the {s}/ folder so it is drawn from train.")
     return Dataset(name=name, classes=list(classes), pools=pools, indices=indices, spec=spec,
-                   problems=list(problems or []))
+                   problems=list(problems or []), label=label)
 
 
-def load_folder(root: Path, spec: DatasetSpec) -> Dataset:
-    """A folder of class sub-folders, or one with train/ [val/] [test/] split folders, each of class sub-folders."""
+def load_folder(root: Path, spec: DatasetSpec, label: Optional[str] = None) -> Dataset:
+    """A folder of class sub-folders, or one with train/ [val/] [test/] split folders, each of class sub-folders.
+    `label` is what messages call the folder instead of its path (an upload's archive name)."""
     root = Path(root).expanduser()
-    if root.is_dir():
-        subdirs = {SPLIT_ALIASES.get(d.name.lower()): d for d in _class_dirs(root) if d.name.lower() in SPLIT_ALIASES}
-    else:
-        subdirs = {}
-    if "train" in subdirs:
-        train = scan_folder(subdirs["train"])
+    shown = label or str(root)
+    splits = split_folders(root) if root.is_dir() else {"train": root}
+    if splits["train"] != root:
+        train = scan_folder(splits["train"])
         problems = list(train.problems)
-        others = {}
+        others, notes = {}, []
         for s in ("val", "test"):
-            if s in subdirs:
-                scan = scan_folder(subdirs[s], classes=train.classes)
+            if s in splits:
+                scan = scan_folder(splits[s], classes=train.classes)
                 problems += scan.problems
                 others[s] = FilePool(scan.paths, scan.labels, train.classes, scan.sizes)
-        _require_images(train, root, problems)
+                notes += _empty_class_notes(scan, s)
+        _require_images(train, root, shown, problems)
         ds = dataset_from_pools(str(root), spec, FilePool(train.paths, train.labels, train.classes, train.sizes),
-                                test_pool=others.get("test"), val_pool=others.get("val"), problems=problems)
+                                test_pool=others.get("test"), val_pool=others.get("val"), problems=problems,
+                                label=label)
+        ds.notes += notes
     else:
         scan = scan_folder(root)
         if not scan.classes:
-            raise DataError(f"Dataset folder '{root}' has no sub-folders. Put each class's images in its own "
+            raise DataError(f"Dataset folder '{shown}' has no sub-folders. Put each class's images in its own "
                             "sub-folder: root/<class name>/<image files>.")
-        _require_images(scan, root, scan.problems)
+        _require_images(scan, root, shown, scan.problems)
         ds = dataset_from_pools(str(root), spec, FilePool(scan.paths, scan.labels, scan.classes, scan.sizes),
-                                problems=scan.problems)
+                                problems=scan.problems, label=label)
     if ds.problems:
         ds.notes.append(summarize_problems([FileProblem(ds._relative(p.path), p.reason) for p in ds.problems]))
     return ds
 
 
-def _require_images(scan: FolderScan, root: Path, problems: list[FileProblem]) -> None:
+def _empty_class_notes(scan: FolderScan, split: str) -> list[str]:
+    """A val/ or test/ class folder without usable images leaves that split without the class: say so (in train/ it
+    is an error, see `dataset_from_pools`)."""
+    counts = np.bincount(scan.labels, minlength=len(scan.classes))
+    present = {d.name for d in class_dirs(scan.root)}
+    empty = [c for c, n in zip(scan.classes, counts) if n == 0 and c in present]
+    return [f"{split}/{c}/: class folder with no usable images, so {split} has no '{c}' images." for c in empty]
+
+
+def _require_images(scan: FolderScan, root: Path, shown: str, problems: list[FileProblem]) -> None:
     if len(scan.paths) == 0:
-        detail = f" {summarize_problems(problems)}" if problems else ""
-        raise DataError(f"No usable images found in '{root}'.{detail} Supported formats: "
+        relative = [FileProblem(_inside(p.path, root), p.reason) for p in problems]
+        detail = f" {summarize_problems(relative)}" if problems else ""
+        raise DataError(f"No usable images found in '{shown}'.{detail} Supported formats: "
                         f"{', '.join(sorted(IMAGE_EXTENSIONS))}.")
+
+
+def _inside(path: str, root: Path) -> str:
+    """A path as seen from inside root (its file name when it lies elsewhere): messages never show server paths of
+    files in a dataset."""
+    full, base = os.path.abspath(path), os.path.abspath(root)
+    return os.path.relpath(full, base) if full.startswith(base + os.sep) else os.path.basename(path)
 
 
 # ---------------------------------------------------------------------------------------------------- preparation
@@ -524,12 +631,16 @@ def prepare_split(dataset: Dataset, split: str, transform, indices: Optional[np.
         try:
             return np.asarray(transform(pool.load(int(i))), dtype=np.uint8)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"Could not read {pool.describe(int(i))}: {exc}. Remove or replace the file.") from exc
+            text = str(exc)
+            if dataset.label:  # a file inside an upload: named by the archive, never by the server's path
+                text = text.replace(os.path.abspath(dataset._folder()), dataset.label)
+            raise DataError(f"Could not read {dataset.shown_path(pool.describe(int(i)))}: {text}. Remove or replace "
+                            "the file.") from exc
 
     with ThreadPoolExecutor(max_workers=2) as ex:
         arrays = list(ex.map(one, idx))
     if not arrays:
-        raise DataError(f"The {split} split of '{dataset.name}' is empty.")
+        raise DataError(f"The {split} split of '{dataset.label or dataset.name}' is empty.")
     images = torch.from_numpy(np.stack(arrays))
     labels = torch.from_numpy(pool.labels[idx].astype(np.int64))
     return PreparedImages(images=images, labels=labels, indices=np.asarray(idx))

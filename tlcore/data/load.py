@@ -1,5 +1,6 @@
 """Loading a dataset by name or folder: the one entry point the rest of tlcore uses. It sits above the built-in
-registry and the folder reader, so neither needs to import the other."""
+registry and the folder reader, so neither needs to import the other. An upload's folder is read like any folder and
+named in messages by its archive's name (`upload_label`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from tlcore.core.errors import DataError
 from tlcore.data.builtin import BUILTIN_DATASETS, load_builtin
 from tlcore.data.dataset import Dataset, DatasetSpec, load_folder
+from tlcore.data.uploads import upload_label
 
 
 def parse_dataset(text: str) -> DatasetSpec:
@@ -38,7 +40,7 @@ def load_dataset(spec: DatasetSpec | str, seed: int = 0) -> Dataset:
         if not path.exists() and os.sep not in spec.source and "/" not in spec.source:
             raise DataError(f"'{spec.source}' is neither a built-in dataset ({', '.join(BUILTIN_DATASETS)}) nor an "
                             "existing folder. Check the spelling or give a path to a folder of class sub-folders.")
-        full = load_folder(path, replace(spec, per_class=None, classes=None))
+        full = load_folder(path, replace(spec, per_class=None, classes=None), label=upload_label(path))
     return full.restrict(spec.classes).subset(spec.per_class, seed)
 
 

@@ -5,10 +5,12 @@ that would escape the target (absolute paths, '..'), symbolic links, too many fi
 says it unpacks more than MAX_RATIO times its stored size (a photo compresses 1-3x; a zip bomb 1000x), and an archive
 that would take the uploads past their quota (TLCORE_UPLOAD_QUOTA). Headers can lie, so while an entry is written its
 bytes are counted against the compressed bytes actually read and against both limits, and the archive is refused as
-soon as one is passed. An image over the pixel limit (read from its header as it is extracted) refuses the whole
-archive; a refused archive leaves nothing on disk. Files that are not images, and images that do not decode, are left
-out and listed with the reason (`skipped_files`); the same archive uploaded twice is stored once. `upload_label`
-names an upload by the archive's own name, never by its server path.
+soon as one is passed. An image over MAX_PIXELS (read from its header as it is extracted, however large) refuses the
+whole archive. Files that are not images, and images that do not decode, are left out and listed with the reason
+(`skipped_files`), and so is a class folder left without images (empty, or all of its files left out), which is
+dropped. An archive with fewer than 2 class folders of images is refused. A refused archive leaves nothing on disk,
+and its messages name the archive and its entries, never a server path. The same archive uploaded twice is stored
+once. `upload_label` names an upload by the archive's own name, never by its server path.
 """
 
 from __future__ import annotations
@@ -32,11 +34,18 @@ from PIL import Image, UnidentifiedImageError
 
 from tlcore.core.environment import data_home, require_writable
 from tlcore.core.errors import ConfigError, DataError
-from tlcore.data.dataset import IMAGE_EXTENSIONS
+from tlcore.data.dataset import (
+    IMAGE_EXTENSIONS,
+    MAX_PIXELS,
+    class_dirs,
+    has_images,
+    header_size,
+    over_pixel_limit,
+    split_folders,
+)
 
 MAX_FILES = 50_000
 MAX_BYTES = 4 * 2**30
-MAX_PIXELS = 50_000_000  # per image: a 7000 x 7000 photo passes, a decompression bomb does not
 MAX_RATIO = 100  # unpacked / stored size of one entry: photos compress 1-3x, a zip bomb about 1000x
 RATIO_FLOOR = 64 * 2**10  # entries smaller than this unpacked are never refused for their ratio (icons, flat images)
 DEFAULT_QUOTA = 10 * 2**30  # all uploads together, unless TLCORE_UPLOAD_QUOTA says otherwise
@@ -152,8 +161,8 @@ class _Budget:
 
 # ------------------------------------------------------------------------------------------------- skipped entries
 def skipped_files(root: Path) -> list[str]:
-    """The archive entries left out when it was extracted, as 'entry: reason' (not an image file, or an image that
-    does not decode). Reads the plain list of names older versions wrote, whose entries were all non-image files."""
+    """The archive entries left out when it was extracted, as 'entry: reason' (not an image file, an image that does
+    not decode, a class folder dropped for having no images: 'pets/cat/: empty class folder, dropped: ...'). Reads the plain list of names older versions wrote, whose entries were all non-image files."""
     for folder in (Path(root), Path(root).parent):
         if (folder / SKIPPED).exists():
             items = json.loads((folder / SKIPPED).read_text())
@@ -174,8 +183,8 @@ def _undecodable(path: Path) -> Optional[str]:
                 if img.format == "JPEG":
                     img.draft("RGB", (64, 64))
                 img.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return f"larger than Pillow's decompression-bomb limit ({Image.MAX_IMAGE_PIXELS:,} pixels)"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # PIL.Image.MAX_IMAGE_PIXELS set lower
+        return f"larger than Pillow's decompression-bomb limit ({Image.MAX_IMAGE_PIXELS:,} pixels) set in this process"
     except UnidentifiedImageError:
         return "not an image Pillow can read"
     except (OSError, SyntaxError, ValueError) as exc:
@@ -204,21 +213,27 @@ def _check_members(zf: zipfile.ZipFile, name: str, max_files: int, max_bytes: in
     return members
 
 
-def _plan(members: list[zipfile.ZipInfo]) -> tuple[list[tuple[zipfile.ZipInfo, list[str]]], list[dict]]:
-    """The image entries to write (with their path parts) and the entries left out; folders, macOS metadata and
-    hidden files are ignored."""
-    todo, skipped = [], []
+def _parts(entry: str) -> list[str]:
+    return [p for p in PurePosixPath(entry.replace("\\", "/")).parts if p not in ("", ".")]
+
+
+def _plan(members: list[zipfile.ZipInfo]) -> tuple[list[tuple[zipfile.ZipInfo, list[str]]], list[list[str]],
+                                                   list[dict]]:
+    """The image entries to write (with their path parts), the folders to make (so a class folder without images
+    is seen and reported) and the entries left out; macOS metadata and hidden files are ignored."""
+    todo, folders, skipped = [], [], []
     for m in members:
-        if m.is_dir():
-            continue
-        parts = [p for p in PurePosixPath(m.filename.replace("\\", "/")).parts if p not in ("", ".")]
+        parts = _parts(m.filename)
         if not parts or parts[0] == "__MACOSX" or parts[-1].startswith("."):
             continue
-        if PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_EXTENSIONS:
+        if m.is_dir():
+            folders.append(parts)
+        elif PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_EXTENSIONS:
             skipped.append({"path": m.filename, "reason": _NOT_AN_IMAGE})
+            folders.append(parts[:-1])  # its folder still exists: a class of only such files is reported as dropped
         else:
             todo.append((m, parts))
-    return todo, skipped
+    return todo, folders, skipped
 
 
 def _ratio_error(name: str, entry: str, unpacked: int, stored: int, max_ratio: float, header: bool) -> DataError:
@@ -279,11 +294,15 @@ def _extract_entry(zf: zipfile.ZipFile, reader: _CountingReader, m: zipfile.ZipI
 
 
 def _extract(zf: zipfile.ZipFile, reader: _CountingReader, todo: list[tuple[zipfile.ZipInfo, list[str]]],
-             skipped: list[dict], target: Path, budget: _Budget, max_pixels: int, max_ratio: float) -> None:
-    """Write into a temporary folder beside the target and move it into place whole; on any error it is removed."""
+             folders: list[list[str]], skipped: list[dict], target: Path, budget: _Budget, max_pixels: int,
+             max_ratio: float) -> None:
+    """Write into a temporary folder beside the target, check its classes and move it into place whole; on any error
+    it is removed."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".extract-"))
     try:
+        for parts in folders:
+            tmp.joinpath(*parts).mkdir(parents=True, exist_ok=True)
         for m, parts in todo:
             dest = tmp.joinpath(*parts)
             _extract_entry(zf, reader, m, dest, budget, max_ratio)
@@ -292,6 +311,8 @@ def _extract(zf: zipfile.ZipFile, reader: _CountingReader, todo: list[tuple[zipf
             if reason:
                 dest.unlink()
                 skipped.append({"path": m.filename, "reason": reason})
+        _drop_empty_classes(tmp, skipped)
+        _check_classes(tmp, budget.name, skipped)
         (tmp / SKIPPED).write_text(json.dumps(skipped))
         (tmp / COMPLETE).write_text(budget.name)
         if target.exists():
@@ -330,12 +351,13 @@ def extract_zip(archive: Union[bytes, str, Path, BinaryIO], name: str = "upload.
         raise DataError(f"'{name}' is not a readable .zip archive. Zip the dataset folder (one sub-folder per "
                         "class) and upload it again.") from None
     with zf:
-        todo, skipped = _plan(_check_members(zf, name, max_files, max_bytes))
+        todo, folders, skipped = _plan(_check_members(zf, name, max_files, max_bytes))
         _check_ratios(todo, name, max_ratio)
         quota = upload_quota() if quota is None else quota
         need = sum(m.file_size for m, _ in todo)
         used = _make_room(target.parent, name, need, quota, keep)
-        _extract(zf, reader, todo, skipped, target, _Budget(name, max_bytes, quota, used), max_pixels, max_ratio)
+        _extract(zf, reader, todo, folders, skipped, target, _Budget(name, max_bytes, quota, used), max_pixels,
+                 max_ratio)
     return _dataset_root(target)
 
 
@@ -379,13 +401,62 @@ def upload_label(path: Union[str, Path]) -> Optional[str]:
 
 
 def _check_pixels(path: Path, entry: str, name: str, max_pixels: int) -> None:
-    """Read only the image header: a huge image is refused before it is ever decoded."""
+    """Read only the image header: a huge image is refused before it is ever decoded, however far above the limit
+    (Pillow's own decompression-bomb limit plays no part)."""
     try:
-        with Image.open(path) as img:
-            width, height = img.size
-    except Exception:  # unreadable images are left out and listed by `_undecodable`
+        over = over_pixel_limit(header_size(path), max_pixels)
+    except OSError:  # unreadable images are left out and listed by `_undecodable`
         return
-    if width * height > max_pixels:
-        raise DataError(f"'{name}' contains '{entry}' of {width} x {height} = {width * height / 1e6:,.0f} megapixels; "
-                        f"the limit is {max_pixels / 1e6:,.0f} megapixels an image. The archive was refused; "
-                        "downscale that image or leave it out.")
+    if over:
+        raise DataError(f"'{name}' contains '{entry}' of {over}. The archive was refused and nothing of it was kept; "
+                        "downscale that image or leave it out, and upload again.")
+
+
+# ---------------------------------------------------------------------------------------------------- class folders
+def _drop_empty_classes(tmp: Path, skipped: list[dict]) -> None:
+    """Remove the class folders (found as `load_folder` finds them) that hold no usable image, and list each with
+    the reason: otherwise the class would vanish without a word."""
+    for folder in split_folders(_dataset_root(tmp)).values():
+        for d in class_dirs(folder):
+            if has_images(d):
+                continue
+            inside = d.relative_to(tmp).parts
+            left_out = any(_parts(s["path"])[:len(inside)] == list(inside) for s in skipped)
+            reason = ("class folder dropped: every file in it was left out (listed here)" if left_out else
+                      "empty class folder, dropped: no images in it")
+            skipped.append({"path": "/".join(inside) + "/", "reason": reason})
+            shutil.rmtree(d)
+
+
+def _check_classes(tmp: Path, name: str, skipped: list[dict]) -> None:
+    """Refuse an archive that would not make a dataset: fewer than 2 class folders with images, or a val/ or test/
+    folder without any. Messages name the archive and the folders inside it."""
+    root = _dataset_root(tmp)
+    splits = split_folders(root)
+
+    def inside(folder: Path) -> str:
+        return "/".join(folder.relative_to(tmp).parts) + "/"
+
+    # dropping empty class folders can leave a single top folder without sub-folders: then it is the one "class"
+    classes = [d.name for d in class_dirs(splits["train"]) if has_images(d)]
+    where = f" in '{inside(splits['train'])}'" if splits["train"] != root else ""
+    left_out = f" Left out: {_summary(skipped)}." if skipped else ""
+    layout = ("A dataset is a folder with one sub-folder of images per class (e.g. pets/cat/*.jpg, pets/dog/*.jpg, "
+              "optionally inside train/ val/ test/); zip that folder and upload it again.")
+    if not classes:
+        raise DataError(f"'{name}' holds no class folder with images{where}, so there is nothing to train on; the "
+                        f"archive was refused and nothing of it was kept.{left_out} {layout}")
+    if len(classes) == 1:
+        raise DataError(f"'{name}' has 1 class folder with images{where} ('{classes[0]}'); at least 2 are needed to "
+                        f"train a classifier. The archive was refused and nothing of it was kept.{left_out} {layout}")
+    for split in ("val", "test"):
+        if split in splits and not any(has_images(d) for d in class_dirs(splits[split])):
+            raise DataError(f"'{name}': its '{inside(splits[split])}' folder holds no class folder with images. The "
+                            f"archive was refused and nothing of it was kept.{left_out} Put images in it (one "
+                            f"sub-folder per class, as in train/), or leave it out of the archive so {split} is "
+                            "drawn from train, and upload again.")
+
+
+def _summary(skipped: list[dict], limit: int = 3) -> str:
+    head = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:limit])
+    return head + (f" (and {len(skipped) - limit} more)" if len(skipped) > limit else "")

@@ -15,8 +15,7 @@ import torch
 from PIL import Image
 
 from tlcore.core.errors import DataError
-from tlcore.data.dataset import open_rgb
-from tlcore.data.uploads import MAX_PIXELS
+from tlcore.data.dataset import MAX_PIXELS, header_size, open_rgb, over_pixel_limit
 from tlcore.engine import backbone as bb
 from tlcore.engine.features import Normalizer
 from tlcore.records.models import ModelConfig, ModelUnavailable, find_model, read_config, read_weights
@@ -53,18 +52,20 @@ class Preprocessing:
 
     def open(self, path: Union[str, Path, BinaryIO]) -> Image.Image:
         """An image file (or an uploaded file's bytes) as RGB, refusing non-images and images over the pixel limit
-        with a message naming them."""
+        (read from the header, however far above it: Pillow's own decompression-bomb limit plays no part) with a
+        message naming them."""
         path = Path(path) if isinstance(path, str) else path
         name = getattr(path, "name", "the image")
         try:
-            with Image.open(path) as img:
-                width, height = img.size
-        except (OSError, SyntaxError, ValueError):
+            size = header_size(path)
+        except OSError:
+            size = None
+        if size is None:
             raise DataError(f"'{name}' is not an image Pillow can read; give JPEG, PNG, BMP, GIF, TIFF or WebP "
-                            "files.") from None
-        if width * height > self.max_pixels:
-            raise DataError(f"'{name}' is {width} x {height} = {width * height / 1e6:,.0f} megapixels; the limit "
-                            f"is {self.max_pixels / 1e6:,.0f}. Downscale it first.")
+                            "files.")
+        over = over_pixel_limit(size, self.max_pixels)
+        if over:
+            raise DataError(f"'{name}' is {over}. Downscale it first.")
         if hasattr(path, "seek"):
             path.seek(0)
         try:
