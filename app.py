@@ -2,8 +2,10 @@
 
 import os
 
+import ui.preload  # noqa: F401  first: every module the pages use, imported once before any session runs a page
 import streamlit as st
 
+from tlcore.server.incidents import incident_message, record_incident, visitors_are_remote
 from ui.access import require_access
 from ui.navigation import page_objects, sidebar_links
 
@@ -52,6 +54,14 @@ PAGE_FILES = [  # (script, title, icon, url path): every file in pages/, and not
 PAGES = page_objects(home, PAGE_FILES)
 COMPARE, SWEEP, RECOMMEND, HISTORY = (PAGES[t] for t in ("Compare", "Sweep", "Recommend", "History"))
 current = st.navigation(list(PAGES.values()), position="hidden")
+remote = visitors_are_remote(st.get_option("server.address"))
+if remote:  # errors raised outside a page (a widget's callback) show no traceback either
+    st.set_option("client.showErrorDetails", "none")
 require_access()
 sidebar_links(PAGES)
-current.run()
+try:
+    current.run()
+except Exception as exc:  # st.stop / st.rerun are BaseExceptions and pass through
+    if not remote:
+        raise  # the operator on localhost keeps Streamlit's full details
+    st.error(incident_message(record_incident(exc)))

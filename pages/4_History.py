@@ -9,10 +9,10 @@ from tlcore.advice.probe import probe_from_record
 from tlcore.advice.recommend import recommendation_from_record
 from tlcore.core.environment import read_only
 from tlcore.core.errors import TlcoreError
-from tlcore.records.store import default_store
+from tlcore.records.store import default_store, trash_days
 from tlcore.server.jobs import stored_snapshot
-from tlcore.views import charts
-from tlcore.views.text import dataset_display, run_size_text
+from tlcore.views.side_by_side import probes_figure, recommendations_frame, runs_figure, side_by_side
+from tlcore.views.text import dataset_display, record_text
 from ui.navigation import through_app
 from ui.results import ANATOMY_PAGE, page_link_to, probe_results, show_card, show_record
 from ui.widgets import job_queue
@@ -28,7 +28,10 @@ if shared:
     snap = job_queue().get(shared) if shared in {j["id"] for j in job_queue().active()} else stored_snapshot(
         shared, store)
     record = store.record(shared)
-    if record is None:
+    if record is None and store.record(shared, trashed=True) is not None:
+        st.warning(f"Record {shared} was deleted and is in the trash: restore it from the trash at the bottom of "
+                   "the History page to open it again.")
+    elif record is None:
         st.error(f"No stored run '{shared}' here. The link may come from another tlcore instance: import its results "
                  "bundle on this page.")
     elif record["kind"] == "recommendation":
@@ -67,6 +70,42 @@ st.caption("Everything run here is stored as it finishes (SQLite under the data 
            + ("This instance is read-only: browse, open and export." if read_only() else ""))
 
 records = store.records()
+by_id = {r["id"]: r for r in records}
+generation = st.session_state.setdefault("hist_generation", 0)  # in widget keys: a new one clears the selection
+
+
+def delete(record_ids: tuple[str, ...]) -> None:
+    """The Delete button's callback: exactly the ids ticked when the button was drawn, each moved to the trash once
+    (a second click finds them gone and changes nothing). Then a new table and confirmation: nothing selected."""
+    active = {j["id"] for j in job_queue().active()}
+    deleted, running = [], [i for i in record_ids if i in active]
+    for record_id in record_ids:
+        record = by_id.get(record_id)
+        if record_id not in running and record is not None and store.delete_record(record_id):
+            deleted.append(record)
+    if deleted or running:
+        st.session_state["hist_done"] = {"deleted": [r["id"] for r in deleted],
+                                         "text": [record_text(r) for r in deleted], "running": running}
+        st.session_state["hist_generation"] = generation + 1
+
+
+def restore(record_ids: tuple[str, ...]) -> None:
+    restored = [i for i in record_ids if store.restore_record(i)]
+    if restored:
+        st.session_state["hist_done"] = {"restored": restored}
+        st.session_state["hist_generation"] = generation + 1
+
+
+done = st.session_state.get("hist_done") or {}
+if done.get("deleted"):
+    st.success(f"Deleted {'; '.join(done['text'])}. Kept in the trash for {trash_days():g} days (below), with "
+               "its saved models.")
+    st.button("Undo", key=f"hist_undo_{generation}", on_click=restore, args=(tuple(done["deleted"]),))
+if done.get("restored"):
+    st.success(f"Restored {', '.join(done['restored'])} from the trash.")
+for record_id in done.get("running", []):
+    st.error(f"{record_id} is still running: cancel it first, then delete it.")
+
 if not records:
     st.info("Nothing stored yet. Run a comparison or a sweep, or import a results bundle below.")
 frame = pd.DataFrame([{"id": r["id"], "kind": r["kind"], "status": r["status"], "dataset": dataset_display(r["dataset"]),
@@ -91,10 +130,11 @@ if strategy != "any":
 if since:
     shown = shown[shown["created"] >= pd.Timestamp(since)]
 
-selection = st.dataframe(shown, hide_index=True, key="hist_table", on_select="rerun", selection_mode="multi-row",
+selection = st.dataframe(shown, hide_index=True, key=f"hist_table_{generation}", on_select="rerun",
+                         selection_mode="multi-row",
                          column_config={"created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
-rows = selection.selection.rows if selection else []
-picked = shown.iloc[rows]["id"].tolist() if len(rows) else []
+rows = [r for r in (selection.selection.rows if selection else []) if r < len(shown)]  # a filter can shrink the table
+picked = shown.iloc[rows]["id"].tolist()
 st.caption(f"{len(shown)} of {len(frame)} records. Select rows to open or compare them"
            + (" (read-only: nothing can be deleted or imported here)." if read_only() else ", or to delete them."))
 
@@ -104,32 +144,30 @@ if picked:
         st.query_params["run"] = picked[0]
         st.rerun()
     if len(picked) >= 2 and c2.toggle("Compare the selected side by side", key="hist_compare"):
-        runs = []
-        for record_id in picked:
-            snap = stored_snapshot(record_id, store)
-            for run in (snap["runs"] if snap else []):
-                row = run.to_row()
-                row.update({"record": record_id, "dataset": dataset_display((run.dataset or {}).get("source", "")),
-                            "images a class": run_size_text(run)})
-                runs.append(row)
-        if runs:
-            side = pd.DataFrame(runs)
-            st.dataframe(side[["record", "dataset", "images a class", "strategy", "status", "accuracy", "accuracy_low",
-                               "accuracy_high", "train_seconds", "trainable_params", "seed"]], hide_index=True,
-                         key="hist_side")
-            st.plotly_chart(charts.side_by_side(side), key="hist_side_chart")
+        view = side_by_side([by_id[i] for i in picked], store)
+        for note in view.notes:
+            st.info(note)
+        if not view.runs.empty:
+            st.dataframe(view.runs, hide_index=True, key="hist_side")
+            st.plotly_chart(runs_figure(view.runs), key="hist_side_chart")
+        if view.probes:
+            st.plotly_chart(probes_figure(view.probes), key="hist_side_probes")
+        if view.recommendations:
+            st.dataframe(recommendations_frame(view.recommendations), hide_index=True, key="hist_side_recs")
     if not read_only():
-        confirm = c3.checkbox(f"Yes, delete {len(picked)} record(s) and their runs", key="hist_confirm")
-        if c3.button("Delete", key="hist_delete", disabled=not confirm):
-            active = {j["id"] for j in job_queue().active()}
-            for record_id in picked:
-                if record_id in active:
-                    st.error(f"{record_id} is still running: cancel it first.")
-                    continue
-                store.delete_record(record_id)
-            st.rerun()
+        confirm = c3.checkbox(f"Yes, delete {len(picked)} record(s) and their runs", key=f"hist_confirm_{generation}")
+        c3.button("Delete", key=f"hist_delete_{generation}", disabled=not confirm, on_click=delete,
+                  args=(tuple(picked),))
 
 if not read_only():
+    trash = store.trashed()
+    with st.expander(f"Trash: {len(trash)} record(s), restorable for {trash_days():g} days after deletion"):
+        if not trash:
+            st.caption("Empty. Deleted records wait here, with their saved models, before they are removed for good.")
+        for record in trash[:50]:
+            t1, t2 = st.columns([5, 1])
+            t1.write(f"{record_text(record)}, deleted {pd.Timestamp(record['deleted_at'], unit='s'):%Y-%m-%d %H:%M} UTC")
+            t2.button("Restore", key=f"hist_restore_{record['id']}", on_click=restore, args=((record["id"],),))
     with st.expander("Import a results bundle (.zip exported by another tlcore)"):
         bundle = st.file_uploader("Results bundle", type=["zip"], key="hist_bundle")
         if bundle is not None and st.button("Import", key="hist_import"):

@@ -58,13 +58,35 @@ def test_each_strategy_keeps_its_model_and_predict_reproduces_its_test_predictio
 
 
 @pytest.mark.slow
-def test_deleting_the_record_deletes_its_models(comparison):
-    run_id = comparison.runs[1].run_id
+def test_deleting_the_record_trashes_its_models_until_restored_or_purged(comparison):
+    from tlcore.records.models import trash_dir
+
+    run_id, store = comparison.runs[1].run_id, default_store()
     assert find_model(run_id).exists()
-    default_store().delete_record(comparison.record_id)
+    store.delete_record(comparison.record_id)
     with pytest.raises(ModelUnavailable, match="No saved model"):
         load_model(run_id)
-    assert not (models_dir() / comparison.record_id).exists()
+    assert not (models_dir() / comparison.record_id).exists() and (trash_dir() / comparison.record_id).is_dir()
+    store.restore_record(comparison.record_id)
+    assert load_model(run_id) is not None and not (trash_dir() / comparison.record_id).exists()
+    store.delete_record(comparison.record_id)
+    store.purge_trash(now=__import__("time").time() + 30 * 86400)
+    assert not (trash_dir() / comparison.record_id).exists() and not (models_dir() / comparison.record_id).exists()
+
+
+@pytest.mark.slow
+def test_the_models_quota_counts_the_trash_and_empties_it_first(comparison, monkeypatch):
+    from tlcore.records.models import enforce_quota, trash_dir
+
+    import shutil
+
+    live = models_dir() / "kept" / comparison.runs[1].run_id
+    shutil.copytree(find_model(comparison.runs[1].run_id), live)  # a model outside the trash, as big as the largest
+    default_store().delete_record(comparison.record_id)
+    assert len(list(trash_dir().glob("*/*/model.json"))) == 3
+    monkeypatch.setenv("TLCORE_MODELS_QUOTA", str(sum(p.stat().st_size for p in live.iterdir())))
+    removed = enforce_quota()  # the trash pushes the total over the quota, and goes first
+    assert len(removed) == 3 and all(trash_dir() in p.parents for p in removed) and live.is_dir()
 
 
 @pytest.mark.slow

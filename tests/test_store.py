@@ -125,11 +125,12 @@ def test_read_only_mode_refuses_writes_in_tlcore(image_folder, tiny_weights, tmp
     assert store.mark_interrupted() == []
 
 
-def test_delete_removes_record_and_runs(image_folder, tiny_weights, tmp_path):
+def test_delete_then_purge_removes_record_and_runs(image_folder, tiny_weights, tmp_path, monkeypatch):
     store = Store(tmp_path / "s.db")
     comparison = compare(_config(image_folder, tiny_weights), store=store)
+    monkeypatch.setenv("TLCORE_TRASH_DAYS", "0")
     assert store.delete_record(comparison.record_id)
-    assert store.record(comparison.record_id) is None and store.runs(comparison.record_id) == []
+    assert store.record(comparison.record_id, trashed=True) is None and store.runs(comparison.record_id) == []
     assert not store.delete_record(comparison.record_id)
 
 
@@ -149,3 +150,63 @@ def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path):
     assert [w.exitcode for w in workers] == [0] * 5
     store = Store(path)
     assert store.schema_version == 3 and len(store.records()) == 5
+
+
+def _stored(store: Store, kind: str = "comparison", dataset: str = "digits", accuracy: float = 0.5) -> str:
+    """A record with one completed run, written directly (no training): for store rules only."""
+    from tlcore.core.results import RunResult
+
+    record_id = store.create_record(kind, {}, dataset=dataset, backbone="test_efficientnet", status="completed")
+    run = RunResult(run_id=record_id[:6] + "run001", strategy="feature-extraction", kind="feature-extraction",
+                    status="completed", backbone="test_efficientnet", accuracy=accuracy, accuracy_low=accuracy - 0.1,
+                    accuracy_high=accuracy + 0.1, dataset={"source": dataset, "fingerprint": "f" * 16})
+    store.add_run(record_id, run, cell_key=f"cell-{record_id}")
+    return record_id
+
+
+def test_delete_moves_exactly_that_record_to_the_trash_once_and_restore_brings_it_back(tmp_path):
+    store = Store(tmp_path / "s.db")
+    a, b, c = (_stored(store) for _ in range(3))
+    assert store.delete_record(b) and not store.delete_record(b)  # a second click deletes nothing more
+    assert {r["id"] for r in store.records()} == {a, c}
+    assert [r["id"] for r in store.trashed()] == [b] and store.trashed()[0]["runs_count"] == 1
+    assert store.record(b) is None and store.record(b, trashed=True)["id"] == b
+    # a record in the trash is no evidence, no resumable cell, no loadable run
+    assert {r["record_id"] for r in store.runs_for_data("f" * 16, "test_efficientnet")} == {a, c}
+    assert store.completed_cell(f"cell-{b}") is None and store.run(b[:6] + "run001") is None
+    assert store.restore_record(b) and not store.restore_record(b)
+    assert {r["id"] for r in store.records()} == {a, b, c} and store.trashed() == []
+    assert store.completed_cell(f"cell-{b}").accuracy == 0.5
+
+
+def test_the_trash_is_emptied_after_trash_days(tmp_path, monkeypatch):
+    from tlcore.records.store import StoreError
+
+    store = Store(tmp_path / "s.db")
+    kept, gone = _stored(store), _stored(store)
+    store.delete_record(gone)
+    monkeypatch.setenv("TLCORE_TRASH_DAYS", "7")
+    assert store.purge_trash(now=time.time() + 6 * 86400) == []
+    assert store.purge_trash(now=time.time() + 8 * 86400) == [gone]
+    assert store.record(gone, trashed=True) is None and store.runs(gone) == []
+    assert [r["id"] for r in store.records()] == [kept]
+    monkeypatch.setenv("TLCORE_TRASH_DAYS", "a week")
+    with pytest.raises(StoreError, match="TLCORE_TRASH_DAYS='a week' is not a number of days"):
+        store.delete_record(kept)
+    monkeypatch.setenv("TLCORE_TRASH_DAYS", "0")  # no trash: deleted at once
+    assert store.delete_record(kept) and store.record(kept, trashed=True) is None
+
+
+def test_side_by_side_takes_every_pair_of_kinds_history_lists(tmp_path):
+    """Comparisons with sweeps draw their runs; a probe or a recommendation alone beside them is named, not drawn."""
+    from tlcore.views.side_by_side import runs_figure, side_by_side
+
+    store = Store(tmp_path / "s.db")
+    one, two = _stored(store, accuracy=0.6), _stored(store, kind="sweep", accuracy=0.7)
+    probe = store.create_record("probe", {}, dataset="digits", status="completed")
+    view = side_by_side([store.record(one), store.record(two)], store)
+    assert list(view.runs["record"]) == [one, two] and list(view.runs["accuracy"]) == [0.6, 0.7]
+    assert view.notes == [] and len(runs_figure(view.runs).data) == 1
+    mixed = side_by_side([store.record(one), store.record(probe)], store)
+    assert mixed.runs.empty and mixed.empty and len(mixed.notes) == 2
+    assert f"Probe {probe} is not shown" in mixed.notes[1] and "comparisons and sweeps" in mixed.notes[1]

@@ -6,8 +6,9 @@
         model.json          timm model name, classes, image size, timm's preprocessing, tlcore version, ids, sha256
 
 A feature-extraction run does not store a second copy of the frozen backbone: model.json names its weights' source
-and sha256, and loading checks them. Deleting a record deletes its models; all models together are kept under
-TLCORE_MODELS_QUOTA (default 5G), the oldest records' models going first.
+and sha256, and loading checks them. Deleting a record moves its models to $TLCORE_HOME/trash/models/<record id>
+until the record is restored or purged; all models together, the trash included, are kept under
+TLCORE_MODELS_QUOTA (default 5G), the trash going first, then the oldest records' models.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class ModelConfig:
 
 def models_dir() -> Path:
     return data_home() / "models"
+
+
+def trash_dir() -> Path:
+    return data_home() / "trash" / "models"
 
 
 def _sha256(path: Path) -> str:
@@ -125,14 +130,28 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / WEIGHTS))
 
 
-def record_models(record_id: str) -> list[ModelConfig]:
-    folder = models_dir() / record_id
-    return [ModelConfig.from_dict(json.loads(p.read_text())) for p in sorted(folder.glob(f"*/{CONFIG}"))]
+def _move(record_id: str, source: Path, target: Path) -> None:
+    if not (record_id and record_id.isalnum() and (source / record_id).is_dir()):
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target / record_id, ignore_errors=True)
+    os.replace(source / record_id, target / record_id)
+
+
+def trash_models(record_id: str) -> None:
+    """A deleted record's models leave the loadable ones (find_model never looks in the trash)."""
+    _move(record_id, models_dir(), trash_dir())
+
+
+def restore_models(record_id: str) -> None:
+    _move(record_id, trash_dir(), models_dir())
 
 
 def delete_models(record_id: str) -> None:
+    """For good: the record's models wherever they are, loadable or in the trash."""
     if record_id and record_id.isalnum():
-        shutil.rmtree(models_dir() / record_id, ignore_errors=True)
+        for folder in (models_dir(), trash_dir()):
+            shutil.rmtree(folder / record_id, ignore_errors=True)
 
 
 def quota() -> int:
@@ -151,8 +170,13 @@ def _size(folder: Path) -> int:
 
 
 def enforce_quota(keep: Optional[Path] = None) -> list[Path]:
-    """Remove the oldest records' models until all fit in the quota (never `keep`); returns what was removed."""
-    runs = sorted((p.parent for p in models_dir().glob(f"*/*/{CONFIG}")), key=lambda p: (p / CONFIG).stat().st_mtime)
+    """Remove models until all, the trash included, fit in the quota: the trash's first, then the oldest records'
+    (never `keep`). Returns what was removed."""
+
+    def oldest_first(root: Path) -> list[Path]:
+        return sorted((p.parent for p in root.glob(f"*/*/{CONFIG}")), key=lambda p: (p / CONFIG).stat().st_mtime)
+
+    runs = oldest_first(trash_dir()) + oldest_first(models_dir())
     total, limit, removed = sum(_size(p) for p in runs), quota(), []
     for folder in runs:
         if total <= limit:

@@ -26,7 +26,7 @@ import pandas as pd
 from tlcore.core.environment import data_home, read_only, require_writable
 from tlcore.core.errors import TlcoreError
 from tlcore.core.results import RunResult
-from tlcore.records.models import delete_models
+from tlcore.records.models import delete_models, restore_models, trash_models
 
 # Each entry upgrades the schema from version i to i + 1.
 MIGRATIONS: list[list[str]] = [
@@ -74,10 +74,28 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE records ADD COLUMN pid INTEGER",
         "ALTER TABLE records ADD COLUMN host TEXT",
     ],
+    [  # 4: deleting moves a record to the trash (deleted_at set) for TLCORE_TRASH_DAYS, so it can be restored
+        "ALTER TABLE records ADD COLUMN deleted_at REAL",
+        "CREATE INDEX records_deleted ON records(deleted_at)",
+    ],
 ]
 ACTIVE_STATUSES = ("queued", "running")
 BUNDLE_FORMAT = "tlcore-bundle"
 SCHEMA_VERSION = len(MIGRATIONS)
+TRASH_DAYS_ENV, DEFAULT_TRASH_DAYS = "TLCORE_TRASH_DAYS", 7.0
+LIVE = "deleted_at IS NULL"  # a record not in the trash
+
+
+def trash_days() -> float:
+    """How long a deleted record stays restorable: TLCORE_TRASH_DAYS (default 7; 0 deletes at once)."""
+    text = os.environ.get(TRASH_DAYS_ENV, "").strip()
+    try:
+        days = float(text) if text else DEFAULT_TRASH_DAYS
+    except ValueError:
+        days = -1
+    if not days >= 0:
+        raise StoreError(f"{TRASH_DAYS_ENV}={text!r} is not a number of days; use e.g. 7, or 0 to delete at once.")
+    return days
 
 
 class StoreError(TlcoreError):
@@ -164,13 +182,50 @@ class Store:
                          (os.getpid(), socket.gethostname(), time.time(), record_id))
 
     def delete_record(self, record_id: str) -> bool:
-        """Delete a record and its runs (one transaction). False if there was no such record."""
+        """Move a record, its runs and its saved models to the trash, where they stay restorable for
+        `trash_days()`. False if there is no such record outside the trash: deleting twice deletes once."""
         require_writable("delete runs")
+        trash_days()  # a bad setting is refused before anything changes
         with self._connect() as conn:
-            deleted = conn.execute("DELETE FROM records WHERE id = ?", (record_id,)).rowcount > 0
-        if deleted and self.path.parent == data_home():
-            delete_models(record_id)  # its trained models go with it
+            deleted = conn.execute(f"UPDATE records SET deleted_at = ? WHERE id = ? AND {LIVE}",
+                                   (time.time(), record_id)).rowcount > 0
+        if deleted and self._owns_models():
+            trash_models(record_id)
+        self.purge_trash()
         return deleted
+
+    def restore_record(self, record_id: str) -> bool:
+        """Take a record (and its models) back out of the trash. False if it is not in the trash."""
+        require_writable("restore runs")
+        with self._connect() as conn:
+            restored = conn.execute("UPDATE records SET deleted_at = NULL WHERE id = ? AND deleted_at IS NOT NULL",
+                                    (record_id,)).rowcount > 0
+        if restored and self._owns_models():
+            restore_models(record_id)
+        return restored
+
+    def trashed(self) -> list[dict]:
+        """Records in the trash, most recently deleted first, each with `strategies`, `runs_count` and `deleted_at`."""
+        return self._listing("r.deleted_at IS NOT NULL", [], "r.deleted_at DESC", 500)
+
+    def purge_trash(self, now: Optional[float] = None) -> list[str]:
+        """Delete for good the records that have been in the trash longer than `trash_days()`, with their runs and
+        models. Returns their ids."""
+        if read_only():
+            return []
+        cutoff = (now or time.time()) - trash_days() * 86400
+        with self._connect() as conn:
+            expired = [r["id"] for r in conn.execute("SELECT id FROM records WHERE deleted_at IS NOT NULL AND "
+                                                     "deleted_at <= ?", (cutoff,)).fetchall()]
+            conn.executemany("DELETE FROM records WHERE id = ?", [(i,) for i in expired])
+        if self._owns_models():
+            for record_id in expired:
+                delete_models(record_id)
+        return expired
+
+    def _owns_models(self) -> bool:
+        """Models live under the data directory; a store opened elsewhere (a bundle, a test) has none."""
+        return self.path.parent == data_home()
 
     def mark_interrupted(self) -> list[str]:
         """Records left queued or running by a process of this host that no longer exists: a server restart or a
@@ -199,20 +254,31 @@ class Store:
         with self._connect() as conn:
             conn.execute(f"UPDATE records SET {', '.join(fields)} WHERE id = ?", (*values, record_id))
 
-    def record(self, record_id: str) -> Optional[dict]:
+    def record(self, record_id: str, trashed: bool = False) -> Optional[dict]:
+        """The record, or None; one in the trash only with `trashed=True`."""
         with self._connect() as conn:
-            row = conn.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
+            row = conn.execute("SELECT * FROM records WHERE id = ?" + ("" if trashed else f" AND {LIVE}"),
+                               (record_id,)).fetchone()
         return _record(row) if row else None
 
     def records(self, kind: Optional[str] = None, limit: int = 500) -> list[dict]:
-        """Newest first, each with `strategies` (the strategy names of its runs) and `runs_count`."""
-        query, args = ("SELECT r.*, group_concat(DISTINCT u.strategy) AS strategies, count(u.id) AS runs_count "
-                       "FROM records r LEFT JOIN runs u ON u.record_id = r.id"), []
-        if kind:
-            query, args = query + " WHERE r.kind = ?", [kind]
+        """Newest first, outside the trash, each with `strategies` (the strategy names of its runs) and
+        `runs_count`."""
+        where, args = (f"r.{LIVE} AND r.kind = ?", [kind]) if kind else (f"r.{LIVE}", [])
+        return self._listing(where, args, "r.created_at DESC", limit)
+
+    def _listing(self, where: str, args: list, order: str, limit: int) -> list[dict]:
+        query = ("SELECT r.*, group_concat(DISTINCT u.strategy) AS strategies, count(u.id) AS runs_count "
+                 f"FROM records r LEFT JOIN runs u ON u.record_id = r.id WHERE {where} GROUP BY r.id ORDER BY {order} "
+                 "LIMIT ?")
         with self._connect() as conn:
-            rows = conn.execute(query + " GROUP BY r.id ORDER BY r.created_at DESC LIMIT ?", (*args, limit)).fetchall()
+            rows = conn.execute(query, (*args, limit)).fetchall()
         return [_record(r) for r in rows]
+
+    def dataset_paths(self) -> set[str]:
+        """The dataset of every record, the trash included: uploads they use are kept, so a restore finds them."""
+        with self._connect() as conn:
+            return {r["dataset"] for r in conn.execute("SELECT DISTINCT dataset FROM records").fetchall()}
 
     # -- bundles: a record, its runs and a CSV, in one zip another instance can import -------------------------
     def export_bundle(self, record_ids: list[str]) -> bytes:
@@ -248,7 +314,7 @@ class Store:
             raise StoreError("Not a tlcore results bundle (its manifest has no 'tlcore-bundle' format).")
         imported = []
         for record_id in manifest.get("records", []):
-            if self.record(record_id) is not None:
+            if self.record(record_id, trashed=True) is not None:
                 continue
             blob = json.loads(zf.read(f"records/{record_id}.json"))
             rec = blob["record"]
@@ -295,8 +361,8 @@ class Store:
         """One stored run by its id, with its record's id and the record's dataset summary: {run, record_id, dataset}."""
         with self._connect() as conn:
             row = conn.execute("SELECT runs.record_id, runs.payload, records.summary FROM runs JOIN records ON "
-                               "records.id = runs.record_id WHERE runs.run_id = ? AND runs.resumed = 0 LIMIT 1",
-                               (run_id,)).fetchone()
+                               f"records.id = runs.record_id WHERE runs.run_id = ? AND runs.resumed = 0 AND "
+                               f"records.{LIVE} LIMIT 1", (run_id,)).fetchone()
         if row is None:
             return None
         summary = json.loads(row["summary"]) if row["summary"] else {}
@@ -308,15 +374,17 @@ class Store:
         A resumed sweep cell is listed once."""
         with self._connect() as conn:
             rows = conn.execute("SELECT record_id, per_class, payload FROM runs WHERE data_fingerprint = ? AND "
-                                "backbone = ? AND resumed = 0 ORDER BY id", (data_fingerprint, backbone)).fetchall()
+                                "backbone = ? AND resumed = 0 AND record_id IN (SELECT id FROM records WHERE "
+                                f"{LIVE}) ORDER BY id", (data_fingerprint, backbone)).fetchall()
         return [{"run": RunResult.from_dict(json.loads(r["payload"])), "per_class": r["per_class"] or None,
                  "record_id": r["record_id"]} for r in rows]
 
     def completed_cell(self, cell_key: str) -> Optional[RunResult]:
         """The newest completed run with this content key, from any record."""
         with self._connect() as conn:
-            row = conn.execute("SELECT payload FROM runs WHERE cell_key = ? AND status = 'completed' "
-                               "ORDER BY id DESC LIMIT 1", (cell_key,)).fetchone()
+            row = conn.execute("SELECT payload FROM runs WHERE cell_key = ? AND status = 'completed' AND record_id "
+                               f"IN (SELECT id FROM records WHERE {LIVE}) ORDER BY id DESC LIMIT 1",
+                               (cell_key,)).fetchone()
         return RunResult.from_dict(json.loads(row["payload"])) if row else None
 
 
@@ -350,4 +418,5 @@ def default_store() -> Store:
         if path not in _STORES or not path.exists():
             _STORES[path] = Store(path)
             _STORES[path].mark_interrupted()
+            _STORES[path].purge_trash()
         return _STORES[path]

@@ -481,13 +481,3 @@ def strategy_map(region_fn, images_per_class: float | None = None, similarity: f
     fig.update_layout(title="Where this dataset sits: the recommendation rule as a map", height=420,
                       margin=dict(t=50, b=40))
     return fig
-
-
-def side_by_side(runs: pd.DataFrame) -> go.Figure:
-    """Test accuracy (95% interval) of runs from several stored records; `runs` has RunResult.to_row() columns plus
-    record and per_class."""
-    done = runs[runs["accuracy"].notna()].copy()
-    done["run"] = done["record"] + " · " + done["strategy"] + " · " + done["per_class"].map("{:g}/class".format)
-    return px.bar(done, x="run", y="accuracy", color="strategy", error_y=done["accuracy_high"] - done["accuracy"],
-                  error_y_minus=done["accuracy"] - done["accuracy_low"], color_discrete_map=COLORS,
-                  title="Test accuracy (95% interval) of the selected records")

@@ -41,6 +41,16 @@ def dataset_display(name: str) -> str:
     return path.name + suffix
 
 
+def record_text(record: dict) -> str:
+    """'comparison 7fdf12ab34cd (fashion-mnist, 3 runs)': a stored record as a page names it when it acts on it."""
+    what = [dataset_display(record.get("dataset", "")) or record.get("label", "")]
+    if record.get("kind") in ("comparison", "sweep"):
+        count = record.get("runs_count")
+        what.append(f"{count} run{'s' if count != 1 else ''}" if count is not None else "")
+    details = ", ".join(w for w in what if w)
+    return f"{record['kind']} {record['id']}" + (f" ({details})" if details else "")
+
+
 def skipped_text(dataset: dict, limit: int = 3) -> str:
     """'13 files skipped (first 3: a.jpg: corrupt...; ...); the full list is in comparison.json', or ''."""
     skipped = dataset.get("skipped") or []
