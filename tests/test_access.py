@@ -1,17 +1,23 @@
 """What a visitor of a shared dashboard may do, enforced in tlcore whoever calls it: a read-only demo reads no server
 path and computes nothing; a writable server reads folders and weights only under the data roots (through '..' and
-symbolic links too); the job queue is capped; a server beyond localhost asks for a token. Hostile input is real:
-real folders, real links, real files outside the roots."""
+symbolic links too); the job queue is capped; a server beyond localhost, or any with TLCORE_TOKEN set, asks for a
+token and slows down wrong ones; loading a page or listing datasets and backbones opens no network connection.
+Hostile input is real: real folders, real links, real files outside the roots, real (refused) sockets."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import stat
+from pathlib import Path
 
 import pytest
+import streamlit as st
 
 from tlcore import build_config, compare
+from tlcore.cli import main as cli
+from tlcore.core import environment
 from tlcore.core.errors import AccessError, ReadOnlyError
 from tlcore.data.card import dataset_card
 from tlcore.data.load import load_dataset
@@ -123,10 +129,67 @@ def test_job_queue_is_capped_per_session_and_per_server(image_folder, tiny_weigh
 
 # ------------------------------------------------------------------------------------------------------ token
 def test_token_is_required_beyond_localhost_only_on_a_writable_server(monkeypatch):
+    monkeypatch.delenv("TLCORE_TOKEN", raising=False)
     assert not access.token_required("127.0.0.1") and not access.token_required("localhost")
     assert access.token_required("0.0.0.0") and access.token_required(None) and access.token_required("10.1.2.3")
     monkeypatch.setenv("TLCORE_READ_ONLY", "1")
     assert not access.token_required("0.0.0.0")  # the read-only demo needs none
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["writable", "read-only"])
+@pytest.mark.parametrize("setting", [("TLCORE_TOKEN", "team-secret"), ("TLCORE_REQUIRE_TOKEN", "1")],
+                         ids=["TLCORE_TOKEN", "TLCORE_REQUIRE_TOKEN"])
+def test_a_token_that_is_set_is_required_on_localhost_too(setting, read_only, monkeypatch):
+    """Behind a reverse proxy or a tunnel the server listens on 127.0.0.1 and is reached from anywhere."""
+    monkeypatch.delenv("TLCORE_TOKEN", raising=False)
+    monkeypatch.setenv(*setting)
+    if read_only:
+        monkeypatch.setenv("TLCORE_READ_ONLY", "1")
+    assert access.token_required("127.0.0.1") and access.token_required("localhost")
+    assert access.token_required("0.0.0.0")
+
+
+class _Clock:
+    """A clock that moves only when the throttle sleeps or the test says so."""
+
+    def __init__(self) -> None:
+        self.now, self.slept = 1000.0, []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_wrong_tokens_are_slowed_down_up_to_a_cap_and_a_right_one_resets(monkeypatch):
+    monkeypatch.setenv("TLCORE_TOKEN", "team-secret")
+    clock = _Clock()
+    throttle = access.WrongTokenThrottle(free=3, base=0.5, cap=10.0, clock=lambda: clock.now, sleep=clock.sleep)
+    assert [throttle.check("guess", "10.0.0.9") for _ in range(10)] == [False] * 10
+    assert clock.slept == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]  # three free, then doubling, at most 10 s
+    assert throttle.delay("10.0.0.7") == 0  # another client is not slowed
+    assert throttle.check("team-secret", "10.0.0.9") and throttle.delay("10.0.0.9") == 0  # right: count cleared
+    for _ in range(4):
+        throttle.check("guess", "10.0.0.9")
+    clock.now += 3600  # an hour without a wrong token: forgotten
+    assert throttle.delay("10.0.0.9") == 0
+
+
+def test_the_gate_says_wrong_token_takes_it_off_the_link_and_opens_with_the_right_one(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("TLCORE_TOKEN", "team-secret")
+    clock = _Clock()
+    monkeypatch.setattr(access, "THROTTLE", access.WrongTokenThrottle(clock=lambda: clock.now, sleep=clock.sleep))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["token"] = "wrong"
+    at.run()
+    assert at.title[0].value == "Access token needed" and "token" not in at.query_params
+    assert "Wrong token" in at.error[0].value
+    at.text_input(key="tlcore_token_input").set_value("also-wrong").run()
+    assert "Wrong token" in at.error[0].value and at.title[0].value == "Access token needed"
+    at.text_input(key="tlcore_token_input").set_value("team-secret").run()
+    assert not at.error and at.title[0].value == "Feature extraction, fine-tuning or training from scratch?"
+    assert not at.exception
 
 
 def test_generated_token_is_private_stable_and_checked(isolated_home, monkeypatch):
@@ -149,3 +212,116 @@ def test_shared_pages_name_datasets_without_server_paths(roots, tmp_path):
     assert dataset_display(str(outside / "mine")) == "mine"
     assert dataset_display(str(root / "photos") + "[a,b]") == "photos[a,b]"
     assert dataset_display("fashion-mnist") == "fashion-mnist"
+
+
+# ------------------------------------------------------------------------------------------------------ network
+APP = Path(__file__).resolve().parents[1] / "app.py"
+PAGES = sorted(str(p.relative_to(APP.parent)) for p in (APP.parent / "pages").glob("[0-9]_*.py"))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Sockets that refuse to connect and record each attempt; TLCORE_OFFLINE unset (conftest sets it), so any
+    connection tlcore tries is seen."""
+    monkeypatch.delenv("TLCORE_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(environment, "_hub_checks", {})
+    st.cache_data.clear()  # the backbone catalog drawn by an earlier test must be computed again here
+    attempts: list = []
+
+    def refuse(address):
+        attempts.append(address)
+        raise OSError(f"the test refuses connections ({address})")
+
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: refuse(address))
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, address: refuse(address))
+    monkeypatch.setattr(socket, "create_connection", lambda address, *args, **kwargs: refuse(address))
+    return attempts
+
+
+def test_loading_every_page_opens_no_connection(no_network):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    assert not at.exception, [e.message for e in at.exception]
+    titles = []
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.message for e in at.exception])
+        assert at.title and at.title[0].value != "Access token needed", page
+        titles.append(at.title[0].value)
+    assert len(set(titles)) == len(PAGES) == 5  # each page drew its own title
+    assert no_network == []
+
+
+def test_choosing_a_hub_backbone_looks_the_hub_up_once_and_says_offline(no_network):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP.parent / "pages" / "1_Compare.py"), default_timeout=120).run()
+    assert no_network == [] and not at.warning
+    at.selectbox(key="backbone").set_value("test_efficientnet").run()
+    warned = " ".join(w.value for w in at.warning)
+    assert "Hugging Face hub is unreachable (offline" in warned and "random weights or a local file" in warned
+    assert no_network == [("huggingface.co", 443)]
+    at.run()
+    assert len(no_network) == 1  # the answer is kept a while: a rerun does not connect again
+
+
+def test_a_hub_check_is_kept_a_short_while_only(no_network, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(environment.time, "monotonic", lambda: now[0])
+    assert not environment.hub_reachable() and not environment.hub_reachable()
+    assert len(no_network) == 1
+    now[0] += environment.HUB_CHECK_TTL + 1  # a long-running server: the failure is not kept for ever
+    assert not environment.hub_reachable()
+    assert len(no_network) == 2
+
+
+def test_listing_datasets_and_backbones_opens_no_connection(no_network, capsys):
+    assert cli(["datasets"]) == 0
+    assert cli(["backbones"]) == 0 and cli(["backbones", "--filter", "test_efficientnet*"]) == 0
+    out = capsys.readouterr().out
+    assert "fashion-mnist" in out and "tf_efficientnet_lite0" in out and "hub not checked" in out
+    assert no_network == []
+    assert cli(["backbones", "--filter", "test_efficientnet", "--check-hub"]) == 0  # asked for: looked up
+    assert "hub unreachable: offline" in capsys.readouterr().out and no_network == [("huggingface.co", 443)]
+
+
+def test_default_compare_opens_no_connection(no_network, capsys):
+    """The CLI's defaults: the packaged tf_efficientnet_lite0 weights and the bundled Fashion-MNIST, made small."""
+    assert cli(["compare", "--per-class", "2", "--strategies", "feature-extraction", "--image-size", "32",
+                "--no-progress"]) == 0
+    assert "feature-extraction" in capsys.readouterr().out
+    assert no_network == []
+
+
+def test_default_data_roots_are_the_datasets_folder_and_data_beside_the_app(tmp_path, monkeypatch):
+    monkeypatch.delenv("TLCORE_DATA_ROOTS", raising=False)
+    checkout = Path(__file__).resolve().parents[1]
+    home = environment.data_home().resolve()
+    assert environment.APP_DIR.resolve() == checkout
+    roots = environment.data_roots()
+    assert home / "datasets" in roots
+    assert checkout not in roots and Path.cwd().resolve() not in roots
+    assert not environment.within_data_roots(checkout / "tlcore")  # the code is no dataset
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "app.py").write_text("")
+    monkeypatch.setattr(environment, "APP_DIR", app)
+    assert environment.data_roots() == [home / "datasets"]  # no data/ folder: none added
+    (app / "data").mkdir()
+    assert environment.data_roots() == [home / "datasets", (app / "data").resolve()]
+    monkeypatch.setenv("TLCORE_DATA_ROOTS", str(tmp_path / "elsewhere"))
+    assert environment.data_roots() == [(tmp_path / "elsewhere").resolve()]
+
+
+def test_uploads_stay_readable_whatever_the_data_roots(tmp_path, monkeypatch, isolated_home):
+    from tlcore.core.environment import require_within_data_roots, within_data_roots
+
+    monkeypatch.setenv("TLCORE_SERVING", "1")
+    monkeypatch.setenv("TLCORE_DATA_ROOTS", str(tmp_path / "photos"))
+    upload = isolated_home / "datasets" / "uploads" / "abc123" / "pets"
+    upload.mkdir(parents=True)
+    assert require_within_data_roots(upload, "folder") == upload
+    assert not within_data_roots(isolated_home / "datasets" / "other")  # the rest of the data directory is not
+    assert not within_data_roots(upload / ".." / ".." / ".." / "..")

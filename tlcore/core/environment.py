@@ -7,6 +7,8 @@ import functools
 import os
 import platform
 import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy
@@ -42,17 +44,29 @@ def serving_visitors() -> bool:
     return os.environ.get("TLCORE_SERVING", "") == "1"
 
 
+APP_DIR = Path(__file__).resolve().parents[2]  # the checkout: app.py, pages/, tlcore/
+
+
+def _app_data_folder() -> list[Path]:
+    """A `data/` folder beside app.py, when there is one (never the checkout itself: it holds code and the store)."""
+    folder = APP_DIR / "data"
+    return [folder] if (APP_DIR / "app.py").is_file() and folder.is_dir() else []
+
+
 def data_roots() -> list[Path]:
     """Where a visitor may point the dashboard: TLCORE_DATA_ROOTS (separated by the OS path separator), or by
-    default $TLCORE_HOME/datasets (uploads land there) and the folder the server was started in."""
+    default $TLCORE_HOME/datasets (uploads land there) and a `data/` folder beside app.py when it exists. Not the
+    folder the server was started in: from a checkout that is the code itself."""
     configured = [r for r in os.environ.get("TLCORE_DATA_ROOTS", "").split(os.pathsep) if r.strip()]
-    roots = [Path(r).expanduser() for r in configured] or [data_home() / "datasets", Path.cwd()]
+    roots = [Path(r).expanduser() for r in configured] or [data_home() / "datasets", *_app_data_folder()]
     return [r.resolve() for r in roots]
 
 
 def within_data_roots(path: Path) -> bool:
+    """Under a data root, or under the uploads tlcore extracted itself (readable whatever TLCORE_DATA_ROOTS says)."""
     resolved = Path(path).expanduser().resolve()  # follows symbolic links and '..'
-    return any(resolved == root or resolved.is_relative_to(root) for root in data_roots())
+    uploads = (data_home() / "datasets" / "uploads").resolve()
+    return any(resolved == root or resolved.is_relative_to(root) for root in [*data_roots(), uploads])
 
 
 def require_within_data_roots(path: Path | str, what: str) -> Path:
@@ -72,16 +86,36 @@ def cache_dir() -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=16)
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """A quick TCP check, so an offline machine fails in seconds instead of after a minute of retries."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TLCORE_OFFLINE") == "1":
+HUB_CHECK_TTL = 60.0  # seconds a hub check is trusted: a server that was offline notices the network coming back
+HUB_CHECK_TIMEOUT = 2.0
+_hub_checks: dict[str, tuple[float, bool]] = {}
+_hub_lock = threading.Lock()
+
+
+def offline_by_setting() -> bool:
+    """HF_HUB_OFFLINE=1 or TLCORE_OFFLINE=1: never look the hub up."""
+    return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TLCORE_OFFLINE") == "1"
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = HUB_CHECK_TIMEOUT) -> bool:
+    """A quick TCP check, so an offline machine fails in seconds instead of after a minute of retries. It opens a
+    connection: call it only when weights or data are about to be downloaded, never to draw a page. The answer is
+    kept for HUB_CHECK_TTL seconds, a failure included."""
+    if offline_by_setting():
         return False
+    now = time.monotonic()
+    with _hub_lock:
+        cached = _hub_checks.get(host)
+    if cached is not None and now - cached[0] < HUB_CHECK_TTL:
+        return cached[1]
     try:
         with socket.create_connection((host, 443), timeout=timeout):
-            return True
+            reachable = True
     except OSError:
-        return False
+        reachable = False
+    with _hub_lock:
+        _hub_checks[host] = (time.monotonic(), reachable)
+    return reachable
 
 
 def resolve_device(device: str = "auto") -> torch.device:
