@@ -20,6 +20,7 @@ from ui.widgets import (
     job_sidebar,
     require_weights,
     session_id,
+    show_error,
 )
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
@@ -97,7 +98,7 @@ else:
                 st.session_state["job"] = job_id
                 st.query_params["job"] = job_id
             except TlcoreError as exc:
-                st.error(str(exc))
+                show_error(exc)
 
 # ------------------------------------------------------------------------------------------------------ queue
 job_sidebar(job_queue())

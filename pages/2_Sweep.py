@@ -20,7 +20,8 @@ from tlcore.server.jobs import ACTIVE
 from tlcore.views.text import dataset_display, not_run_text
 from ui.navigation import through_app
 from ui.results import progress_bars, show_job, sweep_figures
-from ui.widgets import backbone_and_weights, data_source, job_queue, job_sidebar, require_weights, session_id
+from ui.widgets import (backbone_and_weights, data_source, job_queue, job_sidebar, require_weights, session_id,
+                        show_error)
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
@@ -82,7 +83,7 @@ else:
             if not_run:
                 st.caption(not_run)
         except TlcoreError as exc:
-            st.error(str(exc))
+            show_error(exc)
         if st.button("Run sweep", type="primary", key="sw_run", disabled=not strategies):
             try:
                 dataset = data.resolve()
@@ -97,7 +98,7 @@ else:
                 st.session_state["sweep"] = job_id
                 st.query_params["sweep"] = job_id
             except TlcoreError as exc:
-                st.error(str(exc))
+                show_error(exc)
 
 
 job_sidebar(job_queue())

@@ -1,5 +1,6 @@
 """History page: every stored comparison, sweep, recommendation and layer-wise probe; filter, open (with the same
-panels as when it ran), compare side by side, delete, import a bundle. `?run=<id>` opens one record read-only: the share link.
+panels as when it ran), compare side by side, delete to a trash and restore, import a bundle. `?run=<id>` opens one
+record read-only: the share link.
 Layout only: the store, reports and bundles are tlcore's."""
 
 import pandas as pd
@@ -15,7 +16,7 @@ from tlcore.views.side_by_side import probes_figure, recommendations_frame, runs
 from tlcore.views.text import dataset_display, record_text
 from ui.navigation import through_app
 from ui.results import ANATOMY_PAGE, page_link_to, probe_results, show_card, show_record
-from ui.widgets import job_queue
+from ui.widgets import job_queue, show_error
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
@@ -108,8 +109,9 @@ for record_id in done.get("running", []):
 
 if not records:
     st.info("Nothing stored yet. Run a comparison or a sweep, or import a results bundle below.")
-frame = pd.DataFrame([{"id": r["id"], "kind": r["kind"], "status": r["status"], "dataset": dataset_display(r["dataset"]),
-                       "backbone": r["backbone"], "strategies": r["strategies"] or "", "runs": r["runs_count"],
+frame = pd.DataFrame([{"id": r["id"], "kind": r["kind"], "status": r["status"],
+                       "dataset": dataset_display(r["dataset"]), "backbone": r["backbone"],
+                       "strategies": r["strategies"] or "", "runs": r["runs_count"],
                        "label": r["label"], "created": pd.Timestamp(r["created_at"], unit="s")} for r in records],
                      columns=["id", "kind", "status", "dataset", "backbone", "strategies", "runs", "label", "created"])
 
@@ -166,7 +168,8 @@ if not read_only():
             st.caption("Empty. Deleted records wait here, with their saved models, before they are removed for good.")
         for record in trash[:50]:
             t1, t2 = st.columns([5, 1])
-            t1.write(f"{record_text(record)}, deleted {pd.Timestamp(record['deleted_at'], unit='s'):%Y-%m-%d %H:%M} UTC")
+            deleted = pd.Timestamp(record["deleted_at"], unit="s")
+            t1.write(f"{record_text(record)}, deleted {deleted:%Y-%m-%d %H:%M} UTC")
             t2.button("Restore", key=f"hist_restore_{record['id']}", on_click=restore, args=((record["id"],),))
     with st.expander("Import a results bundle (.zip exported by another tlcore)"):
         bundle = st.file_uploader("Results bundle", type=["zip"], key="hist_bundle")
@@ -175,4 +178,4 @@ if not read_only():
                 imported = store.import_bundle(bundle.getvalue())
                 st.success(f"Imported {len(imported)} record(s): {', '.join(imported) or 'none new'}.")
             except TlcoreError as exc:
-                st.error(str(exc))
+                show_error(exc)

@@ -16,25 +16,26 @@ from tlcore.data.dataset import IMAGE_EXTENSIONS, DatasetSpec
 from tlcore.data.load import load_dataset
 from tlcore.deploy.load import Preprocessing
 from tlcore.engine.activations import stage_activations
-from tlcore.engine.anatomy import backbone_anatomy, strategy_view
-from tlcore.engine.backbone import BackboneSpec, data_config
+from tlcore.engine.anatomy import measured_anatomy, strategy_view
+from tlcore.engine.backbone import data_config
 from tlcore.engine.strategies import KINDS, make_strategy
 from tlcore.experiments.config import build_config
 from tlcore.records.store import default_store
+from tlcore.server.limits import MAX_CLASSES, anatomy_link, max_image_size, served_backbones
 from tlcore.views.anatomy import activations_figure, anatomy_figure, anatomy_frame
 from ui.navigation import through_app
 from ui.results import probe_results
-from ui.widgets import backbone_and_weights, computed_on_click, data_source, require_weights
+from ui.widgets import backbone_and_weights, computed_on_click, data_source, require_weights, show_error
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
 st.set_page_config(page_title="Anatomy · tlcore", page_icon="🩻", layout="wide")
 
 
-@st.cache_resource(show_spinner="Measuring the network: shapes and multiply-adds at this image size...",
-                   max_entries=8)
 def measured(backbone: str, weights: str, image_size: int, classes: int):
-    return backbone_anatomy(BackboneSpec(backbone, weights), image_size, classes)
+    """Kept by tlcore within a memory bound, shared by every session."""
+    with st.spinner("Measuring the network: shapes and multiply-adds at this image size..."):
+        return measured_anatomy(backbone, weights, image_size, classes)
 
 
 @st.cache_data(show_spinner="Probing every stage: one frozen pass, then a linear head per stage...", max_entries=8)
@@ -63,45 +64,46 @@ def activations(backbone: str, weights: str, image_size: int, classes: int, _ima
     return np.ascontiguousarray(pixels.permute(1, 2, 0).numpy()), stages
 
 
-# A link from a record or a script: ?backbone=NAME&image_size=N&strategy=fine-tune&stages=K fills the choices once.
+# A link from a record or a script (?backbone=NAME&image_size=N&classes=C&strategy=fine-tune&stages=K) fills the
+# choices once, within the bounds a link gets on any server (tlcore.server.limits); the rest is named and defaulted.
 query = st.query_params
-LINK_CHOICES = {"image_size": ("an_image_size", lambda v: 16 <= int(v) <= 1024 and int(v)),
-                "classes": ("an_classes", lambda v: 2 <= int(v) <= 100_000 and int(v)),
-                "strategy": ("an_strategy", lambda v: v in KINDS and v),
-                "stages": ("an_stages", lambda v: 1 <= int(v) <= 64 and int(v))}
-if query.get("backbone") and "an_backbone" not in st.session_state:
-    st.session_state["an_backbone"] = query["backbone"]
-    for param, (key, parse) in LINK_CHOICES.items():
-        if query.get(param):
-            try:
-                value = parse(query[param])
-            except ValueError:
-                value = None
-            if value:
-                st.session_state[key] = value
-            else:
-                st.warning(f"The link's {param}={query[param]!r} is not a valid choice here; using the default.")
-
+stored_backbones = {r["backbone"] for r in default_store().records()}
+LINK_KEYS = {"backbone": "an_backbone", "image_size": "an_image_size", "classes": "an_classes",
+             "strategy": "an_strategy", "stages": "an_stages"}
+if any(query.get(param) for param in LINK_KEYS) and "an_linked" not in st.session_state:
+    st.session_state["an_linked"] = True
+    chosen, st.session_state["an_link_warnings"] = anatomy_link(
+        {param: query[param] for param in LINK_KEYS if query.get(param)}, stored_backbones)
+    for param, value in chosen.items():
+        st.session_state[LINK_KEYS[param]] = value
 st.title("Anatomy: what each strategy trains")
 st.caption("A CNN is a stack: a stem, stages that extract edges, then textures, then parts, pooling and a linear "
            "head. The strategies differ only in which part of that stack stays frozen. Groups are timm's own "
            "(`group_matcher`), the ones fine-tuning counts from the top; what is frozen is read off the model after "
            "the engine's own freezing.")
+for warning in st.session_state.get("an_link_warnings", []):
+    st.warning(warning)
 
 left, right = st.columns(2)
 with left:
-    backbone, weights = backbone_and_weights("an_")
-with right:
-    image_size = int(st.number_input("Image size (px)", 16, 1024, 48, step=16, key="an_image_size",
+    backbone, weights = backbone_and_weights("an_", served_backbones(stored_backbones) if read_only() else None)
+with right:  # a read-only demo builds only bounded networks; a writable server's form is its user's own choice
+    top_size, top_classes = (max_image_size(backbone), MAX_CLASSES) if read_only() else (1024, 100_000)
+    for key, top in (("an_image_size", top_size), ("an_classes", top_classes)):
+        if st.session_state.get(key, 0) > top:  # e.g. a smaller backbone chosen after a larger one
+            st.session_state[key] = top
+    image_size = int(st.number_input("Image size (px)", 16, top_size, 48, step=16, key="an_image_size",
                                      help="48 px is what the built-in Fashion-MNIST runs at; a ViT needs its own "
-                                     "input size (e.g. 160 for test_vit)."))
-    classes = int(st.number_input("Classes (the head's outputs)", 2, 100_000, 10, key="an_classes"))
+                                     "input size (e.g. 160 for test_vit)."
+                                     + (f" Up to {top_size} px here, {backbone}'s pretrained size." if read_only()
+                                        else "")))
+    classes = int(st.number_input("Classes (the head's outputs)", 2, top_classes, 10, key="an_classes"))
 
 shown_weights = weights if weights in ("pretrained", "none") else "none"
 try:
     anatomy, model = measured(backbone, shown_weights, image_size, classes)
 except TlcoreError as exc:
-    st.error(str(exc))
+    show_error(exc)
     st.stop()
 
 c1, c2, c3 = st.columns([2, 2, 2])
@@ -109,6 +111,8 @@ kind = c1.radio("Strategy", list(KINDS), horizontal=True, key="an_strategy")
 stages, bn_policy = 2, None
 if kind == "fine-tune":
     options = list(range(1, anatomy.num_stages + 1))
+    if st.session_state.get("an_stages", options[0]) not in options:  # a link's K beyond this backbone's depth
+        st.session_state["an_stages"] = options[-1]
     stages = c2.select_slider("Top stages to fine-tune (K)", options, value=min(2, anatomy.num_stages),
                               key="an_stages", help=f"{anatomy.num_stages} = all")
     bn_policy = c3.radio("BatchNorm in trained stages", ["frozen", "train"], horizontal=True, key="an_bn",
@@ -140,7 +144,7 @@ try:
             image = Preprocessing(data_config(model, image_size)).open(upload)  # named in its messages
             image_name, image_key = upload.name, f"upload:{hashlib.sha256(data).hexdigest()}"
 except TlcoreError as exc:
-    s2.error(str(exc))
+    show_error(exc, s2)
 if image is not None:
     pixels, stages_seen = activations(backbone, shown_weights, image_size, classes, image, image_key)
     seen.plotly_chart(activations_figure(pixels, stages_seen, view, f"What each stage sees in {image_name} at "

@@ -263,6 +263,9 @@ def test_anatomy_page_opens_from_a_link_with_the_choices_filled():
 
     from streamlit.testing.v1 import AppTest
 
+    from tlcore.records.store import default_store
+
+    default_store().create_record("comparison", {}, backbone="test_resnet", status="completed")  # links may open it
     page = Path(__file__).resolve().parents[1] / "pages" / "5_Anatomy.py"
     at = AppTest.from_file(str(page), default_timeout=120)
     for key, value in {"backbone": "test_resnet", "image_size": "32", "strategy": "fine-tune", "stages": "1"}.items():
@@ -272,3 +275,37 @@ def test_anatomy_page_opens_from_a_link_with_the_choices_filled():
     stages = at.dataframe[0].value
     stages = list(stages[stages["kind"].isin(["stem", "stage"])]["under this strategy"])
     assert [s.split(",")[0] for s in stages] == ["frozen"] * 4 + ["trainable"]
+
+
+def test_a_link_gets_the_bounds_of_a_read_only_demo_on_any_server():
+    """A link is not a form: backbones with packaged weights or used by a stored record, sizes up to the
+    pretrained size, at most 1,000 classes; everything else is named and defaulted."""
+    from tlcore.server.limits import anatomy_link
+
+    chosen, warnings = anatomy_link({"backbone": "tf_efficientnet_lite0", "image_size": "1008", "classes": "99999"})
+    assert chosen == {"backbone": "tf_efficientnet_lite0"}
+    assert warnings == ["The link's image_size='1008' is not served here (16 to 224 px, the backbone's pretrained "
+                        "size); using the default, 48.", "The link's classes='99999' is not served here (2 to 1,000 "
+                        "classes); using the default, 10."]
+    chosen, warnings = anatomy_link({"backbone": "vit_huge_patch14_224", "image_size": "448", "stages": "1e9",
+                                     "strategy": "<script>", "classes": "x" * 5000})
+    assert chosen == {} and len(warnings) == 5 and all(len(w) < 400 for w in warnings)
+    assert "backbone='vit_huge_patch14_224' is not served here" in warnings[0]
+    assert anatomy_link({"backbone": "tf_efficientnet_lite2", "image_size": "260"})[0]["image_size"] == 260
+    assert anatomy_link({"backbone": "test_vit", "image_size": "160"}, stored_backbones=["test_vit"]) == (
+        {"backbone": "test_vit", "image_size": 160}, [])
+
+
+def test_the_model_caches_are_bounded_by_memory_not_count():
+    import torch
+
+    from tlcore.engine.backbone import ModelCache, model_bytes
+
+    small, big = torch.nn.Linear(10, 10), torch.nn.Linear(1000, 1000)
+    cache = ModelCache(max_bytes=3 * model_bytes(small), size=model_bytes)
+    for i in range(5):
+        cache.get(i, lambda: torch.nn.Linear(10, 10))
+    assert cache.bytes_held <= 3 * model_bytes(small)  # the oldest went
+    built = []
+    assert cache.get("big", lambda: built.append(1) or big) is big and cache.get("big", lambda: big) is big
+    assert cache.bytes_held <= 3 * model_bytes(small)  # bigger than the whole cache: handed out, not kept

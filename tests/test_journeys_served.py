@@ -145,3 +145,57 @@ def test_a_fresh_server_opened_in_six_tabs_at_once_shows_every_page_whole(tmp_pa
                     assert not re.search(r"Error|Traceback|deadlock|cannot import", text), (path, text[:600])
             finally:
                 browser.close()
+
+
+def _server_rss_mb(url: str) -> float:
+    import psutil
+
+    port = int(url.rsplit(":", 1)[1])
+    pid = next(c.pid for c in psutil.net_connections(kind="tcp") if c.laddr and c.laddr.port == port
+               and c.status == psutil.CONN_LISTEN)
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+HOSTILE_ANATOMY_LINKS = [
+    ("backbone=tf_efficientnet_lite0&image_size=1008&classes=99999", ["image_size='1008'", "classes='99999'"]),
+    ("backbone=vit_huge_patch14_224&image_size=448", ["backbone='vit_huge_patch14_224'", "image_size='448'"]),
+    ("backbone=tf_efficientnet_lite2&image_size=2048", ["image_size='2048'"]),
+    ("backbone=eva02_enormous_patch14_224&classes=1e308&stages=-5&strategy=%3Cscript%3E",
+     ["backbone='eva02_enormous_patch14_224'", "classes='1e308'", "stages='-5'", "strategy='<script>'"]),
+]
+
+
+def test_hostile_anatomy_links_cannot_grow_a_read_only_demo(tmp_path):
+    """A plain visit to Anatomy adds less than 100 MB to the server; links asking for huge networks, sizes and
+    heads are named and answered with the defaults, add less than 100 MB more, and every page still answers."""
+    from playwright.sync_api import expect
+
+    diagram_title = "tf_efficientnet_lite0 at 48 px"
+    for url in _serve(tmp_path / "home", TLCORE_READ_ONLY="1"):
+        with browser_page("journey-anatomy-hostile-links", height=1800) as page:
+            page.goto(url + "/", wait_until="networkidle")
+            expect(page.get_by_text("Feature extraction, fine-tuning or training from scratch?")).to_be_visible(
+                timeout=60_000)
+            before = _server_rss_mb(url)
+            page.goto(url + "/Anatomy", wait_until="networkidle")
+            expect(page.locator(".js-plotly-plot").first).to_contain_text(diagram_title, timeout=120_000)
+            expect(page.locator(".js-plotly-plot").nth(1)).to_contain_text("What each stage sees", timeout=60_000)
+            plain = _server_rss_mb(url)
+            for query, named in HOSTILE_ANATOMY_LINKS:
+                fresh = page.context.browser.new_page()  # a new session, as a visitor opening the link
+                fresh.goto(url + "/Anatomy?" + query, wait_until="networkidle")
+                expect(fresh.locator(".js-plotly-plot").first).to_contain_text(
+                    "at 48 px" if "lite2" not in query else "tf_efficientnet_lite2 at 48 px", timeout=120_000)
+                for value in named:
+                    expect(fresh.get_by_text(f"The link's {value} is not served here")).to_be_visible()
+                fresh.screenshot(path=str(ARTIFACTS / "journey-anatomy-hostile-link.png"), full_page=True)
+                fresh.close()
+            after = _server_rss_mb(url)
+            for path, title in (("/Compare", "Compare strategies"), ("/History", "History"),
+                                ("/Recommend", "Which strategy for this data?"), ("/Sweep", "Accuracy vs images")):
+                page.goto(url + path, wait_until="networkidle")
+                expect(page.get_by_text(title).first).to_be_visible(timeout=30_000)
+        print(f"server RSS: {before:.0f} MB after home, {plain:.0f} MB after Anatomy, {after:.0f} MB after "
+              f"{len(HOSTILE_ANATOMY_LINKS)} hostile links")
+        assert plain - before < 100, (before, plain)
+        assert after - plain < 100, (plain, after)

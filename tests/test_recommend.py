@@ -181,7 +181,7 @@ def test_store_migrates_from_schema_1(tmp_path):
     conn.commit()
     conn.close()
     store = Store(path)
-    assert store.schema_version == SCHEMA_VERSION == 3  # v1 -> v2 -> v3
+    assert store.schema_version == SCHEMA_VERSION == 4  # v1 -> v2 -> v3 -> v4 (the trash)
     rows = store.runs_for_data("fp", "b")
     assert len(rows) == 1 and rows[0]["run"].run_id == "x" and store.record("r1")["status"] == "completed"
 

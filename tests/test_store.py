@@ -17,7 +17,7 @@ from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, compare, make_st
 from tlcore.core.errors import ReadOnlyError
 from tlcore.experiments.compare import load_comparison
 from tlcore.server.jobs import JobQueue, stored_snapshot
-from tlcore.records.store import Store
+from tlcore.records.store import SCHEMA_VERSION, Store
 from tlcore.experiments.config import SweepConfig
 from tlcore.experiments.sweep import load_sweep, run_sweep
 
@@ -149,7 +149,7 @@ def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path):
         w.join(60)
     assert [w.exitcode for w in workers] == [0] * 5
     store = Store(path)
-    assert store.schema_version == 3 and len(store.records()) == 5
+    assert store.schema_version == SCHEMA_VERSION and len(store.records()) == 5
 
 
 def _stored(store: Store, kind: str = "comparison", dataset: str = "digits", accuracy: float = 0.5) -> str:
@@ -210,3 +210,18 @@ def test_side_by_side_takes_every_pair_of_kinds_history_lists(tmp_path):
     mixed = side_by_side([store.record(one), store.record(probe)], store)
     assert mixed.runs.empty and mixed.empty and len(mixed.notes) == 2
     assert f"Probe {probe} is not shown" in mixed.notes[1] and "comparisons and sweeps" in mixed.notes[1]
+
+
+def test_history_on_the_command_line_deletes_to_the_trash_and_restores(capsys):
+    from tlcore.cli import main
+    from tlcore.records.store import default_store
+
+    record_id = _stored(default_store())
+    assert main(["history", "delete", record_id]) == 0
+    assert f"deleted {record_id} (in the trash for 7 days" in capsys.readouterr().out
+    assert main(["history", "list"]) == 0 and "nothing stored" in capsys.readouterr().out
+    assert main(["history", "trash"]) == 0 and f"comparison {record_id} (digits, 1 run)" in capsys.readouterr().out
+    assert main(["history", "delete", record_id]) == 2
+    assert f"no record {record_id} stored outside the trash" in capsys.readouterr().err
+    assert main(["history", "restore", record_id]) == 0 and f"restored {record_id}" in capsys.readouterr().out
+    assert [r["id"] for r in default_store().records()] == [record_id]

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -18,6 +19,7 @@ from tlcore.advice.probe import layer_probe, save_probe
 from tlcore.advice.recommend import advise
 from tlcore.advice.depth import DEPTH_SIZES, validate_depth
 from tlcore.advice.validate import VALIDATION_SIZES, VALIDATION_SUITE, validate
+from tlcore.core.environment import hub_reachable
 from tlcore.core.errors import ConfigError, TlcoreError
 from tlcore.core.progress import CancelToken, ProgressEvent
 from tlcore.data.builtin import BUILTIN_DATASETS, builtin_available
@@ -45,9 +47,10 @@ from tlcore.experiments.config import (
 from tlcore.experiments.executors import make_executor
 from tlcore.experiments.sweep import run_sweep
 from tlcore.records.slot import SLOT_NAME, training_slot
+from tlcore.records.store import default_store, trash_days
 from tlcore.views.anatomy import activations_text, anatomy_text, probe_text
 from tlcore.views.report import probe_report_html
-from tlcore.views.text import comparison_table, progress_line, recommendation_report, sweep_report
+from tlcore.views.text import comparison_table, progress_line, record_text, recommendation_report, sweep_report
 
 SWEEP_EPILOG = """examples:
   python -m tlcore sweep                                     # built-in default: 5-100 a class, 2 repeats
@@ -234,9 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--report", default=None, help="write the probe's HTML report here (with --dataset)")
     an.add_argument("--image", default=None, help="an image file: print each stage's strongest channels for it")
 
+    h = sub.add_parser("history", help="list stored records, delete them to the trash, restore them")
+    h.add_argument("action", choices=["list", "trash", "delete", "restore"],
+                   help="list: stored records; trash: deleted ones, restorable for TLCORE_TRASH_DAYS (7); delete or "
+                   "restore: the records given by id")
+    h.add_argument("ids", nargs="*", help="record ids (delete, restore)")
+
     sub.add_parser("datasets", help="list built-in datasets and whether they can be loaded now")
     b = sub.add_parser("backbones", help="list timm backbones and where their weights can come from")
     b.add_argument("--filter", default="", help="wildcard, e.g. '*efficientnet*'")
+    b.add_argument("--check-hub", action="store_true", help="also check that the Hugging Face hub can be reached "
+                   "(opens a connection; without it nothing is looked up)")
     return parser
 
 
@@ -457,10 +468,19 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hub_note(check: bool) -> str:
+    """Whether the hub can be reached: looked up only when asked (--check-hub), so listing opens no connection."""
+    if not check:
+        return "(hub not checked: --check-hub looks it up)"
+    return "(hub reachable)" if hub_reachable() else "(hub unreachable: offline)"
+
+
 def cmd_backbones(args: argparse.Namespace) -> int:
     names = timm.list_models(args.filter or "*") if args.filter else list(PACKAGED_WEIGHTS)
-    for name in names:
-        print(f"{name:40} {weights_availability(name)}")
+    rows = [(name, weights_availability(name)) for name in names]
+    note = _hub_note(args.check_hub) if any(source in ("hub", "packaged-missing") for _, source in rows) else ""
+    for name, source in rows:
+        print(f"{name:40} {source}" + (f"  {note}" if source in ("hub", "packaged-missing") else ""))
     return 0
 
 
@@ -525,8 +545,35 @@ def cmd_anatomy(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"predict": cmd_predict, "export": cmd_export, "compare": cmd_compare, "sweep": cmd_sweep, "recommend": cmd_recommend, "datasets": cmd_datasets,
-            "backbones": cmd_backbones}
+def cmd_history(args: argparse.Namespace) -> int:
+    store = default_store()
+    if args.action in ("list", "trash"):
+        records = store.records() if args.action == "list" else store.trashed()
+        for r in records:
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r["deleted_at"] if args.action == "trash" else
+                                                               r["created_at"]))
+            print(f"{when}  {r['status']:<11} {record_text(r)}")
+        if not records:
+            print("nothing stored" if args.action == "list" else "the trash is empty")
+        return 0
+    if not args.ids:
+        raise ConfigError(f"history {args.action} needs the ids of the records (see `history list` or `history "
+                          "trash`).")
+    act = store.delete_record if args.action == "delete" else store.restore_record
+    missing = [record_id for record_id in args.ids if not act(record_id)]
+    for record_id in args.ids:
+        if record_id not in missing:
+            print(f"{'deleted' if args.action == 'delete' else 'restored'} {record_id}"
+                  + (f" (in the trash for {trash_days():g} days: `history restore {record_id}` undoes it)"
+                     if args.action == "delete" else ""))
+    if missing:
+        where = "stored outside the trash" if args.action == "delete" else "in the trash"
+        raise ConfigError(f"no record {', '.join(missing)} {where}. `history list` and `history trash` show the ids.")
+    return 0
+
+
+COMMANDS = {"history": cmd_history, "predict": cmd_predict, "export": cmd_export, "compare": cmd_compare,
+            "sweep": cmd_sweep, "recommend": cmd_recommend, "datasets": cmd_datasets, "backbones": cmd_backbones}
 COMMANDS["anatomy"] = cmd_anatomy
 
 

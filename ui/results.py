@@ -22,6 +22,7 @@ from tlcore.views.report import probe_report_html, report_html
 from tlcore.views.text import (comparison_headline, not_run_text, overlap_text, progress_line, skipped_text,
                                sweep_headline)
 from ui.try_it import try_it
+from ui.widgets import show_error
 
 
 @st.cache_data(show_spinner="Loading test images...", max_entries=8)
@@ -63,9 +64,9 @@ def status_banner(snap: dict, queue) -> None:
             st.query_params[("sweep" if snap["kind"] == "sweep" else "job")] = new_id
             st.rerun()
     elif status == "failed":
-        st.error(f"This {what} failed: {error}")
+        show_error(f"This {what} failed: {error}")
     elif error:
-        st.error(error)
+        show_error(error)
 
 
 def share_and_export(snap: dict, key: str) -> None:

@@ -19,6 +19,7 @@ from tlcore.deploy.explain import activation_map
 from tlcore.deploy.load import load_model
 from tlcore.deploy.predict import predict_images
 from tlcore.records.models import CONFIG, WEIGHTS, find_model
+from ui.widgets import show_error
 
 MAX_IMAGES = 16
 
@@ -65,7 +66,7 @@ def _images(result: ComparisonResult, key: str, preprocessing) -> list[tuple[str
         try:
             images.append((f.name, preprocessing.open(f)))  # an UploadedFile: its name is in the messages
         except TlcoreError as exc:
-            st.error(f"{f.name}: {exc}")
+            show_error(f"{f.name}: {exc}")
     return images
 
 

@@ -9,14 +9,16 @@ from typing import Optional
 
 import streamlit as st
 
-from tlcore.core.environment import data_roots, read_only
+from tlcore.core.environment import data_roots, hub_reachable, offline_by_setting, read_only
 from tlcore.core.errors import TlcoreError
 from tlcore.data.builtin import BUILTIN_DATASETS, builtin_available
 from tlcore.data.card import dataset_card
 from tlcore.data.load import parse_dataset
 from tlcore.data.uploads import extract_zip, skipped_files
 from tlcore.engine.backbone import backbone_catalog
+from tlcore.engine.weights import PACKAGED_WEIGHTS
 from tlcore.records.store import default_store
+from tlcore.server.incidents import redact_paths, visitors_are_remote
 from tlcore.server.jobs import default_queue
 from tlcore.views.text import dataset_display
 
@@ -25,6 +27,16 @@ from tlcore.views.text import dataset_display
 def job_queue():
     """The process-wide job queue, shared by every session (jobs are told apart by id)."""
     return default_queue()
+
+
+def visible(text: str) -> str:
+    """A message as this server may show it: on a server that others reach, with server paths replaced."""
+    return redact_paths(text) if visitors_are_remote(st.get_option("server.address")) else text
+
+
+def show_error(exc: Exception | str, where=st) -> None:
+    """A refusal or failure, said on the page (`where`: st or a column) without server paths for remote visitors."""
+    where.error(visible(str(exc)))
 
 
 def session_id() -> str:
@@ -36,6 +48,7 @@ def session_id() -> str:
 
 @st.cache_data(ttl=600, show_spinner=False)
 def catalog() -> list[dict]:
+    """Names and where their weights would come from; no network check (that waits until hub weights are asked for)."""
     return backbone_catalog()
 
 
@@ -57,7 +70,7 @@ class DataChoice:
         if self.upload is None:
             raise TlcoreError("Choose a .zip file first.")
         with st.spinner("Extracting the archive..."):
-            keep = {r["dataset"] for r in default_store().records()}  # uploads that stored records use stay
+            keep = default_store().dataset_paths()  # uploads that stored records use stay, the trash's too
             return str(extract_zip(self.upload.getvalue(), self.upload.name, keep=keep))
 
 
@@ -86,10 +99,25 @@ def data_source(prefix: str = "") -> DataChoice:
     return choice
 
 
-def backbone_and_weights(prefix: str = "") -> tuple[str, str]:
-    """The timm model name and the weights argument ('pretrained', 'none' or a path)."""
-    rows = catalog()
+def _warn_if_hub_unreachable(backbone: str, source: str) -> None:
+    """Pretrained weights that would be downloaded: look the hub up now (a connection of at most 2 s, its answer kept a
+    minute) and say so when it fails, before a run does."""
+    if source not in ("hub", "packaged-missing") or hub_reachable():
+        return
+    why = "TLCORE_OFFLINE or HF_HUB_OFFLINE is set" if offline_by_setting() else "no connection to huggingface.co"
+    others = "a packaged backbone (" + ", ".join(PACKAGED_WEIGHTS) + "), random weights" + (
+        "" if read_only() else " or a local file")
+    st.warning(f"The Hugging Face hub is unreachable (offline: {why}), so {backbone}'s pretrained weights cannot be "
+               f"downloaded now. Use {others}.")
+
+
+def backbone_and_weights(prefix: str = "", only: Optional[list[str]] = None) -> tuple[str, str]:
+    """The timm model name and the weights argument ('pretrained', 'none' or a path); `only` limits the backbones
+    offered (a read-only demo's)."""
+    rows = [r for r in catalog() if only is None or r["name"] in only]
+    rows += [{"name": n, "label": n, "weights": "none"} for n in (only or []) if n not in {r["name"] for r in rows}]
     labels = {r["name"]: r["label"] for r in rows}
+    sources = {r["name"]: r["weights"] for r in rows}
     backbone = st.selectbox("Backbone (type to search timm's models)", list(labels), key=f"{prefix}backbone",
                             format_func=lambda n: labels[n])
     weights_choice = st.radio("Weights", ["pretrained", "none (random init)"] + ([] if read_only() else
@@ -101,6 +129,7 @@ def backbone_and_weights(prefix: str = "") -> tuple[str, str]:
     if weights_choice.startswith("none"):
         st.warning("Random weights: feature extraction and fine-tuning will start from an untrained backbone.")
         return backbone, "none"
+    _warn_if_hub_unreachable(backbone, sources.get(backbone, "none"))
     return backbone, "pretrained"
 
 
@@ -112,14 +141,14 @@ def computed_on_click(clicked: bool, key: str, inputs, compute):
         try:
             st.session_state[key] = inputs()
         except TlcoreError as exc:
-            st.error(str(exc))
+            show_error(exc)
     kept = st.session_state.get(key)
     if not kept:
         return None
     try:
         return compute(*kept)
     except TlcoreError as exc:
-        st.error(str(exc))
+        show_error(exc)
         return None
 
 
@@ -154,7 +183,7 @@ def dataset_card_panel(data: DataChoice, key: str) -> None:
         dataset = data.resolve()
         card = _card(dataset)
     except TlcoreError as exc:
-        st.error(str(exc))
+        show_error(exc)
         return
     st.markdown(f"**{dataset_display(card.name)}**: {len(card.classes)} classes")
     counts = card.counts.assign(total=card.counts.sum(axis=1))  # every split visible: the table gets the full width

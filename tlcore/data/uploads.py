@@ -162,7 +162,8 @@ class _Budget:
 # ------------------------------------------------------------------------------------------------- skipped entries
 def skipped_files(root: Path) -> list[str]:
     """The archive entries left out when it was extracted, as 'entry: reason' (not an image file, an image that does
-    not decode, a class folder dropped for having no images: 'pets/cat/: empty class folder, dropped: ...'). Reads the plain list of names older versions wrote, whose entries were all non-image files."""
+    not decode, a class folder dropped for having no images: 'pets/cat/: empty class folder, dropped: ...'). Reads
+    the plain list of names older versions wrote, whose entries were all non-image files."""
     for folder in (Path(root), Path(root).parent):
         if (folder / SKIPPED).exists():
             items = json.loads((folder / SKIPPED).read_text())

@@ -336,3 +336,15 @@ def backbone_anatomy(spec: bb.BackboneSpec | str, image_size: Optional[int] = No
     anatomy.weights = info.name if info.pretrained else "random initialisation"
     anatomy.views = standard_views(model, anatomy, stages, bn_policy)
     return anatomy, model
+
+
+ANATOMY_CACHE_BYTES = 512 * 2**20
+_MEASURED = bb.ModelCache(ANATOMY_CACHE_BYTES, size=lambda value: bb.model_bytes(value[1]))
+
+
+def measured_anatomy(backbone: str, weights: str, image_size: int, num_classes: int) -> tuple[Anatomy, torch.nn.Module]:
+    """`backbone_anatomy` kept per process within 512 MiB of models, so a server measures each network once and
+    visitors who ask for many networks cannot make it hold them all. Share the model read-only: copy it to change
+    it."""
+    return _MEASURED.get((backbone, weights, image_size, num_classes),
+                         lambda: backbone_anatomy(bb.BackboneSpec(backbone, weights), image_size, num_classes))

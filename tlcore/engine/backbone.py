@@ -4,17 +4,18 @@ freeze stages (BatchNorm statistics included, via timm's FrozenBatchNorm2d), cou
 from __future__ import annotations
 
 import copy
+import os
 import threading
 from dataclasses import dataclass
 from typing import Optional
 
 import timm
 import torch
+from cachetools import LRUCache
 from timm.data import create_transform, resolve_model_data_config
 from timm.models import group_modules, group_parameters
 from timm.utils.model import freeze
 
-from tlcore.core.environment import hub_reachable
 from tlcore.core.errors import ConfigError
 from tlcore.engine.weights import PACKAGED_WEIGHTS, WeightsInfo, load_pretrained, weights_availability
 
@@ -52,21 +53,67 @@ def _create(name: str) -> torch.nn.Module:
     return timm.create_model(name, pretrained=False)
 
 
-_TEMPLATES: dict[BackboneSpec, tuple[torch.nn.Module, WeightsInfo]] = {}
-_TEMPLATES_LOCK = threading.Lock()
+def model_bytes(model: torch.nn.Module) -> int:
+    """The memory a model's parameters and buffers hold."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+class ModelCache:
+    """Models kept by key up to a total size in bytes, least recently used out first (cachetools' LRUCache weighs
+    each by `model_bytes`). A model bigger than the whole cache is handed out and not kept. A server keeps what
+    visitors ask for here, so the bound is in memory, not in a count: one huge model must not stay for good."""
+
+    def __init__(self, max_bytes: int, size=lambda value: model_bytes(value[0])) -> None:
+        self.max_bytes = max_bytes
+        self._cache = LRUCache(maxsize=max_bytes, getsizeof=size)
+        self._lock = threading.RLock()
+
+    def get(self, key, build):
+        with self._lock:  # one build at a time: two sessions asking for the same model build it once
+            if key in self._cache:
+                return self._cache[key]
+            value = build()
+            try:
+                self._cache[key] = value
+            except ValueError:  # larger than the whole cache
+                pass
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    @property
+    def bytes_held(self) -> int:
+        return int(self._cache.currsize)
+
+
+TEMPLATE_CACHE_ENV = "TLCORE_MODEL_CACHE_MB"
+
+
+def _template_cache_bytes() -> int:
+    text = os.environ.get(TEMPLATE_CACHE_ENV, "").strip()
+    try:
+        return int(float(text) * 2**20) if text else 1024 * 2**20
+    except ValueError:
+        raise ConfigError(f"{TEMPLATE_CACHE_ENV}={text!r} is not a number of MiB; use e.g. 1024.") from None
+
+
+_TEMPLATES = ModelCache(_template_cache_bytes())
 
 
 def load_template(spec: BackboneSpec) -> tuple[torch.nn.Module, WeightsInfo]:
-    """The model with its original (e.g. ImageNet) head, loaded once per process. Never train it: use `for_run`."""
-    with _TEMPLATES_LOCK:
-        if spec not in _TEMPLATES:
-            with torch.random.fork_rng():  # 'none' weights must be the same random weights in every process
-                torch.manual_seed(0)
-                model = _create(spec.name)
-            info = load_pretrained(model, spec.name, spec.weights)
-            model.eval()
-            _TEMPLATES[spec] = (model, info)
-        return _TEMPLATES[spec]
+    """The model with its original (e.g. ImageNet) head, kept per process within TLCORE_MODEL_CACHE_MB (default
+    1024). Never train it: use `for_run`."""
+
+    def build() -> tuple[torch.nn.Module, WeightsInfo]:
+        with torch.random.fork_rng():  # 'none' weights must be the same random weights in every process
+            torch.manual_seed(0)
+            model = _create(spec.name)
+        info = load_pretrained(model, spec.name, spec.weights)
+        return model.eval(), info
+
+    return _TEMPLATES.get(spec, build)
 
 
 def for_run(spec: BackboneSpec, num_classes: int, pretrained: bool = True,
@@ -176,20 +223,20 @@ def transform_key(cfg: dict) -> str:
             f"{cfg.get('crop_mode', 'center')}")
 
 
-def backbone_catalog(online: Optional[bool] = None) -> list[dict]:
-    """Backbones for a picker: offline-weight models first, then timm's test models, then every architecture timm has
-    pretrained weights for, each with where weights can come from right now."""
+WEIGHTS_LABELS = {"packaged": "offline weights installed", "packaged-missing": "offline weights: pip package missing",
+                  "hub": "weights from the hub", "none": "no pretrained weights: scratch or a local file"}
 
-    online = hub_reachable() if online is None else online
+
+def backbone_catalog() -> list[dict]:
+    """Backbones for a picker: offline-weight models first, then timm's test models, then every architecture timm has
+    pretrained weights for, each with where its weights would come from. Opens no connection: whether the hub is
+    reachable is checked only when hub weights are asked for (see tlcore.core.environment.hub_reachable)."""
     rows = [{"name": n, "weights": weights_availability(n)} for n in PACKAGED_WEIGHTS]
-    rows += [{"name": n, "weights": "hub" if online else "none"} for n in timm.list_models("test_*")]
+    rows += [{"name": n, "weights": weights_availability(n)} for n in timm.list_models("test_*")]
     seen = {r["name"] for r in rows}
     for n in sorted({m.split(".")[0] for m in timm.list_models(pretrained=True)}):
         if n not in seen:
-            rows.append({"name": n, "weights": "hub" if online else "hub-offline"})
-    labels = {"packaged": "offline weights installed", "packaged-missing": "offline weights: pip package missing",
-              "hub": "weights from the hub", "hub-offline": "hub weights, unreachable now",
-              "none": "no weights available now (scratch or a local file)"}
+            rows.append({"name": n, "weights": "hub"})
     for r in rows:
-        r["label"] = f"{r['name']}  ({labels[r['weights']]})"
+        r["label"] = f"{r['name']}  ({WEIGHTS_LABELS[r['weights']]})"
     return rows

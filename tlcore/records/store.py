@@ -358,7 +358,8 @@ class Store:
                  "per_class": r["per_class"] or None, "resumed": bool(r["resumed"])} for r in rows]
 
     def run(self, run_id: str) -> Optional[dict]:
-        """One stored run by its id, with its record's id and the record's dataset summary: {run, record_id, dataset}."""
+        """One stored run by its id (outside the trash), with its record's id and the record's dataset summary:
+        {run, record_id, dataset}."""
         with self._connect() as conn:
             row = conn.execute("SELECT runs.record_id, runs.payload, records.summary FROM runs JOIN records ON "
                                f"records.id = runs.record_id WHERE runs.run_id = ? AND runs.resumed = 0 AND "
