@@ -325,3 +325,24 @@ def test_uploads_stay_readable_whatever_the_data_roots(tmp_path, monkeypatch, is
     assert require_within_data_roots(upload, "folder") == upload
     assert not within_data_roots(isolated_home / "datasets" / "other")  # the rest of the data directory is not
     assert not within_data_roots(upload / ".." / ".." / ".." / "..")
+
+
+def test_remote_visitors_get_messages_without_server_paths(monkeypatch, isolated_home):
+    import sys
+
+    from tlcore.server.incidents import APP_ROOT, redact_paths, visitors_are_remote
+
+    monkeypatch.delenv("TLCORE_TOKEN", raising=False)
+    monkeypatch.delenv("TLCORE_REQUIRE_TOKEN", raising=False)
+    assert not visitors_are_remote("127.0.0.1")  # the operator on localhost keeps every detail
+    assert visitors_are_remote("0.0.0.0")
+    monkeypatch.setenv("TLCORE_TOKEN", "t")
+    assert visitors_are_remote("127.0.0.1")  # behind a proxy
+    monkeypatch.delenv("TLCORE_TOKEN")
+    monkeypatch.setenv("TLCORE_READ_ONLY", "1")
+    assert visitors_are_remote("127.0.0.1")
+    message = (f"Dataset '{isolated_home}/datasets/uploads/a9ee/pets' failed in {APP_ROOT}/tlcore/data/load.py "
+               f"with {sys.prefix}/lib/python3.11/site-packages/PIL/Image.py")
+    shown = redact_paths(message)
+    assert str(isolated_home) not in shown and str(APP_ROOT) not in shown and sys.prefix not in shown
+    assert "'<data directory>/datasets/uploads/a9ee/pets'" in shown and "<tlcore>/tlcore/data/load.py" in shown

@@ -199,3 +199,25 @@ def test_hostile_anatomy_links_cannot_grow_a_read_only_demo(tmp_path):
               f"{len(HOSTILE_ANATOMY_LINKS)} hostile links")
         assert plain - before < 100, (before, plain)
         assert after - plain < 100, (plain, after)
+
+
+def test_a_page_that_fails_on_a_shared_server_shows_an_incident_id_and_no_server_path(tmp_path, monkeypatch):
+    """A read-only demo's visitor whose page raises sees a short message with an incident id; the traceback, with
+    the server's paths, goes to the server's log under the same id."""
+    from playwright.sync_api import expect
+
+    from tlcore.records.store import Store
+
+    home = tmp_path / "incident-home"
+    monkeypatch.setenv("TLCORE_HOME", str(home))
+    store = Store(home / "tlcore.db")
+    broken = store.create_record("probe", {}, dataset="digits", status="completed")
+    store.update_record(broken, summary={"not": "a probe"})  # written by hand: opening it raises
+    for url in _serve(home, TLCORE_READ_ONLY="1"):
+        with browser_page("journey-incident") as page:
+            page.goto(url + f"/History?run={broken}", wait_until="networkidle")
+            message = page.get_by_text(re.compile(r"Something went wrong on this page \(incident [0-9a-f]{8}\)"))
+            expect(message).to_be_visible(timeout=60_000)
+            text = page.locator("body").inner_text()
+            assert "Traceback" not in text and str(home) not in text and "site-packages" not in text, text[:800]
+            assert str(__import__("pathlib").Path(__file__).resolve().parents[1]) not in text
