@@ -206,3 +206,13 @@ def test_an_image_over_50_megapixels_in_a_folder_is_skipped_by_the_same_rule(ima
                 "image. Downscale it to use it")
     assert huge == [expected]
     assert any("huge.png: refused" in n for n in ds.notes)
+
+
+def test_header_size_reads_any_first_bytes_without_raising(tmp_path):
+    """An empty or truncated file is a file Pillow cannot read, not a crash of the folder scan."""
+    import io
+
+    from tlcore.data.dataset import header_size
+
+    for prefix in (b"", b"B", b"BM", b"\x89PNG", b"GIF8", b"\xff\xd8"):
+        assert header_size(io.BytesIO(prefix)) is None

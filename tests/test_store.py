@@ -225,3 +225,22 @@ def test_history_on_the_command_line_deletes_to_the_trash_and_restores(capsys):
     assert f"no record {record_id} stored outside the trash" in capsys.readouterr().err
     assert main(["history", "restore", record_id]) == 0 and f"restored {record_id}" in capsys.readouterr().out
     assert [r["id"] for r in default_store().records()] == [record_id]
+
+
+def test_two_probes_are_drawn_side_by_side_by_depth(tmp_path):
+    from tlcore.advice.probe import ProbeCurve, ProbePoint, ProbeResult
+    from tlcore.views.side_by_side import probes_figure, side_by_side
+
+    store = Store(tmp_path / "s.db")
+    ids = []
+    for stages, backbone in ((3, "test_efficientnet"), (5, "test_resnet")):
+        points = [ProbePoint(i, f"blocks.{i}", 8, 0.5 + i / 20, 0.4 + i / 20, 1.0) for i in range(stages)]
+        probe = ProbeResult(backbone, "file", 32, "digits", "all", 0, 3, {"train": 30},
+                            {"pretrained": ProbeCurve("pretrained", "w", points, 0.1, 0.1, 30)})
+        record_id = store.create_record("probe", {}, dataset="digits", backbone=backbone, status="completed")
+        store.update_record(record_id, summary=probe.to_dict())
+        ids.append(record_id)
+    view = side_by_side([store.record(i) for i in ids], store)
+    assert view.notes == [] and view.runs.empty and list(view.probes) == ids
+    figure = probes_figure(view.probes)
+    assert [len(t.x) for t in figure.data] == [3, 5] and figure.data[1].x[-1] == 1.0  # depth as a share

@@ -217,7 +217,10 @@ def _header_size(fp: BinaryIO) -> Optional[tuple[int, int]]:
     prefix = fp.read(16)
     for fmt in Image.ID:
         factory, accept = Image.OPEN[fmt]
-        result = not accept or accept(prefix)
+        try:
+            result = not accept or accept(prefix)
+        except (struct.error, IndexError, ValueError):  # a format's check given fewer bytes than it reads
+            continue
         if isinstance(result, str) or not result:  # a string: the format's reason it cannot read this file
             continue
         fp.seek(start)
