@@ -321,14 +321,14 @@ def test_anatomy_sample_upload_refuses_hostile_files(server, name, data, message
     from playwright.sync_api import expect
 
     with browser_page(f"journey-anatomy-upload-{name[:-4]}", height=1800) as page:
-        page.goto(server + "/Anatomy?backbone=test_efficientnet&image_size=32", wait_until="networkidle")
+        page.goto(server + "/Anatomy?backbone=tf_efficientnet_lite0&image_size=32", wait_until="networkidle")
         expect(page.get_by_text("Anatomy: what each strategy trains")).to_be_visible(timeout=30_000)
         page.get_by_text("Upload an image").click()
         payload = data if data is not None else _png(10_000, 10_000)
         page.locator("input[type='file']").first.set_input_files({"name": name, "mimeType": "image/png",
                                                                    "buffer": payload})
         expect(page.get_by_text(message)).to_be_visible(timeout=60_000)
-        expect(page.locator(".js-plotly-plot").first).to_contain_text("test_efficientnet at 32 px")
+        expect(page.locator(".js-plotly-plot").first).to_contain_text("tf_efficientnet_lite0 at 32 px")
 
 
 @pytest.fixture
