@@ -17,7 +17,7 @@ from tlcore.experiments.config import (
     size_label,
 )
 from tlcore.server.jobs import ACTIVE
-from tlcore.views.text import dataset_display, not_run_text
+from tlcore.views.text import adaptive_text, dataset_display, not_run_text
 from ui.navigation import through_app
 from ui.results import progress_bars, show_job, sweep_figures
 from ui.widgets import (backbone_and_weights, data_source, job_queue, job_sidebar, require_weights, session_id,
@@ -80,6 +80,8 @@ else:
                        + (f", less {skipped} not run" if skipped else "")
                        + f" = {planned.cells_total if strategies else 0} cells.")
             not_run = not_run_text(planned.to_dict()) if strategies else ""
+            if strategies and adaptive_text(planned.to_dict()):
+                st.caption(adaptive_text(planned.to_dict()))
             if not_run:
                 st.caption(not_run)
         except TlcoreError as exc:
@@ -118,7 +120,8 @@ def live_panel(job_id: str) -> None:
     st.subheader(f"Sweep {job_id}: {snap['status']}, {done} of {total} cells")
     if snap["status"] == "queued":
         st.info("Queued. One training job runs at a time on this machine.")
-    st.progress(done / max(total, 1), text=f"{done} of {total} cells finished")
+    st.progress(min(1.0, done / max(total, 1)), text=f"{done} of {total} cells finished" if done <= total else
+                f"{done} cells finished: the {total} planned, then {done - total} adaptive repeats")
     progress_bars(snap, [])
     if snap["status"] == "running" and not snap["progress"] and not done:
         st.caption("Loading the data, decoding images and extracting features once for the largest subset...")

@@ -89,17 +89,19 @@ if signals is not None:
     for r in rec.reasons:
         st.markdown(f"- {r.text()}  \n  <small>{SOURCES[r.source]}</small>", unsafe_allow_html=True)
 
+    st.subheader("What to expect")  # full width: five columns, the basis a sentence long
+    st.dataframe(pd.DataFrame([{"strategy": o.strategy, "accuracy from": o.accuracy_low,
+                                "accuracy to": o.accuracy_high, "training s": o.seconds, "basis": o.basis}
+                               for o in rec.outlooks]), hide_index=True, key="rc_outlook", width="stretch",
+                 column_config={"strategy": st.column_config.TextColumn(width="medium"),
+                                "accuracy from": st.column_config.NumberColumn(format="%.2f", width="small"),
+                                "accuracy to": st.column_config.NumberColumn(format="%.2f", width="small"),
+                                "training s": st.column_config.NumberColumn(format="%.0f", width="small"),
+                                "basis": st.column_config.TextColumn(width="large")})
     left, right = st.columns([3, 2])
     left.plotly_chart(charts.strategy_map(region, signals.images_per_class, signals.similarity, signals.dataset),
                       key="rc_map")
     with right:
-        st.subheader("What to expect")
-        st.dataframe(pd.DataFrame([{"strategy": o.strategy, "accuracy from": o.accuracy_low,
-                                    "accuracy to": o.accuracy_high, "training s": o.seconds, "basis": o.basis}
-                                   for o in rec.outlooks]), hide_index=True, key="rc_outlook",
-                     column_config={"strategy": st.column_config.TextColumn(width="medium"),
-                                    "accuracy from": st.column_config.NumberColumn(format="%.2f"),
-                                    "accuracy to": st.column_config.NumberColumn(format="%.2f")})
         if rec.based_on != "measurements":
             st.caption(f"Test accuracy ranges fitted on `python -m tlcore recommend --validate` "
                        f"({CALIBRATION['cases']} cases, {CALIBRATION['sizes'][0]}-{CALIBRATION['sizes'][-1]} images a "

@@ -215,3 +215,25 @@ def test_default_sweep_runs_scratch_only_from_50_a_class_on_its_full_schedule():
         build_sweep_config("default", sizes="5,10", strategies=["scratch"])
     assert build_sweep_config("default", sizes="5,10").skipped() == [("scratch", [5, 10])]  # the others still run
     assert build_sweep_config("quick").strategies_at(50)[2].epochs == 5  # the quick sweep stays short
+
+
+def test_adaptive_repeats_go_to_the_cheap_strategies_where_the_interval_is_wide(image_folder, tiny_weights):
+    """After the fixed repeats, a size whose feature-extraction interval is wider than the target gets more seeds of
+    feature extraction only, up to max_repeats; the summary says how many repeats each (strategy, size) got."""
+    from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, make_strategy, run_sweep
+    from tlcore.experiments.config import SweepConfig
+
+    exp = ExperimentConfig(dataset=DatasetSpec(str(image_folder)),
+                           backbone=BackboneSpec("test_efficientnet", str(tiny_weights)),
+                           strategies=[make_strategy("feature-extraction", head_max_iter=20),
+                                       make_strategy("scratch", epochs=1, batch_size=8, min_steps=0)], image_size=32)
+    config = SweepConfig(exp, sizes=(2, 4), repeats=2, max_repeats=4, target_half_width=0.001)
+    sweep = run_sweep(config)
+    repeats = {(r["strategy"], r["size"]): r["repeats"] for r in sweep.summary().to_dict("records")}
+    assert repeats == {("feature-extraction", "2"): 4, ("feature-extraction", "4"): 4, ("scratch", "2"): 2,
+                       ("scratch", "4"): 2}
+    again = run_sweep(config)  # the same cells, taken from the store: deterministic
+    assert all(c.resumed for c in again.cells) and len(again.cells) == len(sweep.cells) == 12
+    loose = run_sweep(SweepConfig(exp, sizes=(2,), repeats=2, max_repeats=4, target_half_width=0.99))
+    assert len(loose.cells) == 4  # already narrow enough: no more seeds
+    assert SweepConfig.from_dict(config.to_dict()) == config

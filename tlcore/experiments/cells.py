@@ -31,6 +31,7 @@ from tlcore.engine.strategies import StrategySpec
 from tlcore.engine.train import still_rising
 from tlcore.experiments.config import Size, SweepConfig, size_label
 from tlcore.experiments.executors import CellTask, Executor, make_executor
+from tlcore.experiments.learning_curves import mean_interval
 from tlcore.experiments.prepare import Prepared, prepare
 from tlcore.experiments.runner import Runner
 from tlcore.records.lifecycle import RecordLifecycle, overall_status
@@ -229,6 +230,41 @@ class CellsRun:
         run.timings["total"] = round(run.timings.get("total", 0.0) + seconds, 4)
         run.train_seconds = round((run.train_seconds or 0.0) + seconds, 4)
 
+    # -- adaptive repeats ---------------------------------------------------------------------------------------
+    def half_width(self, size: Size) -> float:
+        """The widest 95% half-width at `size` among the adaptive strategies' finished repeats (inf below two)."""
+        widest = 0.0
+        for spec in self.config.strategies_at(size):
+            if spec.kind not in self.config.adaptive_kinds:
+                continue
+            accuracies = [c.run.accuracy for c in self.finished.values() if c.size == size and c.strategy == spec.name
+                          and c.run.status == "completed" and c.run.accuracy is not None]
+            if len(accuracies) < 2:
+                return float("inf")
+            mean, low, high = mean_interval(accuracies)
+            widest = max(widest, (high - low) / 2)
+        return widest
+
+    def repeat_where_wide(self, resume: bool) -> list[Cell]:
+        """One more seed at a time for the cheap strategies at each size whose interval is still wider than the
+        target, up to `max_repeats` seeds: repeats go where they narrow the question and cost least. Returns the
+        cells added."""
+        cfg, added = self.config, []
+        if cfg.max_repeats <= cfg.repeats:
+            return added
+        for size in cfg.sizes:
+            seed = cfg.experiment.seed + cfg.repeats
+            while seed < cfg.experiment.seed + cfg.max_repeats and not self.cancel.cancelled and \
+                    self.half_width(size) > cfg.target_half_width:
+                self.subsets[(seed, size)] = self.prepared.subset(size, seed)
+                new = [replace(cell, label=self.label_cell(cell)) for cell in
+                       (Cell(spec, size, seed, cell_key(self.prepared, spec, size, seed), "")
+                        for spec in cfg.strategies_at(size) if spec.kind in cfg.adaptive_kinds)]
+                self.execute(self.reuse_stored(new) if resume else new)
+                added += new
+                seed += 1
+        return added
+
     # -- finish -------------------------------------------------------------------------------------------------
     def finish(self, cells: list[Cell], started: float, rows_before: tuple[int, int]):
         done = [self.finished[c.key] for c in cells if c.key in self.finished]
@@ -257,6 +293,7 @@ class CellsRun:
             with self.slot(todo):
                 self.share_features(todo)
                 self.execute(todo)
+                cells += self.repeat_where_wide(resume)
         except RunCancelled:
             pass
         except BaseException as exc:

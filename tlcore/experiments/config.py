@@ -115,13 +115,26 @@ class SweepConfig:
     # Strategies (by name) that run only from `long_from` up: below it a schedule that flattens their val curve costs
     # more than the sweep is meant to, and a short one would under-report them, so those cells are not run at all.
     long_only: tuple[str, ...] = ()
+    # Adaptive repeats: after the `repeats`, a size whose interval of a strategy in `adaptive_kinds` (the cheap
+    # ones) is wider than +-`target_half_width` gets another seed for those strategies, up to `max_repeats` seeds
+    # (0: no adaptive repeats). Deterministic: it depends on the accuracies, never on the time.
+    max_repeats: int = 0
+    target_half_width: float = 0.05
+    adaptive_kinds: tuple[str, ...] = ("feature-extraction", "fine-tune")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sizes", parse_sizes(self.sizes))
+        object.__setattr__(self, "adaptive_kinds", tuple(self.adaptive_kinds))
         object.__setattr__(self, "long_strategies", tuple(self.long_strategies))
         object.__setattr__(self, "long_only", tuple(self.long_only))
         if not 1 <= self.repeats <= 50:
             raise ConfigError(f"repeats must be between 1 and 50 (got {self.repeats}).")
+        if self.max_repeats and not self.repeats <= self.max_repeats <= 50:
+            raise ConfigError(f"max_repeats must be 0 (fixed repeats) or between repeats ({self.repeats}) and 50 "
+                              f"(got {self.max_repeats}).")
+        if not 0 < self.target_half_width < 1:
+            raise ConfigError(f"target_half_width is an accuracy half-width in (0, 1), e.g. 0.05 for 5 points (got "
+                              f"{self.target_half_width}).")
         if self.long_strategies and [s.name for s in self.long_strategies] != \
                 [s.name for s in self.experiment.strategies]:
             raise ConfigError("long_strategies must name the same strategies, in the same order, as the experiment.")
@@ -171,6 +184,9 @@ class SweepConfig:
             d |= {"long_from": self.long_from, "long_strategies": [s.options() for s in self.long_strategies]}
         if self.long_only:
             d["long_only"] = list(self.long_only)
+        if self.max_repeats:
+            d |= {"max_repeats": self.max_repeats, "target_half_width": self.target_half_width,
+                  "adaptive_kinds": list(self.adaptive_kinds)}
         return d
 
     @classmethod
@@ -180,7 +196,9 @@ class SweepConfig:
         return cls(experiment=ExperimentConfig.from_dict(d.get("experiment", {})),
                    sizes=tuple(d.get("sizes", DEFAULT_SIZES)), repeats=d.get("repeats", 2),
                    long_from=parse_size(long_from) if long and long_from is not None else None, long_strategies=long,
-                   long_only=tuple(d.get("long_only") or ()) if long else ())
+                   long_only=tuple(d.get("long_only") or ()) if long else (), max_repeats=d.get("max_repeats", 0),
+                   target_half_width=d.get("target_half_width", 0.05),
+                   adaptive_kinds=tuple(d.get("adaptive_kinds") or ("feature-extraction", "fine-tune")))
 
 
 # -------------------------------------------------------------------------------------------------------- presets
@@ -215,6 +233,7 @@ class SweepPreset:
     long_from: Optional[Size] = None  # from this size up, `long_overrides` replace a kind's overrides
     long_overrides: dict = field(default_factory=dict)  # kind -> overrides ({}: the comparison's schedule)
     long_only: tuple[str, ...] = ()  # kinds run only from long_from (with their long schedule)
+    max_repeats: int = 0  # adaptive repeats of the cheap strategies up to this many seeds (SweepConfig)
 
 
 # Sweeps run every strategy at every size and seed, so their schedules are shorter than a single comparison's; every
@@ -233,7 +252,7 @@ SWEEP_PRESETS: dict[str, SweepPreset] = {
                            (5, 10, 25, 50, 100), 2,
                            {"fine-tune": {"epochs": 4, "min_steps": 32},
                             "scratch": {"epochs": 5, "min_steps": 40}},  # what recommend --validate runs everywhere
-                           long_from=50, long_overrides={"scratch": {}}, long_only=("scratch",)),
+                           long_from=50, long_overrides={"scratch": {}}, long_only=("scratch",), max_repeats=8),
     "thorough": SweepPreset("The comparison's full schedules (fine-tune 6 epochs, scratch 20) at 5 to 500 images a "
                             "class and all, 3 repeats: hours on a CPU, minutes on a GPU.",
                             (5, 10, 25, 50, 100, 250, 500, ALL), 3, {}),
@@ -303,7 +322,8 @@ def build_sweep_config(preset: str = "default", *, sizes: Union[str, Sequence, N
     return SweepConfig(experiment=exp, sizes=parse_sizes(sizes) if sizes is not None else base.sizes,
                        repeats=repeats or base.repeats, long_from=base.long_from if long else None,
                        long_strategies=long,
-                       long_only=tuple(s.name for s in long if s.kind in base.long_only))
+                       long_only=tuple(s.name for s in long if s.kind in base.long_only),
+                       max_repeats=max(base.max_repeats, repeats or 0) if base.max_repeats else 0)
 
 
 def preset_strategy(preset: str, kind: str, sweep: bool = False) -> StrategySpec:

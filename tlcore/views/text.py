@@ -176,6 +176,18 @@ def not_run_text(config: dict) -> str:
             "measures it.")
 
 
+def adaptive_text(config: dict) -> str:
+    """What a sweep's adaptive repeats will do (its config as a dict), or '' when it has none."""
+    most, repeats = config.get("max_repeats", 0), config.get("repeats", 1)
+    present = {s.get("kind") for s in config.get("experiment", {}).get("strategies", [])}
+    kinds = [k for k in config.get("adaptive_kinds", ()) if k in present]
+    if not most or most <= repeats or not kinds:
+        return ""
+    return (f"Then {' and '.join(kinds)}, the cheap cells, get more seeds (up to {most}) at the sizes where their 95% "
+            f"interval is wider than +-{config.get('target_half_width', 0.05) * 100:g} points: at most "
+            f"{(most - repeats) * len(config.get('sizes', ())) * len(kinds)} more cells.")
+
+
 def sweep_report(result: SweepResult) -> str:
     summary = result.summary()
     if summary.empty:
