@@ -6,7 +6,9 @@ import streamlit as st
 from tlcore.core.environment import read_only
 from tlcore.core.errors import TlcoreError
 from tlcore.engine.strategies import KINDS
-from tlcore.experiments.config import DEFAULT_PRESET, PRESETS, build_config, preset_strategy, size_label
+from tlcore.experiments.config import (DEFAULT_PRESET, PRESETS, ExperimentConfig, build_config, preset_strategy,
+                                       size_label)
+from tlcore.experiments.estimate import estimate_comparison
 from tlcore.server.jobs import ACTIVE
 from tlcore.views import charts
 from tlcore.views.text import dataset_display
@@ -26,6 +28,12 @@ from ui.widgets import (
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
 st.set_page_config(page_title="Compare · tlcore", page_icon="⚖️", layout="wide")
+
+
+@st.cache_data(show_spinner="Estimating the time on this machine...", max_entries=64, ttl=60)
+def estimated(config: dict) -> str:
+    """The estimate for these choices; kept a minute, so a busy machine is noticed when it calms down."""
+    return estimate_comparison(ExperimentConfig.from_dict(config)).text()
 
 
 st.title("Compare strategies")
@@ -81,21 +89,30 @@ else:
                                          key=f"sc_augment_{preset}", help="on by default: with 1,000 images it kept "
                                          "scratch's accuracy in fewer seconds (README)")
 
+        def chosen_config(dataset: str):
+            return build_config(
+                preset, dataset=dataset, backbone=backbone, weights=require_weights(weights), strategies=strategies,
+                per_class=int(per_class), image_size=int(image_size) or None, seed=int(seed),
+                strategy_options={"fine-tune": {"augment": augment, "lp_ft": lp_ft, "backbone_lr_ratio": lr_ratio,
+                                                "stages": ft_stages if ft_stages == "all" else int(ft_stages),
+                                                "bn_policy": bn_policy, "epochs": int(ft_epochs)},
+                                  "scratch": {"augment": sc_augment, "epochs": int(sc_epochs)}})
+
+        if strategies and data.kind == "Built-in":  # its size is known without reading a file: estimate right away
+            try:
+                st.caption(estimated(chosen_config(data.resolve()).to_dict()))
+            except TlcoreError as exc:
+                show_error(exc)
         if st.button("Run", type="primary", key="run", disabled=not strategies):
             try:
                 dataset = data.resolve()
-                weights = require_weights(weights)
-                config = build_config(
-                    preset, dataset=dataset, backbone=backbone, weights=weights, strategies=strategies,
-                    per_class=int(per_class), image_size=int(image_size) or None, seed=int(seed),
-                    strategy_options={"fine-tune": {"augment": augment, "lp_ft": lp_ft, "backbone_lr_ratio": lr_ratio,
-                                                    "stages": ft_stages if ft_stages == "all" else int(ft_stages),
-                                                    "bn_policy": bn_policy, "epochs": int(ft_epochs)},
-                                      "scratch": {"augment": sc_augment, "epochs": int(sc_epochs)}})
+                config = chosen_config(dataset)
+                estimate = estimated(config.to_dict())
                 size = size_label(config.dataset.per_class)
                 job_id = job_queue().submit(config, label=f"{dataset_display(dataset)} · {backbone} · {size}/class",
                                             session=session_id())
                 st.session_state["job"] = job_id
+                st.session_state.setdefault("estimates", {})[job_id] = estimate
                 st.query_params["job"] = job_id
             except TlcoreError as exc:
                 show_error(exc)
@@ -113,6 +130,8 @@ def live_panel(job_id: str) -> None:
     if snap is None or snap["status"] not in ACTIVE:
         st.rerun()  # finished: render the results with the whole page
     st.subheader(f"Job {job_id}: {snap['status']}")
+    if st.session_state.get("estimates", {}).get(job_id):
+        st.caption(st.session_state["estimates"][job_id])
     if snap["status"] == "queued":
         position = next((j["position"] for j in job_queue().active() if j["id"] == job_id), 0)
         st.info(f"Queued (position {position}). One training job runs at a time on this machine.")

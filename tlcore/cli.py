@@ -35,6 +35,7 @@ from tlcore.engine.backbone import DEFAULT_BACKBONE, BackboneSpec, data_config
 from tlcore.engine.strategies import KINDS
 from tlcore.engine.weights import PACKAGED_WEIGHTS, weights_availability
 from tlcore.experiments.compare import compare
+from tlcore.experiments.estimate import estimate_comparison, estimate_sweep
 from tlcore.experiments.config import (
     PRESETS,
     SWEEP_PRESETS,
@@ -383,8 +384,17 @@ def _executor(args: argparse.Namespace, device: str):
     return make_executor("ray", cpus_per_task=args.ray_cpus_per_task, gpus_per_task=1.0 if device == "cuda" else 0.0)
 
 
+def _say_estimate(estimate) -> None:
+    """The time it will take on this machine, before it starts (stderr: the table stays clean on stdout)."""
+    try:
+        print(estimate().text(), file=sys.stderr, flush=True)
+    except TlcoreError:
+        pass  # the run itself says what is wrong with its input
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    _say_estimate(lambda: estimate_comparison(config))
     with _Interrupt() as cancel:
         result = compare(config, callbacks=_progress(args), cancel=cancel, executor=_executor(args, config.device))
     print(comparison_table(result))
@@ -398,6 +408,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     config = sweep_config_from_args(args)
+    _say_estimate(lambda: estimate_sweep(config))
     with _Interrupt() as cancel:
         result = run_sweep(config, callbacks=_progress(args), cancel=cancel, resume=not args.fresh,
                            executor=_executor(args, config.experiment.device))

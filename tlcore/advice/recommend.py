@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 import numpy as np
@@ -25,9 +25,11 @@ from tlcore.data.dataset import DatasetSpec
 from tlcore.data.load import parse_dataset
 from tlcore.engine import backbone as bb
 from tlcore.engine.features import ExtractOptions, FeatureCache, default_cache, split_features
+from tlcore.engine.rates import training_rates
 from tlcore.engine.strategies import make_strategy
 from tlcore.engine.train import fit_linear_head
 from tlcore.experiments.config import ExperimentConfig, parse_size
+from tlcore.experiments.estimate import batches_per_epoch
 from tlcore.experiments.prepare import prepare
 from tlcore.records.store import default_store
 from tlcore.advice.transferability import head_entropy, knn_accuracy, leep, logme, pixel_accuracy
@@ -203,34 +205,6 @@ def _sample_per_class(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     keep = [rng.permutation(np.flatnonzero(labels == c))[:max(2, int(round(share * (labels == c).sum())))]
             for c in np.unique(labels)]
     return np.sort(np.concatenate(keep))
-
-
-def training_rates(backbone: bb.BackboneSpec, classes: int, image_size: int, device: torch.device,
-                   batch: int = 16) -> dict[str, float]:
-    """Seconds per training image for scratch (every layer) and fine-tune (top 2 stages, an upper bound: the engine
-    also skips the frozen bottom), timed with a few real optimizer steps on random inputs on this machine."""
-    model, _ = bb.for_run(replace(backbone, weights="none"), classes, pretrained=False)
-    model.to(device).to(memory_format=torch.channels_last).train()
-    x = torch.randn(batch, 3, image_size, image_size, device=device).to(memory_format=torch.channels_last)
-    y = torch.randint(0, classes, (batch,), device=device)
-
-    def per_image() -> float:
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            times.append(time.perf_counter() - start)
-        return min(times[1:]) / batch
-
-    rates = {"scratch": per_image()}
-    groups = bb.stage_groups(model)
-    bb.freeze_groups(model, groups[:-2])
-    rates["fine-tune"] = per_image()
-    return {k: round(v, 5) for k, v in rates.items()}
 
 
 def describe(images_per_class: float, classes: int, similarity: float) -> Signals:
@@ -500,8 +474,7 @@ def _seconds(s: Signals, kind: str) -> Optional[float]:
     if not rate:
         return None
     spec = make_strategy(kind)
-    steps_per_epoch = max(s.train_images // spec.batch_size, -(-spec.min_steps // spec.epochs), 1)
-    passes = spec.epochs * steps_per_epoch * spec.batch_size
+    passes = spec.epochs * batches_per_epoch(spec, s.train_images) * spec.batch_size
     return round(passes * rate * 1.15, 1)  # +15% for validation passes
 
 

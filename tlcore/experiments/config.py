@@ -210,13 +210,13 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "quick": Preset("About 20 seconds on 2 CPU cores: 50 images a class, top stage fine-tuned for 3 epochs, scratch for "
+    "quick": Preset("A first look: 50 images a class, top stage fine-tuned for 3 epochs, scratch for "
                     "4 epochs (scratch is under-trained here: use it to try the tool, not to decide).", 50,
                     {"fine-tune": {"epochs": 3, "stages": 1, "min_steps": 0},
                      "scratch": {"epochs": 4, "min_steps": 0}}),
     "default": Preset("The benchmarked default: 100 images a class, two top stages fine-tuned (LP-FT) for 6 epochs, "
-                      "scratch for 20 epochs (batches of 64, light augmentation), both with early stopping; about "
-                      "1.5 minutes on 2 CPU cores.", 100, {}),
+                      "scratch for 20 epochs (batches of 64, light augmentation), both with early stopping.", 100,
+                      {}),
     "thorough": Preset("Longer schedules so fine-tune and scratch surely converge: 12 and 40 epochs with early "
                        "stopping; all training images.", ALL,
                        {"fine-tune": {"epochs": 12, "patience": 4}, "scratch": {"epochs": 40, "patience": 6}}),
@@ -240,12 +240,12 @@ class SweepPreset:
 # cell records whether its validation accuracy was still rising at the end (`still_improving`), and the summary shows
 # the share of such cells, so a short schedule is visible in the results, not hidden.
 SWEEP_PRESETS: dict[str, SweepPreset] = {
-    "quick": SweepPreset("About a minute on 2 CPU cores: 5 to 50 images a class, one repeat, short schedules "
+    "quick": SweepPreset("A first look: 5 to 50 images a class, one repeat, short schedules "
                          "(fine-tune 3 epochs of the top stage, scratch 5 epochs): a first look.",
                          (5, 10, 25, 50), 1,
                          {"fine-tune": {"epochs": 3, "stages": 1, "min_steps": 0},
                           "scratch": {"epochs": 5, "min_steps": 30}}),
-    "default": SweepPreset("About 4.5 minutes on 2 CPU cores: 5 to 100 images a class, 2 repeats; fine-tune 4 epochs "
+    "default": SweepPreset("The benchmarked default: 5 to 100 images a class, 2 repeats; fine-tune 4 epochs "
                            "of two stages; scratch from 50 a class only, on the comparison's schedule (20 epochs, "
                            "until its val curve is flat). Below 50 a class that schedule would about double the "
                            "sweep's time, and a short one under-reports scratch, so those cells are not run.",
