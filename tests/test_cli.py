@@ -102,27 +102,134 @@ def _png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
 
 
+def _huge_png(path, side: int = 8000) -> None:
+    """A real PNG over 50 megapixels, a few kB on disk (1-bit zeros)."""
+    from PIL import Image
+
+    Image.new("1", (side, side)).save(path)
+
+
 @pytest.mark.slow
 def test_skipped_files_are_summarised_and_listed_in_full(image_folder, tiny_weights, tmp_path, capsys):
     bad = image_folder / "class_0"
     (bad / "empty.png").write_bytes(b"")
+    (bad / "empty2.png").write_bytes(b"")
     (bad / "truncated.jpg").write_bytes(next(image_folder.glob("class_1/*.png")).read_bytes()[:200])
     (bad / "notes.txt").write_text("not an image")
-    (bad / "huge.png").write_bytes(_png_header(20000, 20000))
+    _huge_png(bad / "huge.png")
+    (image_folder / "README.txt").write_text("about these images")
     out = tmp_path / "out"
     code = main(["compare", "--dataset", str(image_folder), "--backbone", "test_efficientnet", "--weights",
                  str(tiny_weights), "--per-class", "all", "--image-size", "32", "--strategies", "feature-extraction",
                  "--preset", "quick", "--out", str(out), "--no-progress"])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert "4 file(s) skipped (first 3:" in printed and "the full list is in the result's JSON" in printed
+    summary = ("6 file(s) skipped: 2 not readable by Pillow (e.g. class_0/empty.png), 1 not an image file "
+               "(class_0/notes.txt), 1 outside any class folder (README.txt), 1 over 50 megapixels "
+               "(class_0/huge.png), 1 truncated (class_0/truncated.jpg); the full list is in the result's JSON")
+    assert summary in printed
     skipped = json.loads((out / "comparison.json").read_text())["dataset"]["skipped"]
-    assert sorted(s["path"] for s in skipped) == sorted(f"class_0/{n}" for n in ("empty.png", "truncated.jpg",
-                                                                                 "notes.txt", "huge.png"))
+    assert sorted(s["path"] for s in skipped) == sorted(["README.txt"] + [f"class_0/{n}" for n in (
+        "empty.png", "empty2.png", "truncated.jpg", "notes.txt", "huge.png")])
     assert all(s["reason"] for s in skipped) and str(tmp_path) not in json.dumps(skipped)  # no server paths
     assert main(["recommend", "--dataset", str(image_folder), "--backbone", "test_efficientnet", "--weights",
                  str(tiny_weights), "--image-size", "32", "--no-evidence"]) == 0
-    assert "4 file(s) skipped (first 3:" in capsys.readouterr().out  # measuring says so too
+    assert summary in capsys.readouterr().out  # measuring says so too
+
+
+def test_skipped_files_are_summarised_by_kind_with_a_count_and_one_example():
+    from tlcore.views.text import skipped_text
+
+    reasons = {"cat/empty.jpg": "not an image Pillow can read", "cat/a.jpg": "not an image Pillow can read",
+               "cat/truncated.jpg": "corrupt or truncated (image file is truncated (3 bytes not processed))",
+               "cat/b.jpg": "corrupt or truncated (image file is truncated)",
+               "dog/c.jpg": "corrupt or truncated image (image file is truncated (9 bytes not processed))",
+               "dog/d.png": "'d.png' could not be decoded (image file is truncated); replace the file.",
+               "cat/huge.png": "refused: 8000 x 8000 = 64 megapixels; the limit is 50 megapixels an image. "
+                               "Downscale it to use it",
+               "dog/huge.gif": "'huge.gif' is 144 megapixels; the limit is 50 megapixels an image. Downscale it first.",
+               "dog/broken.png": "corrupt or truncated (broken data stream when reading image file)",
+               "README.txt": "file at the top level, outside any class folder; skipped"}
+    text = skipped_text({"skipped": [{"path": p, "reason": r} for p, r in reasons.items()]})
+    assert text == ("10 file(s) skipped: 4 truncated (e.g. cat/truncated.jpg), 2 not readable by Pillow (e.g. "
+                    "cat/empty.jpg), 2 over 50 megapixels (e.g. cat/huge.png), 1 corrupt (dog/broken.png), 1 outside "
+                    "any class folder (README.txt); the full list is in the result's JSON")
+    assert skipped_text({"skipped": []}) == ""
+
+
+@pytest.fixture
+def head_run(image_folder, tiny_weights) -> str:
+    from tlcore import build_config, compare
+
+    config = build_config("quick", dataset=str(image_folder), backbone="test_efficientnet", weights=str(tiny_weights),
+                          per_class="all", image_size=32, strategies=["feature-extraction"],
+                          strategy_options={"feature-extraction": {"head_max_iter": 40}})
+    return compare(config).runs[0].run_id
+
+
+def _frames_gif(side: int) -> bytes:
+    """A small GIF whose first frame claims side x side: Pillow's decompression-bomb check runs on its header."""
+    import struct
+
+    head = b"GIF89a" + struct.pack("<HHBBB", 100, 100, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    return head + b"," + struct.pack("<HHHHB", 0, 0, side, side, 0) + b"\x02\x02\x4c\x01\x00;"
+
+
+def test_predict_on_a_folder_without_a_usable_image_exits_2_naming_the_reasons(head_run, image_folder, tmp_path,
+                                                                                 capsys):
+    import warnings
+
+    bad = tmp_path / "bad"
+    (bad / "cat").mkdir(parents=True)
+    (bad / "cat" / "empty.jpg").write_bytes(b"")
+    (bad / "cat" / "truncated.png").write_bytes(next(image_folder.glob("class_1/*.png")).read_bytes()[:200])
+    (bad / "cat" / "frames.gif").write_bytes(_frames_gif(12_000))  # Pillow warns about its size
+    _huge_png(bad / "huge.png")
+    (bad / "README.txt").write_text("notes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning must not escape
+        code = main(["predict", "--run", head_run, str(bad)])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Empty DataFrame" not in out
+    assert err == (f"error: No image in '{bad}' could be used: 2 over 50 megapixels (e.g. cat/frames.gif), 1 not "
+                   "an image file (README.txt), 1 not readable by Pillow (cat/empty.jpg), 1 truncated "
+                   "(cat/truncated.png). Give JPEG, PNG, BMP, GIF, TIFF or WebP images of at most 50 megapixels "
+                   "each.\n")
+    assert main(["predict", "--run", head_run, str(tmp_path / "bad" / "README.txt")]) == 2
+    assert "No image files in" in capsys.readouterr().err
+
+
+def test_predict_names_files_inside_the_folder_and_summarises_the_skipped_ones(head_run, image_folder, tmp_path,
+                                                                               capsys):
+    (image_folder / "class_0" / "empty.png").write_bytes(b"")
+    (image_folder / "notes.txt").write_text("notes")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", "--run", head_run, str(image_folder), "--top-k", "2", "--out", str(out)]) == 0
+    printed, err = capsys.readouterr()
+    rows = out.read_text().splitlines()
+    assert rows[0] == "image,class_1,probability_1,class_2,probability_2" and len(rows) == 37
+    assert rows[1].startswith("class_0/img_000.png,") and str(tmp_path) not in out.read_text()
+    assert err.splitlines()[0] == ("2 file(s) skipped: 1 not an image file (notes.txt), 1 not readable by Pillow "
+                                   "(class_0/empty.png)")
+    assert "  class_0/empty.png: 'empty.png' is not an image Pillow can read" in err
+    assert main(["predict", "--run", head_run, str(image_folder), "--top-k", "0"]) == 2
+    assert "--top-k 0: give 1 or more classes" in capsys.readouterr().err
+
+
+def test_predict_and_export_options_all_say_what_they_do(capsys):
+    import argparse
+
+    from tlcore.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in ("predict", "export"):
+        undocumented = [a.dest for a in commands[name]._actions if not a.help]
+        assert not undocumented, (name, undocumented)
+    helps = {a.dest: a.help for a in commands["export"]._actions}
+    assert "pip install -r requirements-export.txt" in helps["format"] and "MODEL_CARD.md" in helps["out"]
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    assert "--top-k TOP_K" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -216,3 +216,24 @@ def test_header_size_reads_any_first_bytes_without_raising(tmp_path):
 
     for prefix in (b"", b"B", b"BM", b"\x89PNG", b"GIF8", b"\xff\xd8"):
         assert header_size(io.BytesIO(prefix)) is None
+
+
+def test_a_gif_whose_frame_claims_a_huge_size_is_read_without_pillows_warning():
+    """Pillow's own bomb check (a warning above 89 MP) must not reach the user: the 50-megapixel rule says it."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    from tlcore.data.dataset import header_size, over_pixel_limit
+
+    buffer = io.BytesIO()
+    Image.new("P", (1, 1)).save(buffer, "GIF")
+    data = bytearray(buffer.getvalue())
+    frame = data.index(b",")
+    for at in (6, frame + 5):  # the logical screen and the frame: 12000 x 12000
+        data[at:at + 4] = (12000).to_bytes(2, "little") * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        size = header_size(io.BytesIO(bytes(data)))
+    assert size == (12000, 12000) and "144 megapixels; the limit is 50 megapixels" in over_pixel_limit(size)

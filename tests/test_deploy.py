@@ -180,3 +180,212 @@ def test_export_to_onnx_without_its_packages_says_what_to_install(comparison, tm
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
     with pytest.raises(ConfigError, match="requirements-export.txt"):
         export_model(comparison.runs[0].run_id, "onnx", tmp_path / "x")
+
+
+# ------------------------------------------------------------------------------------- predicting many images at once
+@pytest.fixture
+def head_only(image_folder, tiny_weights):
+    """A stored comparison of feature extraction alone: a saved model in seconds."""
+    config = build_config("quick", dataset=str(image_folder), backbone="test_efficientnet", weights=str(tiny_weights),
+                          per_class="all", image_size=32, strategies=["feature-extraction"],
+                          strategy_options={"feature-extraction": {"head_max_iter": 40}})
+    return compare(config)
+
+
+def test_predict_decodes_batch_by_batch_reports_progress_and_gives_the_same_logits(head_only, image_folder):
+    from tlcore.deploy.predict import predict_images
+
+    model, preprocessing = load_model(head_only.runs[0].run_id)
+    files = sorted(image_folder.rglob("*.png"))  # 36 images: 9 batches of 4
+    reference = [preprocessing.pixels(preprocessing.open(f)) for f in files]
+    with torch.inference_mode():  # the former way: every image decoded first, then the batches
+        expected = torch.cat([model(preprocessing.normalize(torch.stack(reference[i:i + 4]))).float()
+                              for i in range(0, len(reference), 4)])
+    decoded, decoded_at_forward, reports = [0], [], []
+    pixels = preprocessing.pixels
+
+    def counting_pixels(image):
+        decoded[0] += 1
+        return pixels(image)
+
+    preprocessing.pixels = counting_pixels
+    model.register_forward_pre_hook(lambda module, args: decoded_at_forward.append(decoded[0]))
+    result = predict_images(model, preprocessing, files, model.tlcore_config.classes, batch_size=4,
+                            progress=lambda done, total, seconds: reports.append((done, total, seconds)))
+    assert torch.equal(result.logits, expected) and result.paths == [str(f) for f in files]
+    # each batch reaches the model as soon as it is decoded: never more than one batch of images waits
+    assert decoded_at_forward[:9] == [4, 8, 12, 16, 20, 24, 28, 32, 36]
+    assert [done for done, _, _ in reports] == [4, 8, 12, 16, 20, 24, 28, 32, 36]
+    assert {total for _, total, _ in reports} == {36}
+    seconds = [s for _, _, s in reports]
+    assert seconds == sorted(seconds) and seconds[0] > 0
+
+
+def test_progress_reaches_the_total_when_the_last_files_are_skipped(head_only, image_folder, tmp_path):
+    from tlcore.deploy.predict import predict_images
+
+    model, preprocessing = load_model(head_only.runs[0].run_id)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    reports = []
+    files = sorted(image_folder.rglob("*.png"))[:5] + [broken]
+    result = predict_images(model, preprocessing, files, model.tlcore_config.classes, batch_size=4,
+                            progress=lambda done, total, seconds: reports.append((done, total)))
+    assert len(result.paths) == 5 and result.skipped[0][0] == str(broken)
+    assert reports == [(4, 6), (6, 6)]
+
+
+def _zip(files: dict) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_a_zip_and_the_folder_it_holds_give_the_same_rows_named_inside_them(head_only, image_folder, tmp_path):
+    """The dashboard's zip and `tlcore predict` on the folder: the same CSV, files named by their path inside the
+    folder (the zip's single top folder left out), the same files left out; no server path in either."""
+    from tlcore.deploy.images import zip_images
+    from tlcore.deploy.predict import predict_named
+
+    (image_folder / "class_0" / "notes.txt").write_text("not an image")
+    (image_folder / "class_1" / "a-b.png").write_bytes((image_folder / "class_1" / "img_000.png").read_bytes())
+    (image_folder / ".hidden.png").write_bytes(b"ignored")
+    data = _zip({f"photos/{p.relative_to(image_folder).as_posix()}": p.read_bytes()
+                 for p in image_folder.rglob("*") if p.is_file()})
+    model, preprocessing = load_model(head_only.runs[0].run_id)
+    images, skipped = zip_images(data, "photos.zip", max_images=200)
+    from_zip = predict_named(model, preprocessing, images, skipped, "'photos.zip'")
+    from_folder = predict(head_only.runs[0].run_id, [image_folder])
+    assert from_zip.frame(3).to_csv(index=False) == from_folder.frame(3).to_csv(index=False)
+    assert from_zip.paths[:2] == ["class_0/img_000.png", "class_0/img_001.png"] and len(from_zip.paths) == 37
+    assert from_zip.skipped == from_folder.skipped == [("class_0/notes.txt", "not an image file (by extension)")]
+    assert str(tmp_path) not in from_folder.frame(3).to_csv(index=False)
+
+
+@pytest.mark.parametrize("entries, message", [
+    ({"../evil/a.png": b"x"}, "'bad.zip' contains the entry '../evil/a.png', which points outside the archive"),
+    ({"/etc/a.png": b"x"}, "'bad.zip' contains the entry '/etc/a.png', which points outside the archive"),
+    ({"a.png": b"x", "b.png": b"x", "c.png": b"x"}, "'bad.zip' holds 3 images; at most 2 are predicted at once"),
+    ({"bomb.png": bytes(2**20)}, "'bad.zip' contains 'bomb.png', which looks like a zip bomb"),
+    ({"notes.txt": b"x"}, "'bad.zip' holds no image files (1 other files). Zip JPEG, PNG"),
+    (None, "'bad.zip' is not a readable .zip archive"),
+], ids=["dot-dot", "absolute", "too-many", "bomb", "no-images", "not-a-zip"])
+def test_a_hostile_or_unusable_zip_is_refused_naming_the_archive_and_the_entry(entries, message):
+    from tlcore.deploy.images import zip_images
+
+    data = _zip(entries) if entries is not None else b"this is not a zip" * 10
+    with pytest.raises(DataError) as exc:
+        zip_images(data, "bad.zip", max_images=2)
+    assert str(exc.value).startswith(message)
+
+
+def test_a_symbolic_link_in_a_zip_refuses_it():
+    import io
+    import stat
+    import zipfile
+
+    from tlcore.deploy.images import zip_images
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        link = zipfile.ZipInfo("photos/a.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "/etc/passwd")
+    with pytest.raises(DataError, match="contains a symbolic link 'photos/a.png'; links are refused"):
+        zip_images(buffer.getvalue(), "links.zip", max_images=10)
+
+
+def _gif(screen: tuple[int, int], frame: tuple[int, int]) -> bytes:
+    """A GIF whose screen is small and whose first frame claims `frame`: Pillow runs its decompression-bomb check
+    while reading the header (a warning from 89 megapixels, an error from 179)."""
+    import struct
+
+    head = b"GIF89a" + struct.pack("<HHBBB", *screen, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    return head + b"," + struct.pack("<HHHHB", 0, 0, *frame, 0) + b"\x02\x02\x4c\x01\x00;"
+
+
+@pytest.mark.parametrize("side", [12_000, 30_000], ids=["pillow-warns", "pillow-refuses"])
+def test_pillows_decompression_bomb_check_becomes_the_pixel_rule(side):
+    import io
+    import warnings
+
+    import timm
+
+    from tlcore.deploy.load import Preprocessing
+    from tlcore.engine.backbone import data_config
+
+    upload = io.BytesIO(_gif((100, 100), (side, side)))
+    upload.name = "frames.gif"
+    preprocessing = Preprocessing(data_config(timm.create_model("test_efficientnet"), 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning escaping would fail here
+        with pytest.raises(DataError) as exc:
+            preprocessing.open(upload)
+    assert str(exc.value) == (f"'frames.gif' is {side * side // 1_000_000} megapixels; the limit is 50 megapixels an "
+                              "image. Downscale it first.")
+
+
+@pytest.mark.slow
+def test_the_export_download_holds_what_tlcore_export_writes(head_only):
+    import io
+    import zipfile
+
+    onnx = pytest.importorskip("onnx")
+    from tlcore.deploy.export import export_archive
+
+    with zipfile.ZipFile(io.BytesIO(export_archive(head_only.runs[0].run_id, "onnx"))) as zf:
+        assert sorted(zf.namelist()) == ["MODEL_CARD.md", "export.json", "model.json", "model.onnx"]
+        onnx.checker.check_model(onnx.load_from_string(zf.read("model.onnx")))
+        assert json.loads(zf.read("model.json"))["run_id"] == head_only.runs[0].run_id
+
+
+@pytest.mark.slow
+def test_the_page_says_which_install_line_adds_onnx_export_when_its_packages_are_missing(head_only, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("onnx", "onnxscript") else real(name, *a))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "4_History.py"), default_timeout=120)
+    at.query_params["run"] = head_only.record_id
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    labels = [b.label for b in at.get("download_button")]
+    assert "TorchScript (.zip)" in labels and "safetensors (.zip)" in labels and "ONNX (.zip)" not in labels
+    said = " ".join(i.value for i in at.info)
+    assert "ONNX export needs onnx and onnxscript" in said and "pip install -r requirements-export.txt" in said
+
+
+@pytest.mark.slow
+def test_a_writable_server_predicts_a_folder_under_its_data_roots_and_refuses_one_outside(head_only, image_folder,
+                                                                                          monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("TLCORE_SERVING", "1")  # as app.py marks the dashboard's process: paths come from visitors
+    key = f"shared_{head_only.record_id}"
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "4_History.py"), default_timeout=120)
+    at.query_params["run"] = head_only.record_id
+    at.run()
+    at.radio(key=f"try_src_{key}").set_value("Many images: a .zip or a folder").run()
+    at.radio(key=f"bulk_source_{key}").set_value("Folder on this server").run()
+    assert any("Up to 20,000 images, sub-folders included" in c.value for c in at.caption)
+    at.text_input(key=f"bulk_folder_{key}").set_value("/etc").run()
+    at.button(key=f"bulk_go_{key}").click().run()
+    assert "The folder '/etc' is outside the folders this server may read" in at.error[0].value
+    at.text_input(key=f"bulk_folder_{key}").set_value(str(image_folder)).run()
+    at.button(key=f"bulk_go_{key}").click().run()
+    assert not at.exception and not at.error
+    assert any(s.value.startswith(f"36 images of '{image_folder}' predicted by feature-extraction") for s in at.success)
+    table = at.dataframe[-1].value
+    assert len(table) == 36 and table["image"].iloc[0] == "class_0/img_000.png"
+    assert "Download the predictions (CSV)" in [b.label for b in at.get("download_button")]

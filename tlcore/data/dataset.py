@@ -225,8 +225,12 @@ def _header_size(fp: BinaryIO) -> Optional[tuple[int, int]]:
             continue
         fp.seek(start)
         try:
-            with factory(fp, "") as img:
-                return img.size
+            with warnings.catch_warnings():  # a plugin that checks the size itself (GIF frames) must stay silent
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with factory(fp, "") as img:
+                    return img.size
+        except Image.DecompressionBombError:  # over twice Pillow's limit, so far over MAX_PIXELS too
+            return (Image.MAX_IMAGE_PIXELS or MAX_PIXELS) * 2 + 1, 1
         except (SyntaxError, IndexError, TypeError, struct.error, OSError, ValueError, EOFError):
             continue
     return None

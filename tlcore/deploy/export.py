@@ -5,8 +5,11 @@ its config (model.json: classes, preprocessing) and a model card."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import shutil
+import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -20,6 +23,8 @@ from tlcore.records.store import Store, default_store
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 ONNX_PACKAGES = ("onnx", "onnxscript")
+# ONNX keeps the weights inside model.onnx up to protobuf's 2 GiB; larger models put them in model.onnx.data beside it
+ONNX_ONE_FILE_BYTES = 2**31 - 2**27
 
 
 def _example(model: torch.nn.Module) -> torch.Tensor:
@@ -27,13 +32,23 @@ def _example(model: torch.nn.Module) -> torch.Tensor:
     return torch.zeros(2, 3, size, size).contiguous(memory_format=torch.channels_last)
 
 
+def missing_packages(fmt: str) -> list[str]:
+    """The optional packages a format needs that are not installed here (only ONNX needs any)."""
+    return [p for p in ONNX_PACKAGES if importlib.util.find_spec(p) is None] if fmt == "onnx" else []
+
+
 def _onnx(model: torch.nn.Module, path: Path) -> None:
-    missing = [p for p in ONNX_PACKAGES if importlib.util.find_spec(p) is None]
+    missing = missing_packages("onnx")
     if missing:
         raise ConfigError(f"ONNX export needs {', '.join(missing)}: pip install -r requirements-export.txt (onnx, "
                           "onnxscript and onnxruntime to check it), or export --format torchscript or safetensors.")
     torch.onnx.export(model, (_example(model),), str(path), input_names=["image"], output_names=["logits"],
-                      dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True)
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True,
+                      external_data=_weight_bytes(model) > ONNX_ONE_FILE_BYTES)
+
+
+def _weight_bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
 def export_model(run_id: str, fmt: str, out: str | Path, store: Store | None = None) -> list[Path]:
@@ -56,7 +71,7 @@ def export_model(run_id: str, fmt: str, out: str | Path, store: Store | None = N
         path = out / "model.onnx"
         _onnx(model, path)
     shutil.copy(find_model(run_id) / CONFIG, out / CONFIG)
-    files = [path, out / CONFIG]
+    files = [path] + [p for p in [path.with_name(path.name + ".data")] if p.exists()] + [out / CONFIG]
     if run is not None:
         (out / "MODEL_CARD.md").write_text(model_card(model.tlcore_config, run, dataset))
         files.append(out / "MODEL_CARD.md")
@@ -64,3 +79,15 @@ def export_model(run_id: str, fmt: str, out: str | Path, store: Store | None = N
                                                  "float, normalised with model.json's preprocessing mean/std",
                                                  "output": "logits: N x classes, in model.json's class order"}))
     return files + [out / "export.json"]
+
+
+def export_archive(run_id: str, fmt: str, store: Store | None = None) -> bytes:
+    """The files `export_model` writes, as a .zip (the dashboard's download): written into a temporary folder that
+    is removed afterwards."""
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="tlcore-export-") as folder:
+        files = export_model(run_id, fmt, folder, store)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in files:
+                zf.write(path, path.name)
+    return buffer.getvalue()

@@ -5,6 +5,8 @@ prediction on the run's own test images reproduces its stored predictions."""
 from __future__ import annotations
 
 import copy
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -57,9 +59,13 @@ class Preprocessing:
         path = Path(path) if isinstance(path, str) else path
         name = getattr(path, "name", "the image")
         try:
-            size = header_size(path)
+            with warnings.catch_warnings():  # a few formats (GIF frames, ICO, ...) run Pillow's check on the header
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                size = header_size(path)
         except OSError:
             size = None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(self._bomb_message(name, exc)) from None
         if size is None:
             raise DataError(f"'{name}' is not an image Pillow can read; give JPEG, PNG, BMP, GIF, TIFF or WebP "
                             "files.")
@@ -70,8 +76,20 @@ class Preprocessing:
             path.seek(0)
         try:
             return open_rgb(path)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError as exc:
+            raise DataError(self._bomb_message(name, exc)) from None
+        except (OSError, ValueError) as exc:
             raise DataError(f"'{name}' could not be decoded ({exc}); replace the file.") from None
+
+    def _bomb_message(self, name: str, exc: Exception) -> str:
+        """Pillow's decompression-bomb check, said as the pixel rule says it (its own text never reaches a user)."""
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = int(found[1]) if found else None
+        if pixels is not None and pixels > self.max_pixels:
+            return (f"'{name}' is {pixels / 1e6:,.0f} megapixels; the limit is {self.max_pixels / 1e6:,.0f} "
+                    "megapixels an image. Downscale it first.")
+        return (f"'{name}' is larger than Pillow's decompression-bomb limit ({Image.MAX_IMAGE_PIXELS:,} pixels) set "
+                "in this process. Downscale it first.")
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """uint8 CHW, exactly as the training images were prepared (decoded once, resized, cropped)."""
