@@ -7,11 +7,11 @@ import streamlit as st
 
 from tlcore.server.incidents import incident_message, record_incident, visitors_are_remote
 from ui.access import require_access
-from ui.navigation import page_objects, sidebar_links
+from ui.navigation import ICONS, page_objects, sidebar_links
 
 os.environ["TLCORE_SERVING"] = "1"  # paths now come from visitors: tlcore keeps them under the data roots
 
-st.set_page_config(page_title="tlcore: transfer learning, measured", page_icon="🧪", layout="wide")
+st.set_page_config(page_title="tlcore: transfer learning, measured", page_icon=ICONS["app"], layout="wide")
 
 
 def home() -> None:
@@ -32,24 +32,25 @@ def home() -> None:
     cols[2].markdown("The same architecture from random weights, everything trainable: the baseline that tells you "
                      "what pretraining is worth on your data.")
     st.divider()
-    st.page_link(COMPARE, label="Compare the three strategies on a dataset", icon="⚖️")
+    st.page_link(COMPARE, label="Compare the three strategies on a dataset", icon=ICONS["Compare"])
     st.page_link(SWEEP, label="Sweep dataset sizes: accuracy vs labelled images per class, and where strategies cross",
-                 icon="📈")
-    st.page_link(RECOMMEND, label="Get a recommendation for your data, with reasons, then confirm it", icon="🧭")
-    st.page_link(HISTORY, label="History: every stored run, share links, reports, bundles", icon="🗂️")
+                 icon=ICONS["Sweep"])
+    st.page_link(RECOMMEND, label="Get a recommendation for your data, with reasons, then confirm it",
+                 icon=ICONS["Recommend"])
+    st.page_link(HISTORY, label="History: every stored run, share links, reports, bundles", icon=ICONS["History"])
     st.page_link(PAGES["Anatomy"], label="Anatomy: the network as a stack, what each strategy freezes, and where "
-                 "pretrained features stop transferring on your data", icon="🩻")
+                 "pretrained features stop transferring on your data", icon=ICONS["Anatomy"])
     st.caption("The default runs on the bundled Fashion-MNIST subset with tf_efficientnet_lite0 and its packaged "
                "ImageNet weights, entirely offline. Every figure shown comes from a real run whose config and seed "
                "are saved with it and can be re-run with `python -m tlcore compare`.")
 
 
 PAGE_FILES = [  # (script, title, icon, url path): every file in pages/, and nothing else lives there
-    ("pages/1_Compare.py", "Compare", "⚖️", "Compare"),
-    ("pages/2_Sweep.py", "Sweep", "📈", "Sweep"),
-    ("pages/3_Recommend.py", "Recommend", "🧭", "Recommend"),
-    ("pages/4_History.py", "History", "🗂️", "History"),
-    ("pages/5_Anatomy.py", "Anatomy", "🩻", "Anatomy"),
+    ("pages/1_Compare.py", "Compare", ICONS["Compare"], "Compare"),
+    ("pages/2_Sweep.py", "Sweep", ICONS["Sweep"], "Sweep"),
+    ("pages/3_Recommend.py", "Recommend", ICONS["Recommend"], "Recommend"),
+    ("pages/4_History.py", "History", ICONS["History"], "History"),
+    ("pages/5_Anatomy.py", "Anatomy", ICONS["Anatomy"], "Anatomy"),
 ]
 PAGES = page_objects(home, PAGE_FILES)
 COMPARE, SWEEP, RECOMMEND, HISTORY = (PAGES[t] for t in ("Compare", "Sweep", "Recommend", "History"))

@@ -27,7 +27,7 @@ from ui.widgets import (
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
-st.set_page_config(page_title="Compare · tlcore", page_icon="⚖️", layout="wide")
+st.set_page_config(page_title="Compare · tlcore", page_icon=":material/balance:", layout="wide")
 
 
 @st.cache_data(show_spinner="Estimating the time on this machine...", max_entries=64, ttl=60)

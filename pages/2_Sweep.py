@@ -25,7 +25,7 @@ from ui.widgets import (backbone_and_weights, data_source, job_queue, job_sideba
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
-st.set_page_config(page_title="Sweep · tlcore", page_icon="📈", layout="wide")
+st.set_page_config(page_title="Sweep · tlcore", page_icon=":material/trending_up:", layout="wide")
 
 
 st.title("Accuracy vs images per class")

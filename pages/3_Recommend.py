@@ -28,7 +28,7 @@ from ui.widgets import backbone_and_weights, computed_on_click, data_source, job
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
-st.set_page_config(page_title="Recommend · tlcore", page_icon="🧭", layout="wide")
+st.set_page_config(page_title="Recommend · tlcore", page_icon=":material/explore:", layout="wide")
 
 
 @st.cache_data(show_spinner="Measuring the data: one frozen forward pass, then the scores...", max_entries=16)

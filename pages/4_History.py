@@ -15,12 +15,12 @@ from tlcore.server.jobs import stored_snapshot
 from tlcore.views.side_by_side import probes_figure, recommendations_frame, runs_figure, side_by_side
 from tlcore.views.text import dataset_display, record_text
 from ui.navigation import through_app
-from ui.results import ANATOMY_PAGE, page_link_to, probe_results, show_card, show_record
+from ui.results import ANATOMY_PAGE, page_link_to, probe_results, record_subtitle, show_card, show_record
 from ui.widgets import job_queue, show_error
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
-st.set_page_config(page_title="History · tlcore", page_icon="🗂️", layout="wide")
+st.set_page_config(page_title="History · tlcore", page_icon=":material/history:", layout="wide")
 
 
 store = default_store()
@@ -53,13 +53,12 @@ if shared:
         st.caption(f"{dataset_display(record['dataset'])} · {record['backbone']} at {probe.image_size} px · stored "
                    f"{pd.Timestamp(record['created_at'], unit='s'):%Y-%m-%d %H:%M} UTC · read-only view")
         probe_results(probe, f"hist_{shared}")
-        page_link_to(ANATOMY_PAGE, "Open in Anatomy: the diagram of this backbone with this probe", "🩻",
+        page_link_to(ANATOMY_PAGE, "Open in Anatomy: the diagram of this backbone with this probe", None,
                      {"backbone": probe.backbone, "image_size": str(probe.image_size), "classes": str(probe.classes),
                       "probe": shared})
     else:
         st.title(f"{record['kind'].capitalize()} {shared}: {record['status']}")
-        st.caption(f"{record['label'] or dataset_display(record['dataset'])} · {record['backbone']} · stored "
-                   f"{pd.Timestamp(record['created_at'], unit='s'):%Y-%m-%d %H:%M} UTC · read-only view")
+        st.caption(record_subtitle(record))
         show_record(snap, job_queue(), f"shared_{shared}")
     if st.button("All stored runs", key="hist_back"):
         del st.query_params["run"]

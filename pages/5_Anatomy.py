@@ -29,7 +29,7 @@ from ui.widgets import backbone_and_weights, computed_on_click, data_source, req
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
-st.set_page_config(page_title="Anatomy · tlcore", page_icon="🩻", layout="wide")
+st.set_page_config(page_title="Anatomy · tlcore", page_icon=":material/layers:", layout="wide")
 
 
 def measured(backbone: str, weights: str, image_size: int, classes: int):
@@ -123,6 +123,11 @@ st.plotly_chart(anatomy_figure(anatomy, view), key="an_diagram")
 st.caption(f"{anatomy.total_params:,} parameters, {anatomy.total_macs:,} multiply-adds an image "
            f"(torch's FlopCounterMode); **{view.trainable_params:,}** train under {view.label}. Orange: trainable; "
            "grey-blue: frozen; under a box, whether its BatchNorm statistics update.")
+if shown_weights != weights:  # a local weights file: the diagram and the maps are drawn with random weights
+    file_name = weights.replace("\\", "/").rsplit("/", 1)[-1]  # never the server's path
+    st.info(f"Weights: the local file{f' `{file_name}`' if file_name else ''} is not loaded for the diagram or for "
+            "what each stage sees: both show random weights (parameters, shapes and multiply-adds do not depend on "
+            "weights). The layer-wise probe below uses the file.", icon=":material/info:")
 
 # What each stage sees, right under the diagram: the figure first, its image picker below it.
 seen = st.container()

@@ -248,7 +248,7 @@ def test_summary_table_is_narrow_and_has_no_nan_labels():
     assert list(table.columns) == ["strategy", "status", "accuracy", "95% CI", "macro-F1", "train s", "img/s",
                                    "trainable", "peak MB", "epochs", "weights", "note"]
     assert max(len(c) for c in table.columns) <= 9
-    assert table["epochs"].tolist() == ["L-BFGS", "8/10", "-"]
+    assert table["epochs"].tolist() == ["L-BFGS", "8/10 (best 6)", "-"]
     assert table["95% CI"].tolist() == ["0.870-0.930", "0.770-0.830", "-"]
     assert table["peak MB"].tolist()[:2] == [812, 812]
     assert table["trainable"].tolist() == ["5.13k", "11.2M", "-"]
@@ -268,7 +268,7 @@ def test_report_tables_show_no_nan_for_feature_extraction_or_failed_runs():
     for bad in ("NaN", "nan", "None", "<NA>"):
         assert bad not in tables[0], bad
     assert "<td>L-BFGS</td>" in tables[0]
-    assert "<td>8/10</td>" in tables[0]
+    assert "<td>8/10 (best 6)</td>" in tables[0]
 
 
 def test_report_of_feature_extraction_alone_has_no_nan_outside_plotly_js():

@@ -51,7 +51,8 @@ from tlcore.records.slot import SLOT_NAME, training_slot
 from tlcore.records.store import default_store, trash_days
 from tlcore.views.anatomy import activations_text, anatomy_text, probe_text
 from tlcore.views.report import probe_report_html
-from tlcore.views.text import comparison_table, progress_line, record_text, recommendation_report, sweep_report
+from tlcore.views.text import (comparison_table, progress_line, record_text, recommendation_report, skipped_text,
+                               sweep_report)
 
 SWEEP_EPILOG = """examples:
   python -m tlcore sweep                                     # built-in default: 5-100 a class, 2 repeats
@@ -206,14 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "with probabilities). --test-images checks it against the run's own stored predictions.")
     pr.add_argument("inputs", nargs="*", help="image files and folders of images")
     pr.add_argument("--run", required=True, help="the run id (results, History, comparison.json)")
-    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--top-k", type=int, default=3, help="how many classes to list for each image, the most probable "
+                    "first, each with its probability (default 3; at most the run's number of classes)")
     pr.add_argument("--out", default=None, help="write the predictions as CSV here")
     pr.add_argument("--test-images", action="store_true", help="predict the run's own test images and report the "
                     "agreement with its stored predictions")
-    ex = sub.add_parser("export", help="export a saved run's model (safetensors, TorchScript or ONNX) with a model card")
-    ex.add_argument("--run", required=True, help="the run id")
-    ex.add_argument("--format", required=True, choices=list(EXPORT_FORMATS))
-    ex.add_argument("--out", required=True, help="folder to write model, model.json and MODEL_CARD.md into")
+    ex = sub.add_parser("export", help="export a saved run's model (safetensors, TorchScript or ONNX) with a model "
+                        "card", description="Write a saved run's model in one format with model.json (classes, "
+                        "preprocessing), MODEL_CARD.md and export.json (the model's input and output).")
+    ex.add_argument("--run", required=True, help="the run id (results, History, comparison.json)")
+    ex.add_argument("--format", required=True, choices=list(EXPORT_FORMATS),
+                    help="safetensors: the network's weights (model.safetensors, for timm/torch); torchscript: "
+                    "model.pt, runs with torch alone; onnx: model.onnx, for onnxruntime and other runtimes (needs "
+                    "pip install -r requirements-export.txt)")
+    ex.add_argument("--out", required=True, help="folder to write the model, model.json (classes, preprocessing), "
+                    "MODEL_CARD.md and export.json into; created if missing")
 
     an = sub.add_parser("anatomy", help="the backbone as a stack: stages, parameters, shapes, multiply-adds, what "
                         "each strategy freezes; with --dataset, the layer-wise probe",
@@ -496,6 +504,8 @@ def cmd_backbones(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k {args.top_k}: give 1 or more classes to list for each image.")
     if args.test_images:
         result, agreement = predict_test_images(args.run)
         print(f"run {args.run}: {len(result.paths)} test images, top-1 agreement with the stored predictions "
@@ -506,13 +516,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         result = predict(args.run, args.inputs)
     frame = result.frame(args.top_k)
     print(frame.head(20).to_string(index=False) + (f"\n... ({len(frame)} images)" if len(frame) > 20 else ""))
-    if result.skipped:
-        print(f"{len(result.skipped)} file(s) skipped: " + "; ".join(f"{p}: {r}" for p, r in result.skipped[:5]),
-              file=sys.stderr)
+    _print_skipped(result.skipped)
     if args.out:
         frame.to_csv(args.out, index=False)
         print(f"wrote {args.out}")
     return 0
+
+
+def _print_skipped(skipped: list[tuple[str, str]], shown: int = 20) -> None:
+    """On stderr: the files left out summarised by reason, then each with its reason (the first `shown`)."""
+    if not skipped:
+        return
+    print(skipped_text({"skipped": [{"path": p, "reason": r} for p, r in skipped]}, full_list=""), file=sys.stderr)
+    for path, reason in skipped[:shown]:
+        print(f"  {path}: {reason}", file=sys.stderr)
+    if len(skipped) > shown:
+        print(f"  ... and {len(skipped) - shown} more", file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

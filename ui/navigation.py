@@ -6,9 +6,21 @@ from __future__ import annotations
 
 import streamlit as st
 
+# Streamlit's built-in Material Symbols (they ship with Streamlit), never emoji: a system without an emoji font, such
+# as a headless Chromium on Debian, draws emoji as empty boxes.
+ICONS = {"app": ":material/science:", "Home": ":material/home:", "Compare": ":material/balance:",
+         "Sweep": ":material/trending_up:", "Recommend": ":material/explore:", "History": ":material/history:",
+         "Anatomy": ":material/layers:"}
+
+
+def icon_of(script: str) -> str | None:
+    """The icon of a page file, by its title: 'pages/5_Anatomy.py' -> Anatomy's."""
+    return ICONS.get(script.rsplit("/", 1)[-1].removesuffix(".py").split("_", 1)[-1])
+
+
 def page_objects(home, page_files: list[tuple[str, str, str, str]]) -> dict[str, st.Page]:
     """Home (a function in app.py) and every page file (script, title, icon, url path), by title."""
-    pages = {"Home": st.Page(home, title="Home", icon="🏠", default=True)}
+    pages = {"Home": st.Page(home, title="Home", icon=ICONS["Home"], default=True)}
     for script, title, icon, url in page_files:
         pages[title] = st.Page(script, title=title, icon=icon, url_path=url)
     return pages

@@ -19,8 +19,9 @@ from tlcore.server.jobs import ACTIVE
 from tlcore.views import charts
 from tlcore.views.anatomy import probe_figure
 from tlcore.views.report import probe_report_html, report_html
-from tlcore.views.text import (comparison_headline, not_run_text, overlap_text, progress_line, skipped_text,
-                               sweep_headline)
+from tlcore.views.text import (comparison_headline, dataset_display, deploy_verdict, not_run_text, overlap_text,
+                               progress_line, run_notes, skipped_text, sweep_headline)
+from ui.navigation import icon_of
 from ui.try_it import try_it
 from ui.widgets import show_error
 
@@ -69,6 +70,16 @@ def status_banner(snap: dict, queue) -> None:
         show_error(error)
 
 
+def record_subtitle(record: dict) -> str:
+    """A stored record's subtitle: its label (which names the backbone for a job) or its dataset, the backbone
+    unless the label already says it, and when it was stored."""
+    what = record.get("label") or dataset_display(record.get("dataset", ""))
+    backbone = record.get("backbone") or ""
+    parts = [what] + ([backbone] if backbone and backbone not in what else [])
+    stored = pd.Timestamp(record["created_at"], unit="s")
+    return " · ".join(p for p in parts if p) + f" · stored {stored:%Y-%m-%d %H:%M} UTC · read-only view"
+
+
 def share_and_export(snap: dict, key: str) -> None:
     result = snap["result"]
     record_id = snap["id"]
@@ -97,20 +108,23 @@ def anatomy_link(result, key: str) -> None:
         params["image_size"] = str(next(r.image_size for r in runs if r.image_size))
     if ft is not None:
         params["stages"] = str(ft.options.get("stages", 2))
-    page_link_to(ANATOMY_PAGE, "Open this backbone in Anatomy: what each strategy froze, stage by stage", "🩻", params)
+    page_link_to(ANATOMY_PAGE, "Open this backbone in Anatomy: what each strategy froze, stage by stage", None, params)
 
 
-def page_link_to(page: str, label: str, icon: str, params: dict[str, str]) -> None:
-    """A link to another page with query parameters. A page script run on its own (no st.navigation: a test harness,
-    or a deep link before app.py ran) cannot name other pages: then a plain link to the same address."""
+def page_link_to(page: str, label: str, icon: str | None, params: dict[str, str]) -> None:
+    """A link to another page with query parameters, with the page's own icon (ui.navigation: Material icons, which
+    every browser draws; `icon` only for a page that has none). A page script run on its own (no st.navigation: a
+    test harness, or a deep link before app.py ran) cannot name other pages: then a plain link to the same
+    address."""
     from streamlit.errors import StreamlitPageNotFoundError
     from urllib.parse import urlencode
 
+    icon = icon_of(page) or icon
     try:
         st.page_link(page, label=label, icon=icon, query_params=params)
     except StreamlitPageNotFoundError:
         url = page.rsplit("/", 1)[-1].removesuffix(".py").split("_", 1)[-1]
-        st.markdown(f"{icon} [{label}]({url}?{urlencode(params)})")
+        st.markdown(f"{icon or ''} [{label}]({url}?{urlencode(params)})")
 
 
 def probe_results(result: ProbeResult, key: str) -> None:
@@ -148,11 +162,23 @@ def comparison_results(snap: dict, key: str) -> None:
     st.dataframe(charts.summary_table(result), hide_index=True, key=f"table_{key}",
                  column_config={"accuracy": st.column_config.NumberColumn(format="%.3f"),
                                 "macro-F1": st.column_config.NumberColumn(format="%.3f"),
-                                "train s": st.column_config.NumberColumn(format="%.1f", help="training time, seconds"),
+                                "train s": st.column_config.NumberColumn(
+                                    format="%.1f", help="training time, seconds: what the strategy costs on its own, "
+                                                        "work shared with another strategy included (see note)"),
                                 "img/s": st.column_config.NumberColumn(format="%.0f", help="inference throughput"),
                                 "peak MB": st.column_config.NumberColumn(format="%.0f", help="peak memory"),
                                 "trainable": st.column_config.TextColumn(
-                                    help="trainable parameters (exact counts in the CSV)")})
+                                    help="trainable parameters (exact counts in the CSV)"),
+                                "epochs": st.column_config.TextColumn(
+                                    help="epochs run (of those planned, when it stopped early) and the epoch kept; "
+                                         "best 0: no epoch beat the start"),
+                                "note": st.column_config.TextColumn(width="large")})
+    notes = [f"- **{r.strategy}**: {note}" for r in result.runs for note in run_notes(r) if note != r.error]
+    if notes:  # the table's note column in full: a cell shows only its start
+        st.caption("\n".join(notes))
+    verdict = deploy_verdict(result)
+    if verdict:
+        st.success(verdict, icon=":material/rocket_launch:")
     if not any(r.accuracy is not None for r in result.runs):
         return
     st.plotly_chart(charts.bars(result), key=f"bars_{key}")
@@ -174,9 +200,7 @@ def comparison_results(snap: dict, key: str) -> None:
                 items = []
             cols = st.columns(8)
             for i, item in enumerate(items):
-                mark = "✅" if item["correct"] else "❌"
-                cols[i % 8].image(item["image"], caption=f"{mark} {item['predicted']} (true: {item['true']})",
-                                  width="stretch")
+                cols[i % 8].image(item["image"], caption=charts.gallery_caption(item), width="stretch")
     try_it(result, key)
     anatomy_link(result, key)
     st.download_button("Download CSV", result.to_frame().to_csv(index=False), f"tlcore-{snap['id']}.csv",

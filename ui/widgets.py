@@ -159,14 +159,21 @@ def require_weights(weights: str) -> str:
 
 
 def job_sidebar(queue) -> None:
-    active = queue.active()
+    """The queued and running jobs, in the sidebar, redrawn every second as a job's live panel is, from the queue's
+    one state (JobQueue.active), so the sidebar never says 'queued' of a job the page shows running."""
     with st.sidebar:
-        st.subheader("Job queue")
-        if not active:
-            st.caption("No jobs queued or running.")
-        for job in active:
-            where = "running" if job["status"] == "running" else f"queued #{job['position']}"
-            st.write(f"`{job['id']}` {job['kind']} {where}: {job['label']}")
+        _job_list(queue)
+
+
+@st.fragment(run_every=1.0)
+def _job_list(queue) -> None:
+    st.subheader("Job queue")
+    active = queue.active()
+    if not active:
+        st.caption("No jobs queued or running.")
+    for job in active:
+        where = "running" if job["status"] == "running" else f"queued #{job['position']}"
+        st.write(f"`{job['id']}` {job['kind']} {where}: {job['label']}")
 
 
 @st.cache_data(show_spinner="Reading every image: counts, sizes, duplicates, overlaps...", max_entries=8)
@@ -176,8 +183,9 @@ def _card(dataset: str):
 
 def dataset_card_panel(data: DataChoice, key: str) -> None:
     """The dataset card of the chosen data, on demand (not in a read-only demo: it reads every image)."""
-    if read_only() or not st.toggle("Show the dataset card (class counts, samples, sizes, duplicates, train/test overlap)",
-                     key=f"{key}card"):
+    if read_only() or not st.toggle("Show the dataset card", key=f"{key}card",
+                                    help="Class counts, sample images, image sizes, skipped files, duplicates and "
+                                         "images in both training and val/test."):
         return
     try:
         dataset = data.resolve()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Optional
 
 import numpy as np
@@ -25,11 +25,11 @@ from tlcore.data.dataset import DatasetSpec
 from tlcore.data.load import parse_dataset
 from tlcore.engine import backbone as bb
 from tlcore.engine.features import ExtractOptions, FeatureCache, default_cache, split_features
-from tlcore.engine.rates import training_rates
+from tlcore.engine.rates import MachineRates, machine_rates
 from tlcore.engine.strategies import make_strategy
 from tlcore.engine.train import fit_linear_head
-from tlcore.experiments.config import ExperimentConfig, parse_size
-from tlcore.experiments.estimate import batches_per_epoch
+from tlcore.experiments.config import ExperimentConfig, build_config, parse_size
+from tlcore.experiments.estimate import strategy_seconds
 from tlcore.experiments.prepare import prepare
 from tlcore.records.store import default_store
 from tlcore.advice.transferability import head_entropy, knn_accuracy, leep, logme, pixel_accuracy
@@ -42,6 +42,7 @@ SIMILAR = 0.55  # similarity at or above: "close to the pretraining data"
 DIFFERENT = 0.30  # similarity below: "far from the pretraining data"
 SOLVED = 0.97  # linear-probe val accuracy at or above: the frozen features already separate the classes
 MAX_SCORED = 2000  # training images the scores are computed on (a per-class sample above this)
+COMPARE_PRESET = "default"  # the schedules the expectations are for: what Compare and `compare` run by default
 
 SOURCES = {
     "kornblith": "Kornblith, Shlens & Le, 'Do Better ImageNet Models Transfer Better?', CVPR 2019: fine-tuning beats "
@@ -82,9 +83,11 @@ class Signals:
     similarity_basis: str = ""
     image_size: int = 0
     train_images: int = 0
+    val_images: int = 0
+    test_images: int = 0
     scored_images: int = 0  # training images the scores used (all, or a per-class sample of MAX_SCORED)
     extract_seconds: float = 0.0  # the one frozen forward pass over train + val
-    seconds_per_image: dict = field(default_factory=dict)  # kind -> training seconds per image-pass, probed here
+    seconds_per_image: dict = field(default_factory=dict)  # 'forward', 'fine-tune', 'scratch' -> seconds an image
     seconds: float = 0.0
     skipped: list = field(default_factory=list)  # files of the dataset that could not be used: {path, reason}
     described: bool = False  # True: the user described the data, nothing was measured
@@ -168,8 +171,9 @@ def measure(dataset: DatasetSpec | str, backbone: bb.BackboneSpec | str = bb.Bac
                       weights=prepared.weights_id, classes=ds.num_classes,
                       images_per_class=float(counts.mean()), min_per_class=int(counts.min()),
                       max_per_class=int(counts.max()), native_size=ds.native_size(), chance=chance,
-                      image_size=size, train_images=int(counts.sum()), extract_seconds=round(extract_seconds, 2),
-                      seconds_per_image=training_rates(backbone, ds.num_classes, size, dev),
+                      image_size=size, train_images=int(counts.sum()), val_images=len(ds.indices["val"]),
+                      test_images=len(ds.indices["test"]), extract_seconds=round(extract_seconds, 2),
+                      seconds_per_image=_rates(backbone, size, dev),
                       skipped=ds.summary()["skipped"])
     # Score on at most MAX_SCORED training images (a seeded per-class sample): the scores are estimates, and past a
     # few thousand images more rows change them little but cost a minute on a CPU.
@@ -194,6 +198,11 @@ def measure(dataset: DatasetSpec | str, backbone: bb.BackboneSpec | str = bb.Bac
                                                                     signals.pixel_accuracy, ds.num_classes)
     signals.seconds = round(time.perf_counter() - started, 2)
     return signals
+
+
+def _rates(backbone: bb.BackboneSpec, image_size: int, device: torch.device) -> dict[str, float]:
+    rates = machine_rates(backbone, image_size, device)
+    return {"forward": rates.forward, "fine-tune": rates.fine_tune, "scratch": rates.scratch}
 
 
 def _sample_per_class(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
@@ -454,28 +463,30 @@ def _calibration_basis(s: Signals, measured: bool) -> str:
 
 
 def _outlooks(s: Signals) -> list[Outlook]:
-    """Expected test accuracy ranges (see CALIBRATION) and training seconds (a timed probe with the default
-    schedules; none in describe mode). The ranges are those of the validation sweeps' schedules: scratch there had 5
-    epochs, so a comparison's longer scratch schedule can score above its range."""
+    """Expected test accuracy ranges (see CALIBRATION) and training seconds: what the Compare page's default preset
+    would take on this machine at most (tlcore.experiments.estimate, the estimate Compare shows; none in describe
+    mode). The ranges are fitted on the same schedules (`recommend --validate` runs them)."""
     measured = s.linear_probe_accuracy is not None
     basis = _calibration_basis(s, measured)
     out = []
-    for choice, seconds in ((FE, round(2.5 * s.extract_seconds + 1.0, 1) if s.extract_seconds else None),
-                            (FT2, _seconds(s, "fine-tune")), (SCRATCH, _seconds(s, "scratch"))):
+    for choice in (FE, FT2, SCRATCH):
         low, high, _ = expected_accuracy(choice.kind, s.images_per_class, s.classes, s.linear_probe_accuracy,
                                          s.similarity)
-        out.append(Outlook(choice.label, *outward(low, high), seconds, basis, choice.kind))
+        out.append(Outlook(choice.label, *outward(low, high), _seconds(s, choice), basis, choice.kind))
     return out
 
 
-def _seconds(s: Signals, kind: str) -> Optional[float]:
-    """Training seconds with the strategy's default schedule (no early stop: an upper bound), plus validation."""
-    rate = s.seconds_per_image.get(kind)
-    if not rate:
-        return None
-    spec = make_strategy(kind)
-    passes = spec.epochs * batches_per_epoch(spec, s.train_images) * spec.batch_size
-    return round(passes * rate * 1.15, 1)  # +15% for validation passes
+def _seconds(s: Signals, choice: Choice) -> Optional[float]:
+    """At most this many seconds for the strategy alone with the comparison's default schedule on this machine."""
+    rates = s.seconds_per_image
+    if not {"forward", "fine-tune", "scratch"} <= set(rates):
+        return None  # described, or measured before the forward rate was kept
+    spec = next(x for x in build_config(COMPARE_PRESET, strategies=[choice.kind]).strategies)
+    if choice.stages is not None:
+        spec = replace(spec, stages=choice.stages)
+    images = {"train": s.train_images, "val": s.val_images, "test": s.test_images}
+    machine = MachineRates(rates["forward"], rates["fine-tune"], rates["scratch"], "", 0.0)
+    return round(strategy_seconds(spec, images, machine, features_shared=False), 1)
 
 
 def recommend(signals: Signals, evidence: Optional[list[dict]] = None) -> Recommendation:

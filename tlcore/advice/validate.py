@@ -11,7 +11,7 @@ coverage refits without each dataset and scores it on the one left out.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Optional, Sequence
 
@@ -21,10 +21,10 @@ import pandas as pd
 from tlcore.engine.backbone import BackboneSpec
 from tlcore.data.dataset import DatasetSpec
 from tlcore.data.load import dataset_label
-from tlcore.experiments.config import build_sweep_config, size_label
+from tlcore.experiments.config import build_config, build_sweep_config, size_label
 from tlcore.experiments.sweep import run_sweep
-from tlcore.advice.recommend import (CALIBRATION, CALIBRATION_KINDS, Recommendation, accuracy_logit, describe,
-                                     expected_accuracy, measure, outward, recommend, size_feature)
+from tlcore.advice.recommend import (CALIBRATION, CALIBRATION_KINDS, COMPARE_PRESET, Recommendation, accuracy_logit,
+                                     describe, expected_accuracy, measure, outward, recommend, size_feature)
 
 AGREEMENT_MARGIN = 0.01
 COVERAGE_TARGET = 0.8  # the measured accuracy should lie inside the stated range in at least this share of cases
@@ -64,6 +64,8 @@ class Case:
     pixel_accuracy: Optional[float] = None
     ranges: dict = field(default_factory=dict)  # kind -> [low, high] stated before training, from the signals
     described_ranges: dict = field(default_factory=dict)  # kind -> [low, high] from size, classes, similarity only
+    predicted_seconds: dict = field(default_factory=dict)  # kind -> training seconds stated before training
+    measured_seconds: dict = field(default_factory=dict)  # kind -> mean measured training seconds
 
 
 @dataclass
@@ -244,7 +246,7 @@ def leave_one_dataset_out(cases: Sequence[Case], target: Optional[float] = None)
 
 
 def score_case(dataset: str, per_class: int, rec: Recommendation, measured: dict[str, float],
-               described: Optional[Recommendation] = None) -> Case:
+               described: Optional[Recommendation] = None, seconds: Optional[dict[str, float]] = None) -> Case:
     """One (dataset, size): the recommendation against the measured mean accuracy of each strategy kind, and the
     ranges it stated (and, given `described`, those a description of the same data gets) for the coverage."""
     best_kind = max(measured, key=measured.get)
@@ -262,18 +264,23 @@ def score_case(dataset: str, per_class: int, rec: Recommendation, measured: dict
                 {k: round(v, 4) for k, v in measured.items()}, round(got, 4), round(best, 4), round(regret, 4),
                 regret <= AGREEMENT_MARGIN + 1e-12, note, classes=rec.signals.classes,
                 images_per_class=rec.signals.images_per_class, pixel_accuracy=rec.signals.pixel_accuracy,
-                ranges=_ranges(rec), described_ranges=_ranges(described) if described else {})
+                ranges=_ranges(rec), described_ranges=_ranges(described) if described else {},
+                predicted_seconds={o.kind: o.seconds for o in rec.outlooks if o.seconds},
+                measured_seconds={k: round(v, 2) for k, v in (seconds or {}).items()})
 
 
 def validate(datasets: Sequence[DatasetSpec] = VALIDATION_SUITE, sizes: Sequence[int] = VALIDATION_SIZES,
              repeats: int = 1, preset: str = "default", backbone: BackboneSpec = BackboneSpec(), store=None,
              callbacks=None, on_case: Optional[Callable[[Case], None]] = None, cancel=None) -> ValidationReport:
-    """Run (or take from the store) a sweep per dataset, then recommend from the signals at each size and score it."""
+    """Run (or take from the store) a sweep per dataset with the comparison's schedules at every size (what a user
+    then runs to confirm the recommendation), then recommend from the signals at each size and score it."""
     report = ValidationReport()
     for spec in datasets:
         config = build_sweep_config(preset, sizes=list(sizes), repeats=repeats, dataset=spec,
-                                    backbone=backbone.name, weights=backbone.weights,
-                                    long_schedules=False)  # the short schedules the calibration was fitted on
+                                    backbone=backbone.name, weights=backbone.weights, long_schedules=False)
+        compared = build_config(COMPARE_PRESET, dataset=spec, backbone=backbone.name, weights=backbone.weights)
+        config = replace(config, experiment=replace(config.experiment, strategies=compared.strategies),
+                         max_repeats=0)  # one seed a case, as the calibration was fitted
         sweep = run_sweep(config, store=store, callbacks=callbacks, cancel=cancel, label="recommend --validate")
         report.sweeps.append(sweep.record_id)
         summary = sweep.summary()
@@ -283,10 +290,59 @@ def validate(datasets: Sequence[DatasetSpec] = VALIDATION_SUITE, sizes: Sequence
             if rows.empty:
                 continue
             measured = rows.groupby("kind")["accuracy"].max().to_dict()
+            seconds = rows.groupby("kind")["train_seconds"].mean().to_dict() if "train_seconds" in rows else {}
             signals = measure(spec, backbone, per_class=size, seed=config.experiment.seed, image_size=image_size)
             description = describe(max(signals.images_per_class, 1), signals.classes, signals.similarity)
-            case = score_case(dataset_label(spec), size, recommend(signals), measured, recommend(description))
+            case = score_case(dataset_label(spec), size, recommend(signals), measured, recommend(description),
+                              seconds)
             report.cases.append(case)
             if on_case:
                 on_case(case)
     return report
+
+
+# ------------------------------------------------------------------------------------- rules, in points and seconds
+def expected_gain(case: Case, calibration: dict) -> float:
+    """Fine-tune's expected accuracy over feature extraction's for a case, central estimates before training."""
+    n = case.images_per_class or case.per_class
+    ft = expected_accuracy("fine-tune", n, case.classes, case.linear_probe_accuracy, case.similarity, calibration)
+    fe = expected_accuracy("feature-extraction", n, case.classes, case.linear_probe_accuracy, case.similarity,
+                           calibration)
+    return ft[2] - fe[2]
+
+
+def rule_outcome(case: Case, kind: str) -> dict:
+    """Following `kind` on a case: agreement (within 1 point of the best), regret in points, and regret in seconds
+    (its training time over that of the cheapest strategy within 1 point of the best)."""
+    best = max(case.accuracies.values())
+    good = [k for k, a in case.accuracies.items() if a >= best - AGREEMENT_MARGIN - 1e-12]
+    seconds = case.measured_seconds
+    cheapest = min((seconds[k] for k in good if k in seconds), default=None)
+    extra = max(0.0, seconds[kind] - cheapest) if cheapest is not None and kind in seconds else None
+    return {"kind": kind, "agrees": kind in good, "regret": max(0.0, best - case.accuracies[kind]),
+            "seconds_regret": extra}
+
+
+def compare_rules(cases: Sequence[Case], margin: float = AGREEMENT_MARGIN) -> dict:
+    """Rules v2 (fine-tune's top stages, as recommended) against the cost-aware candidate (feature extraction where
+    fine-tune's expected gain is within `margin`), both scored on the cases; the candidate's expectations come from
+    ranges refitted without the case's dataset (leave-one-dataset-out), so it is not scored on what fitted it."""
+    cases = _fittable(cases)
+    names = list(dict.fromkeys(c.dataset for c in cases))
+    out = {"v2": [], "cost-aware": []}
+    for name in names:
+        calibration = fit_calibration([c for c in cases if c.dataset != name])
+        for case in (c for c in cases if c.dataset == name):
+            out["v2"].append(rule_outcome(case, case.recommended))
+            gain = expected_gain(case, calibration)
+            outcome = rule_outcome(case, "feature-extraction" if gain < margin else "fine-tune")
+            out["cost-aware"].append({**outcome, "expected_gain": round(gain, 4), "dataset": case.dataset,
+                                      "per_class": case.per_class})
+
+    def summary(rows: list[dict]) -> dict:
+        timed = [r["seconds_regret"] for r in rows if r["seconds_regret"] is not None]
+        return {"agreement": sum(r["agrees"] for r in rows) / max(len(rows), 1),
+                "mean_regret_points": 100 * float(np.mean([r["regret"] for r in rows])) if rows else None,
+                "mean_regret_seconds": float(np.mean(timed)) if timed else None, "cases": rows}
+
+    return {rule: summary(rows) for rule, rows in out.items()}

@@ -37,7 +37,11 @@ class RunResult:
     test_predictions: list = field(default_factory=list)  # predicted class per test image, in test-split order
     # cost
     timings: dict = field(default_factory=dict)  # seconds per phase, plus "total"
-    train_seconds: Optional[float] = None  # everything but the final test evaluation
+    # What the run costs on its own, everything but the final test evaluation: work computed once for several
+    # strategies (the frozen features, a linear head) is counted in full in each run that needed it
+    # (timings "shared_features", "shared_head_fit"), and listed in `shared`.
+    train_seconds: Optional[float] = None
+    shared: dict = field(default_factory=dict)  # {"features"|"head_fit": {"seconds": s, "with": [strategies]}}
     throughput_ips: Optional[float] = None  # inference images/s of the trained model
     trainable_params: Optional[int] = None
     total_params: Optional[int] = None
@@ -63,7 +67,8 @@ class RunResult:
         row = {
             "strategy": self.strategy, "status": self.status, "accuracy": self.accuracy,
             "accuracy_low": self.accuracy_low, "accuracy_high": self.accuracy_high, "macro_f1": self.macro_f1,
-            "train_seconds": self.train_seconds, "throughput_ips": self.throughput_ips,
+            "train_seconds": self.train_seconds, "shared_seconds": self.shared_seconds(),
+            "shared_with": ", ".join(self.shared_with()), "throughput_ips": self.throughput_ips,
             "trainable_params": self.trainable_params, "total_params": self.total_params,
             "peak_memory_mb": self.peak_memory_mb, "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early, "best_val_accuracy": self.best_val_accuracy,
@@ -73,6 +78,14 @@ class RunResult:
         }
         row.update({f"time_{k}": v for k, v in self.timings.items()})
         return row
+
+    def shared_seconds(self) -> float:
+        """The part of `train_seconds` computed once for this run and others (see `shared`)."""
+        return round(sum(float(part.get("seconds") or 0.0) for part in self.shared.values()), 4)
+
+    def shared_with(self) -> list[str]:
+        """The strategies this run shared work with, in the order first named."""
+        return list(dict.fromkeys(name for part in self.shared.values() for name in part.get("with", [])))
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunResult":

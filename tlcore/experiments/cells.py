@@ -33,7 +33,7 @@ from tlcore.experiments.config import Size, SweepConfig, size_label
 from tlcore.experiments.executors import CellTask, Executor, make_executor
 from tlcore.experiments.learning_curves import mean_interval
 from tlcore.experiments.prepare import Prepared, prepare
-from tlcore.experiments.runner import Runner
+from tlcore.experiments.runner import Runner, head_key
 from tlcore.records.lifecycle import RecordLifecycle, overall_status
 from tlcore.records.slot import SLOT_NAME, training_slot
 from tlcore.records.store import Store, default_store
@@ -112,6 +112,24 @@ class CellsOutcome:
     feature_cache: dict = field(default_factory=dict)
 
 
+@dataclass
+class SharedExtraction:
+    """A seed's frozen features, extracted once before its cells for the largest subset: what it took, how many image
+    rows it covered and which cells use them."""
+
+    seconds: float
+    rows: int
+    users: list[str]  # cell labels
+
+    def charge(self, rows: int) -> float:
+        """What a cell that needs `rows` of these features would spend extracting them alone (pro rata)."""
+        return self.seconds * min(1.0, rows / max(self.rows, 1))
+
+
+def _rows(dataset: Dataset) -> int:
+    return sum(len(dataset.indices[split]) for split in ("train", "val", "test") if split in dataset.indices)
+
+
 class _CellEvents:
     """Tags each progress event with the cell it belongs to (events from a Ray worker already name theirs)."""
 
@@ -138,8 +156,9 @@ class CellsRun:
         self.prepared: Optional[Prepared] = None
         self.subsets: dict[tuple[int, Size], Dataset] = {}
         self.finished: dict[str, SweepCell] = {}  # by cell key
-        self.shared_feature_seconds: dict[int, float] = {}  # seed -> extraction time, charged to one cell
+        self.shared_features: dict[int, SharedExtraction] = {}  # by seed, charged to every cell that uses them
         self.head_fits: dict[tuple, dict] = {}  # (seed, size) -> linear heads by options: FE's is FT's LP start
+        self.head_users: dict[tuple, dict] = {}  # (seed, size) -> head options -> the strategies that fit that head
 
     # -- plan ---------------------------------------------------------------------------------------------------
     def plan(self) -> list[Cell]:
@@ -179,14 +198,25 @@ class CellsRun:
             runner = self.runner(seed, largest)
             for i, split in enumerate(("train", "val", "test")):
                 runner.features(split, reporter, (i / 3, (i + 1) / 3))
-            self.shared_feature_seconds[seed] = time.perf_counter() - started
+            users = [c.label for c in todo if c.seed == seed and c.spec.uses_frozen_features]
+            self.shared_features[seed] = SharedExtraction(time.perf_counter() - started,
+                                                          _rows(self.subsets[(seed, largest)]), users)
             reporter("done", 1.0)
 
     # -- execute ------------------------------------------------------------------------------------------------
     def runner(self, seed: int, size: Size) -> Runner:
         data = self.prepared.cell_data(self.subsets[(seed, size)])
         return Runner(self.prepared, data, seed, [self.events], self.cancel, self.cache, keep_models=True,
-                      head_fits=self.head_fits.setdefault((seed, size), {}))
+                      head_fits=self.head_fits.setdefault((seed, size), {}),
+                      head_users=self.head_users.get((seed, size), {}))
+
+    def plan_head_users(self, todo: list[Cell]) -> None:
+        """Which strategies of each cell fit the same linear head (feature extraction's is fine-tune's LP-FT start):
+        the one that fits it says whom it shares it with."""
+        for c in todo:
+            if c.spec.uses_frozen_features:
+                by_key = self.head_users.setdefault((c.seed, c.size), {})
+                by_key.setdefault(head_key(c.spec), []).append(c.spec.name)
 
     def run_here(self, task: CellTask) -> RunResult:
         """A task in this process, with the shared decoded images; the trained model is saved with the record."""
@@ -199,6 +229,7 @@ class CellsRun:
 
     def execute(self, todo: list[Cell]) -> None:
         self._cells = {c.key: c for c in todo}
+        self.plan_head_users(todo)
         exp = self.prepared.config
         tasks = [CellTask(replace(exp, seed=c.seed).to_dict(), c.spec.options(), c.size, c.seed, c.key, c.label,
                           str(data_home()), record_id=self.lifecycle.record_id) for c in todo]
@@ -220,15 +251,19 @@ class CellsRun:
             self.on_cell(done)
 
     def _charge_shared_features(self, cell: Cell, run: RunResult) -> None:
-        """The seed's shared extraction covered the largest subset: its time goes to the first cell at that size that
-        uses the features, which is what that cell would have spent alone (a comparison: feature extraction)."""
-        seconds = self.shared_feature_seconds.get(cell.seed)
-        if seconds is None or cell.size != self.config.sizes[-1] or not cell.spec.uses_frozen_features:
+        """The seed's extraction, done once before its cells, counted in every cell that uses the features as what
+        that cell would have spent extracting its own rows alone (a comparison: the whole extraction, in feature
+        extraction and in fine-tune's LP-FT start alike; a sweep: pro rata to the cell's training subset)."""
+        shared = self.shared_features.get(cell.seed)
+        if shared is None or not cell.spec.uses_frozen_features:
             return
-        del self.shared_feature_seconds[cell.seed]
-        run.timings["shared_features"] = round(seconds, 4)
+        seconds = round(shared.charge(_rows(self.subsets[(cell.seed, cell.size)])), 4)
+        run.timings["shared_features"] = seconds
         run.timings["total"] = round(run.timings.get("total", 0.0) + seconds, 4)
         run.train_seconds = round((run.train_seconds or 0.0) + seconds, 4)
+        others = [label for label in shared.users if label != cell.label]
+        if others:
+            run.shared["features"] = {"seconds": seconds, "with": others}
 
     # -- adaptive repeats ---------------------------------------------------------------------------------------
     def half_width(self, size: Size) -> float:
@@ -331,8 +366,9 @@ def run_cells(config: SweepConfig, kind: str, build: Callable[[CellsOutcome], tu
               label_cell: Callable[[Cell], str] = lambda c: f"{c.spec.name} · {size_label(c.size)}/class · seed "
                                                             f"{c.seed}") -> CellsOutcome:
     """Plan, share features, execute and finish the cells of `config` as one record of `kind` ('sweep' or
-    'comparison'); `build` turns the outcome into the caller's result and the record's summary. With `resume`, cells already in the store (same content key, completed) are reused. A cancel stops
-    after the current batch and keeps every finished cell; a failed cell does not stop the others."""
+    'comparison'); `build` turns the outcome into the caller's result and the record's summary. With `resume`, cells
+    already in the store (same content key, completed) are reused. A cancel stops after the current batch and keeps
+    every finished cell; a failed cell does not stop the others."""
     run = CellsRun(config, kind, store or default_store(), cache or default_cache(), list(callbacks or []),
                    cancel or CancelToken(), executor or make_executor(), on_cell, label_cell, build)
     return run.run(resume, label, record_id)

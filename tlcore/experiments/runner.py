@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -25,12 +25,27 @@ from tlcore.engine.features import ExtractOptions, FeatureCache, Normalizer, def
 from tlcore.engine.metrics import PeakMemory, Stopwatch, score
 from tlcore.engine.prefix import split_frozen_prefix
 from tlcore.engine.strategies import StrategySpec
-from tlcore.engine.train import ImageInputs, TensorInputs, fit_linear_head, predict, set_head, train_network
+from tlcore.engine.throughput import Throughput, timed_pass
+from tlcore.engine.train import (HeadFit, ImageInputs, TensorInputs, fit_linear_head, predict, set_head,
+                                 train_network)
 from tlcore.experiments.config import ExperimentConfig, Size
 from tlcore.experiments.prepare import CellData, Prepared
 from tlcore.records.models import FORMAT, ModelConfig, save_model
 
-THROUGHPUT_IMAGES = 256
+
+@dataclass
+class HeadShare:
+    """A linear head fitted once in a cell, what the fit cost and which strategy fitted it: a second strategy with the
+    same head options reuses it and counts its seconds as shared."""
+
+    fit: HeadFit
+    seconds: float
+    fitted_by: str
+
+
+def head_key(spec: StrategySpec) -> tuple:
+    """The options that make two strategies' linear heads on the same frozen features the same fit."""
+    return tuple(spec.head_l2_grid), spec.head_max_iter
 
 
 class _PrefixOutput(torch.nn.Module):
@@ -51,7 +66,7 @@ class Runner:
                  callbacks: Optional[list[ProgressCallback]] = None, cancel: Optional[CancelToken] = None,
                  cache: Optional[FeatureCache] = None, extract: Optional[ExtractOptions] = None,
                  keep_models: bool = False, skip_frozen_prefix: bool = True,
-                 head_fits: Optional[dict] = None) -> None:
+                 head_fits: Optional[dict] = None, head_users: Optional[dict[tuple, list[str]]] = None) -> None:
         self.prepared = prepared
         size: Size = data.dataset.spec.per_class
         self.config: ExperimentConfig = replace(prepared.config, seed=seed,
@@ -68,7 +83,8 @@ class Runner:
         self.models: dict[str, torch.nn.Module] = {}  # trained models by strategy name, when keep_models
         # Linear heads fitted on this cell's frozen features, by head options: feature extraction's head is
         # fine-tune's LP-FT start (the same L-BFGS fit on the same features), so the second strategy reuses it.
-        self.head_fits = head_fits if head_fits is not None else {}
+        self.head_fits: dict[tuple, HeadShare] = head_fits if head_fits is not None else {}
+        self.head_users = head_users or {}  # head options -> the strategies of this cell that use that head
 
     # -- shared pieces ------------------------------------------------------------------------------------------
     def features(self, split: str, reporter: Reporter, span: tuple[float, float]) -> torch.Tensor:
@@ -78,25 +94,33 @@ class Runner:
                               self.data.dataset, split, self.data.splits[split], self.data.cfg,
                               self.data.transform_key, self.device, self.extract, reporter, span)
 
-    def _linear_probe(self, reporter: Reporter, spec: StrategySpec, watch: Stopwatch, span: tuple[float, float]):
+    def _linear_probe(self, reporter: Reporter, spec: StrategySpec, watch: Stopwatch, span: tuple[float, float],
+                      result: RunResult):
         """The cell's frozen features and the linear head on them (reused when this cell already fitted one with the
-        same options); returns (features, fit, reused)."""
+        same options: then its fit's seconds are this run's `shared_head_fit`); returns (features, fit, reused)."""
         lo, hi = span
         mid = lo + (hi - lo) * 0.8
         with watch.phase("features"):
             feats = {s: self.features(s, reporter, (lo + (mid - lo) * i / 3, lo + (mid - lo) * (i + 1) / 3))
                      for i, s in enumerate(("train", "val", "test"))}
         labels = {s: self.data.splits[s].labels for s in feats}
-        key = (tuple(spec.head_l2_grid), spec.head_max_iter)
+        key = head_key(spec)
         with watch.phase("head" if spec.kind == "feature-extraction" else "lp_warmup"):
-            fit = self.head_fits.get(key)
-            reused = fit is not None
-            if fit is None:
+            share = self.head_fits.get(key)
+            if share is None:
+                started = time.perf_counter()
                 fit = fit_linear_head(feats["train"], labels["train"], feats["val"], labels["val"],
                                       self.data.dataset.num_classes, spec.head_l2_grid, spec.head_max_iter, reporter,
                                       (mid, hi))
-                self.head_fits[key] = fit
-        return feats, fit, reused
+                share = self.head_fits[key] = HeadShare(fit, time.perf_counter() - started, spec.name)
+        seconds = round(share.seconds, 4)
+        reused = share.fitted_by != spec.name
+        others = [share.fitted_by] if reused else [n for n in self.head_users.get(key, []) if n != spec.name]
+        if others:
+            result.shared["head_fit"] = {"seconds": seconds, "with": others}
+        if reused:  # measured in the run that fitted it: counted here too, as this run alone would spend it
+            result.timings["shared_head_fit"] = seconds
+        return feats, share.fit, reused
 
     def _skip_frozen_prefix(self, model: torch.nn.Module, val_in: ImageInputs, reporter: Reporter, at: float):
         """The frozen bottom's output for every split, computed once (see prefix.py) and kept in the feature cache
@@ -121,27 +145,31 @@ class Runner:
         return acts, prefix
 
     def _timed_sample(self, model: torch.nn.Module, reporter: Optional[Reporter] = None):
-        """The deployed model's logits on the first THROUGHPUT_IMAGES test images and its images a second there,
-        after a 32-image warm-up: every strategy's throughput is measured this same way. (Over the whole test set
-        without the warm-up, the first batch's one-off cost made a 256-image timing look 1.6x slower.)"""
-        test = self.data.splits["test"]
-        sample = replace(test, images=test.images[:THROUGHPUT_IMAGES], labels=test.labels[:THROUGHPUT_IMAGES])
-        predict(model, ImageInputs(replace(sample, images=sample.images[:32], labels=sample.labels[:32]), self.norm))
-        return predict(model, ImageInputs(sample, self.norm), reporter=reporter)
+        """The deployed model's logits on the first test images and its Throughput, by the protocol every figure uses
+        (tlcore.engine.throughput, as `tlcore predict` does): every strategy's deployed model is timed alike."""
+        inputs = ImageInputs(self.data.splits["test"], self.norm)
+        return timed_pass(model, inputs.batch, len(inputs), reporter.cancel.check if reporter else None)
+
+    @staticmethod
+    def _record_throughput(result: RunResult, measured: Throughput) -> None:
+        result.throughput_ips = measured.images_per_second
+        result.extra["throughput"] = measured.to_dict()  # threads, load, and whether the machine was busy
 
     def _test_pass(self, model: torch.nn.Module, prefix, test_acts: Optional[TensorInputs], result: RunResult,
                    reporter: Reporter):
-        """Test logits, then throughput on the sample. With a frozen prefix the logits come from its cached test
-        activations, and the intact model's sample logits are checked against them."""
+        """Test logits, then throughput on the sample (into `result`). With a frozen prefix the logits come from its
+        cached test activations, and the intact model's sample logits are checked against them."""
         test = self.data.splits["test"]
         if prefix is None:
             logits, _ = predict(model, ImageInputs(test, self.norm), reporter=reporter)
-            return logits, self._timed_sample(model)[1]
+            self._record_throughput(result, self._timed_sample(model)[1])
+            return logits
         logits, _ = predict(model, test_acts, reporter=reporter)
         prefix.restore()
-        full_logits, throughput = self._timed_sample(model)
+        full_logits, measured = self._timed_sample(model)
+        self._record_throughput(result, measured)
         result.extra["max_logit_diff_full_vs_cached"] = float((full_logits - logits[:len(full_logits)]).abs().max())
-        return logits, throughput
+        return logits
 
     # -- the trained model ---------------------------------------------------------------------------------------
     def keep(self, run: RunResult, record_id: str) -> None:
@@ -168,7 +196,8 @@ class Runner:
                            image_size=self.data.cfg["input_size"][-1], device=self.device.type,
                            precision="bf16-autocast" if self.device.type == "cuda" else "fp32",
                            started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                           dataset=asdict(self.config.dataset) | {"fingerprint": self.data.dataset.source_fingerprint()},
+                           dataset=asdict(self.config.dataset)
+                           | {"fingerprint": self.data.dataset.source_fingerprint()},
                            environment=library_versions() | {"torch_threads": torch.get_num_threads()})
         watch = Stopwatch()
         memory = PeakMemory(self.device)
@@ -183,8 +212,9 @@ class Runner:
         except Exception as exc:  # an unexpected error fails this strategy only; the others still run
             result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
         result.extra["images_per_class"] = float(np.mean(list(self.data.dataset.counts("train").values())))
-        result.timings = {**{k: round(v, 4) for k, v in watch.seconds.items()},
-                          "total": round(time.perf_counter() - start, 4)}
+        reused = result.timings.get("shared_head_fit", 0.0)  # measured in another run, needed by this one
+        result.timings = {**result.timings, **{k: round(v, 4) for k, v in watch.seconds.items()},
+                          "total": round(time.perf_counter() - start + reused, 4)}
         result.train_seconds = round(result.timings["total"] - watch.seconds.get("evaluate", 0.0), 4)
         result.peak_memory_mb = round(memory.peak_mb, 1)
         reporter.cancel = CancelToken()  # the final event must get out even after a cancel
@@ -212,7 +242,7 @@ class Runner:
         bb.freeze_for_strategy(model, spec.kind)
         result.trainable_params = bb.count_parameters(model)[0]
         result.phases = [{"phase": "head", "trainable_params": result.trainable_params}]
-        feats, fit, _ = self._linear_probe(reporter, spec, watch, (0.0, 0.95))
+        feats, fit, _ = self._linear_probe(reporter, spec, watch, (0.0, 0.95), result)
         set_head(model, fit)
         result.curve = fit.curve
         result.epochs_run, result.best_epoch = len(fit.curve), len(fit.curve)
@@ -221,7 +251,8 @@ class Runner:
         with watch.phase("evaluate"):
             test_logits = feats["test"] @ fit.weight.T + fit.bias
             deployed = model.to(self.device).to(memory_format=torch.channels_last)
-            full_logits, result.throughput_ips = self._timed_sample(deployed, reporter)
+            full_logits, measured = self._timed_sample(deployed, reporter)
+        self._record_throughput(result, measured)
         result.extra["max_logit_diff_full_vs_cached"] = float(
             (full_logits - test_logits[:len(full_logits)]).abs().max())
         return test_logits
@@ -235,7 +266,7 @@ class Runner:
         span = (0.0, 0.95)
         if spec.kind == "fine-tune" and spec.lp_ft:
             head_params = sum(p.numel() for p in model.get_classifier().parameters())
-            _, fit, reused = self._linear_probe(reporter, spec, watch, (0.0, 0.15))
+            _, fit, reused = self._linear_probe(reporter, spec, watch, (0.0, 0.15), result)
             set_head(model, fit)
             result.phases.append({"phase": "lp-warmup (head only)", "trainable_params": head_params})
             result.extra = {"lp_head_l2": fit.l2, "lp_val_accuracy": fit.val_accuracy,
@@ -273,8 +304,7 @@ class Runner:
             result.stopped_early, result.best_val_accuracy = fit.stopped_early, fit.best_val_accuracy
             reporter("evaluate", 0.96)
             with watch.phase("evaluate"):
-                test_logits, result.throughput_ips = self._test_pass(model, prefix, acts and acts["test"], result,
-                                                                     reporter)
+                test_logits = self._test_pass(model, prefix, acts and acts["test"], result, reporter)
         finally:
             if prefix is not None:
                 prefix.restore()

@@ -168,15 +168,16 @@ class JobQueue:
         return True
 
     def active(self) -> list[dict]:
-        """Queued and running jobs, oldest first, with their queue position."""
+        """Queued and running jobs, oldest first, with their queue position: read under the queue's lock, under which
+        a job leaves the queue and starts running, so a status and a position always agree."""
+        out = []
         with self._cv:
             order = list(self._pending)
-        out = []
-        for job in sorted(self._jobs.values(), key=lambda j: j.submitted):
-            if job.status in ACTIVE:
-                snap = job.snapshot()
-                snap["position"] = order.index(job.id) + 1 if job.id in order else 0
-                out.append(snap)
+            for job in sorted(self._jobs.values(), key=lambda j: j.submitted):
+                if job.status in ACTIVE:
+                    snap = job.snapshot()
+                    snap["position"] = order.index(job.id) + 1 if job.id in order else 0
+                    out.append(snap)
         return out
 
     def wait(self, job_id: str, timeout: float = 600.0) -> Optional[dict]:
@@ -195,7 +196,7 @@ class JobQueue:
                 while not self._pending:
                     self._cv.wait()
                 job = self._jobs[self._pending.popleft()]
-            job.status, job.started = "running", time.time()
+                job.status, job.started = "running", time.time()  # with leaving the queue, as `active` reads them
             self._run(job)
             job.finished = time.time()
 

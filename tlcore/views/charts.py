@@ -14,9 +14,9 @@ from plotly.subplots import make_subplots
 from tlcore.core.results import ComparisonResult, RunResult
 from tlcore.data.dataset import DatasetSpec
 from tlcore.data.load import load_dataset
+from tlcore.views.text import MISSING, epochs_text, run_notes
 
 COLORS = {"feature-extraction": "#1f77b4", "fine-tune": "#ff7f0e", "scratch": "#2ca02c"}
-MISSING = "-"  # what a table shows where a run has no value (failed, or the figure does not apply)
 HEAD_ITERATIONS_PER_POINT = 10  # fit_linear_head records its curve every 10 L-BFGS iterations
 ACCURACY_RANGE = [0.0, 1.02]  # accuracy axes: the whole scale, a little room for markers at 1.0
 
@@ -50,16 +50,9 @@ def _compact(count: int | None) -> str:
 
 
 def epochs_label(run: RunResult) -> str:
-    """What the epochs column says: feature extraction fits its head with L-BFGS (no epochs); a trained network its
-    epochs run, out of those planned when it stopped early; a run that never trained, '-'."""
-    if run.kind == "feature-extraction":
-        return "L-BFGS" if run.status == "completed" else MISSING
-    if not run.epochs_run:
-        return MISSING
-    planned = run.extra.get("planned_epochs")
-    if planned and run.epochs_run < planned:
-        return f"{run.epochs_run}/{planned}"
-    return str(run.epochs_run)
+    """What the epochs column says, as the CLI says it (tlcore.views.text.epochs_text): 'L-BFGS', '3 (best 0)',
+    '8/10 (best 6)' or '-'."""
+    return epochs_text(run)
 
 
 def summary_table(result: ComparisonResult) -> pd.DataFrame:
@@ -82,7 +75,7 @@ def summary_table(result: ComparisonResult) -> pd.DataFrame:
             "peak MB": round(memory) if memory is not None else None,
             "epochs": epochs_label(r),
             "weights": r.weights.get("source") or MISSING,
-            "note": r.error or "",
+            "note": "; ".join(run_notes(r)),  # error, kept start, shared time, img/s on a busy machine
         })
     frame = pd.DataFrame(rows, columns=["strategy", "status", "accuracy", "95% CI", "macro-F1", "train s", "img/s",
                                         "trainable", "peak MB", "epochs", "weights", "note"])
@@ -93,22 +86,39 @@ def summary_table(result: ComparisonResult) -> pd.DataFrame:
     return frame
 
 
+def _time_bars(fig: go.Figure, runs: list[RunResult], colors: list[str], row: int, col: int) -> None:
+    """Each strategy's training time counted alone, its part shared with other strategies hatched on top."""
+    names = [r.strategy for r in runs]
+    shared = [r.shared_seconds() for r in runs]
+    own = [max(0.0, (_number(r.train_seconds) or 0.0) - s) for r, s in zip(runs, shared)]
+    fig.add_bar(x=names, y=own, marker_color=colors, row=row, col=col, name="time",
+                hovertemplate="%{x}: %{y:.1f} s its own work<extra></extra>")
+    if any(shared):
+        fig.add_bar(x=names, y=shared, row=row, col=col, name="shared",
+                    marker=dict(color=colors, pattern=dict(shape="/", fgcolor="white", solidity=0.4)),
+                    customdata=[", ".join(r.shared_with()) or "-" for r in runs],
+                    hovertemplate="%{x}: %{y:.1f} s shared with %{customdata}<extra></extra>")
+
+
 def bars(result: ComparisonResult) -> go.Figure:
-    """Accuracy (with its 95% interval), training time and trainable parameters (log scale), side by side."""
+    """Accuracy (with its 95% interval), training time (each strategy counted alone; hatched: the part computed once
+    for several strategies) and trainable parameters (log scale), side by side."""
 
     runs = _done(result)
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("Test accuracy (95% CI)", "Training time (s)",
-                                                        "Trainable parameters (log)"))
+    any_shared = any(r.shared for r in runs)
+    fig = make_subplots(rows=1, cols=3, subplot_titles=(
+        "Test accuracy (95% CI)", "Training time (s)" + (", hatched: shared" if any_shared else ""),
+        "Trainable parameters (log)"))
     names = [r.strategy for r in runs]
     colors = [_color(r) for r in runs]
     fig.add_bar(x=names, y=[r.accuracy for r in runs], marker_color=colors, row=1, col=1,
                 error_y=dict(type="data", symmetric=False, array=[r.accuracy_high - r.accuracy for r in runs],
                              arrayminus=[r.accuracy - r.accuracy_low for r in runs]), name="accuracy")
-    fig.add_bar(x=names, y=[r.train_seconds for r in runs], marker_color=colors, row=1, col=2, name="time")
+    _time_bars(fig, runs, colors, 1, 2)
     fig.add_bar(x=names, y=[r.trainable_params for r in runs], marker_color=colors, row=1, col=3, name="params")
     fig.update_yaxes(type="log", row=1, col=3)
     fig.update_yaxes(range=ACCURACY_RANGE, row=1, col=1)
-    fig.update_layout(showlegend=False, height=340, margin=dict(t=40, b=20, l=20, r=20))
+    fig.update_layout(showlegend=False, height=340, margin=dict(t=40, b=20, l=20, r=20), barmode="stack")
     return fig
 
 
@@ -145,8 +155,16 @@ def label_positions(points: Sequence[tuple[float, float]], x_range: tuple[float,
     return out
 
 
+def _time_hover(run: RunResult) -> str:
+    text = f"{run.strategy}: {run.accuracy:.3f} in {run.train_seconds:.1f} s of training"
+    if run.shared:
+        text += f", {run.shared_seconds():.1f} s of it shared with {', '.join(run.shared_with())}"
+    return text
+
+
 def pareto(result: ComparisonResult) -> go.Figure:
-    """Test accuracy (95% interval) against training time; the Pareto front (no other strategy both faster and
+    """Test accuracy (95% interval) against training time, each strategy's counted alone (work it shares with
+    another strategy included: see RunResult.train_seconds); the Pareto front (no other strategy both faster and
     more accurate) ringed, and dashed when it has more than one point."""
     runs = [r for r in _done(result) if _number(r.train_seconds) is not None]
     points = [(float(r.train_seconds), float(r.accuracy)) for r in runs]
@@ -168,7 +186,8 @@ def pareto(result: ComparisonResult) -> go.Figure:
         if low is not None and high is not None:
             error = dict(type="data", symmetric=False, array=[high - y], arrayminus=[y - low])
         fig.add_scatter(x=[x], y=[y], mode="markers+text", text=[r.strategy], textposition=position,
-                        cliponaxis=False, marker=dict(size=14, color=_color(r)), name=r.strategy, error_y=error)
+                        cliponaxis=False, marker=dict(size=14, color=_color(r)), name=r.strategy, error_y=error,
+                        hovertext=[_time_hover(r)], hoverinfo="text")
     if len(front) > 1:
         fig.add_scatter(x=[points[i][0] for i in front], y=[points[i][1] for i in front], mode="lines+markers",
                         line=dict(dash="dash", color="grey"), cliponaxis=False, hoverinfo="skip",
@@ -180,7 +199,7 @@ def pareto(result: ComparisonResult) -> go.Figure:
                         marker=dict(size=26, symbol="circle-open", color="grey", line=dict(width=2)),
                         hoverinfo="skip", name=f"Pareto front: {only} alone (none faster or more accurate)")
     title = "Accuracy vs training time" + (" (ringed: Pareto front)" if front else "")
-    fig.update_layout(xaxis=dict(title="training time (s)", range=list(x_range)),
+    fig.update_layout(xaxis=dict(title="training time (s, each counted alone)", range=list(x_range)),
                       yaxis=dict(title="test accuracy", range=list(y_range)), height=380, title=title,
                       margin=dict(t=50, b=40, l=50, r=30), legend=dict(orientation="h", y=-0.2))
     return fig
@@ -359,6 +378,13 @@ def gallery_order(truth: Sequence[int], pred: Sequence[int], limit: int) -> list
     return (round_robin(mistakes) + round_robin(correct))[:max(0, limit)]
 
 
+def gallery_caption(item: dict) -> str:
+    """'WRONG: shirt (true: coat)' or 'right: coat': text marks, which every font draws (emoji need an emoji font)."""
+    if item["correct"]:
+        return f"right: {item['predicted']}"
+    return f"WRONG: {item['predicted']} (true: {item['true']})"
+
+
 def gallery(result: ComparisonResult, run: RunResult, limit: int = 24) -> list[dict]:
     """Test images with true and predicted labels, mistakes first and spread over the classes (see
     `gallery_order`); reloads the dataset from the result's config (cached for built-ins)."""
@@ -396,8 +422,8 @@ def learning_curves(summary: pd.DataFrame, crossovers: list = (), cells: pd.Data
         color = COLORS.get(g["kind"].iloc[0], "#7f7f7f")
         x = g["images_per_class"].tolist()
         fig.add_scatter(x=x + x[::-1], y=g["accuracy_high"].tolist() + g["accuracy_low"].tolist()[::-1],
-                        mode="lines", fill="toself", fillcolor=_hex_to_rgba(color, 0.15), line=dict(width=0), hoverinfo="skip",
-                        showlegend=False, legendgroup=strategy)
+                        mode="lines", fill="toself", fillcolor=_hex_to_rgba(color, 0.15), line=dict(width=0),
+                        hoverinfo="skip", showlegend=False, legendgroup=strategy)
         fig.add_scatter(x=x, y=g["accuracy"], mode="lines+markers", name=strategy, legendgroup=strategy,
                         line=dict(color=color), customdata=np.stack([g["accuracy_low"], g["accuracy_high"],
                                                                      g["repeats"]], axis=1),

@@ -3,9 +3,9 @@ the dashboard shows the same strings, so both front ends say the same thing in t
 
 from __future__ import annotations
 
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import pandas as pd
 
@@ -14,8 +14,11 @@ from tlcore.core.environment import data_roots
 from tlcore.core.progress import ProgressEvent
 from tlcore.core.results import ComparisonResult, RunResult
 from tlcore.data.uploads import upload_label
+from tlcore.deploy.skipped import named_in_summary, summarize_skipped
+from tlcore.engine.throughput import Throughput
 from tlcore.experiments.config import size_label
 from tlcore.experiments.sweep import SweepResult
+from tlcore.records.models import WEIGHTS, models_dir
 
 PHASES = {"prepare": "preparing", "features": "extracting features", "head": "fitting the head",
           "lp_warmup": "head warm-up (LP-FT)", "lp-warmup": "head warm-up (LP-FT)", "frozen_prefix":
@@ -51,15 +54,17 @@ def record_text(record: dict) -> str:
     return f"{record['kind']} {record['id']}" + (f" ({details})" if details else "")
 
 
-def skipped_text(dataset: dict, limit: int = 3) -> str:
-    """'13 files skipped (first 3: a.jpg: corrupt...; ...); the full list is in comparison.json', or ''."""
+def skipped_text(dataset: dict, limit: int = 6, full_list: str = "the result's JSON") -> str:
+    """'13 file(s) skipped: 12 truncated (e.g. cat/a.jpg), 1 over 50 megapixels (cat/huge.png); the full list is in
+    the result's JSON', or '': a count and an example for each kind of reason (at most `limit` kinds)."""
     skipped = dataset.get("skipped") or []
     count = dataset.get("skipped_files", len(skipped))
     if not count:
         return ""
-    head = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:limit])
-    return (f"{count} file(s) skipped" + (f" (first {min(limit, len(skipped))}: {head})" if head else "")
-            + ("; the full list is in the result's JSON" if count > limit else ""))
+    summary = summarize_skipped(skipped, limit)
+    named = named_in_summary(skipped, limit)
+    return (f"{count} file(s) skipped" + (f": {summary}" if summary else "")
+            + (f"; the full list is in {full_list}" if count > named and full_list else ""))
 
 
 def overlap_text(dataset: dict) -> str:
@@ -115,6 +120,204 @@ def run_size_text(run: RunResult) -> str:
     return f"{used:.0f}" if float(used).is_integer() else f"{used:.1f}"
 
 
+MISSING = "-"  # where a run has no value (failed, or the figure does not apply)
+KEPT_START = "no fine-tuning epoch beat its start: the same model as feature extraction"
+
+
+def kept_start(run: RunResult) -> bool:
+    """A fine-tune (LP-FT) whose best epoch is 0: no epoch beat the fitted head on the pretrained backbone, so its
+    model is feature extraction's head on the same backbone, and it predicts exactly as feature extraction does."""
+    return (run.kind == "fine-tune" and run.status == "completed" and run.epochs_run > 0 and run.best_epoch == 0
+            and any(point.get("epoch") == 0 for point in run.curve))
+
+
+def epochs_text(run: RunResult) -> str:
+    """What an epochs column says: 'L-BFGS' for feature extraction's head; a trained network's epochs run (out of
+    those planned when it stopped early) and the epoch restored, '3 (best 0)' or '8/10 (best 6)'; '-' when it never
+    trained."""
+    if run.kind == "feature-extraction":
+        return "L-BFGS" if run.status == "completed" else MISSING
+    if not run.epochs_run:
+        return MISSING
+    planned = run.extra.get("planned_epochs")
+    ran = f"{run.epochs_run}/{planned}" if planned and run.epochs_run < planned else str(run.epochs_run)
+    return f"{ran} (best {run.best_epoch})"
+
+
+SHARED_PARTS = {"features": "features", "head_fit": "head fit"}  # RunResult.shared's keys, in the order work is done
+
+
+def _parts_text(run: RunResult) -> str:
+    ordered = [part for part in SHARED_PARTS if part in run.shared] + [p for p in run.shared if p not in SHARED_PARTS]
+    return ", ".join(SHARED_PARTS.get(part, part) for part in ordered)
+
+
+def shared_text(run: RunResult) -> str:
+    """'train s includes 3.1 s shared with feature-extraction (features, head fit)', or '' when nothing was shared."""
+    if not run.shared:
+        return ""
+    return (f"train s includes {run.shared_seconds():.1f} s shared with {', '.join(run.shared_with())} "
+            f"({_parts_text(run)})")
+
+
+def throughput_text(run: RunResult) -> str:
+    """'img/s measured while the machine was busy (...)' when other processes used the CPU during its timing, or
+    'img/s timed on only 6 images (...): too short to compare'; '' for a figure fit to compare."""
+    measured = Throughput.from_dict(run.extra.get("throughput"))
+    if measured is None or measured.comparable:
+        return ""
+    return f"img/s {measured.busy_text() or measured.short_text()}"
+
+
+def run_notes(run: RunResult) -> list[str]:
+    """What a reader must know to read a run's row: its error, a fine-tune that kept its start, the shared part of
+    its training time, an img/s taken on a busy machine."""
+    notes = [run.error or "", KEPT_START if kept_start(run) else "", shared_text(run), throughput_text(run)]
+    return [note for note in notes if note]
+
+
+@dataclass
+class DeployChoice:
+    """Which completed run to deploy: among those whose 95% interval overlaps the most accurate one's, the cheapest
+    to deploy (smallest model, then fastest); among equally cheap ones the most accurate, then the cheapest to
+    train."""
+
+    run: RunResult
+    as_accurate: list[RunResult]  # the other runs within the intervals, most accurate first
+    less_accurate: list[RunResult]  # the runs whose interval does not reach the best's, most accurate first
+    sizes: dict[str, Optional[int]]  # run id -> bytes to deploy
+
+
+# Sizes within 5% count as equal; img/s within 25%, the agreement of two timings of one model on a shared machine.
+SIZE_TIE, SPEED_TIE = 0.05, 0.25
+WIDE = 0.2  # a 95% interval wider than this: the test set is too small to tell close strategies apart
+
+
+def deploy_bytes(run: RunResult, record_id: str) -> Optional[int]:
+    """What deploying the run takes on disk: its saved model file (tlcore.records.models). Feature extraction saves
+    only its head, but deploying it needs the frozen backbone too: its weights are counted, at 4 bytes a parameter
+    as a saved float32 network stores them. Without a saved file, 4 bytes a parameter; None when unknown."""
+    path = models_dir() / record_id / run.run_id / WEIGHTS if record_id and run.run_id else None
+    saved = path.stat().st_size if path is not None and path.is_file() else None
+    if run.total_params is None:
+        return saved
+    if run.kind == "feature-extraction":
+        head = run.trainable_params or 0
+        return (saved if saved is not None else 4 * head) + 4 * (run.total_params - head)
+    return saved if saved is not None else 4 * run.total_params
+
+
+def _ips(run: RunResult) -> Optional[float]:
+    """img/s fit to compare: measured long enough, and not on a busy machine (Throughput.comparable)."""
+    measured = Throughput.from_dict(run.extra.get("throughput"))
+    return None if not run.throughput_ips or (measured is not None and not measured.comparable) else run.throughput_ips
+
+
+def _cheapest(runs: list[RunResult], sizes: dict[str, Optional[int]]) -> RunResult:
+    known = [sizes[r.run_id] for r in runs if sizes[r.run_id] is not None]
+    if known:
+        runs = [r for r in runs if sizes[r.run_id] is None or sizes[r.run_id] <= min(known) * (1 + SIZE_TIE)]
+    speeds = [_ips(r) for r in runs if _ips(r) is not None]
+    if speeds:
+        runs = [r for r in runs if _ips(r) is None or _ips(r) >= max(speeds) * (1 - SPEED_TIE)]
+    return min(runs, key=lambda r: (-r.accuracy, r.train_seconds if r.train_seconds is not None else float("inf"),
+                                    r.trainable_params or 0))
+
+
+def choose_deploy(result: ComparisonResult) -> Optional[DeployChoice]:
+    """The run to deploy (see DeployChoice), or None when no run finished with a score."""
+    done = [r for r in result.runs if r.status == "completed" and None not in (r.accuracy, r.accuracy_low,
+                                                                             r.accuracy_high)]
+    if not done:
+        return None
+    done.sort(key=lambda r: -r.accuracy)
+    best = done[0]
+    tied = [r for r in done if r.accuracy_high >= best.accuracy_low]
+    sizes = {r.run_id: deploy_bytes(r, result.record_id) for r in done}
+    choice = _cheapest(tied, sizes)
+    return DeployChoice(choice, [r for r in tied if r is not choice], [r for r in done if r not in tied], sizes)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size < 1e8 else f"{size / 1e6:.0f} MB"
+
+
+def _same_model(a: RunResult, b: RunResult) -> bool:
+    return {a.kind, b.kind} == {"feature-extraction", "fine-tune"} and (kept_start(a) or kept_start(b))
+
+
+def _accuracy_clause(choice: DeployChoice) -> str:
+    run = choice.run
+    if choice.as_accurate:
+        each = []
+        for other in choice.as_accurate:
+            same = f": {other.strategy if kept_start(other) else run.strategy} kept its start, the same model" \
+                if _same_model(run, other) else ""
+            each.append(f"{other.strategy} ({run.accuracy:.3f} vs {other.accuracy:.3f}{same})")
+        clause = "as accurate as " + " and ".join(each) + " within the 95% intervals"
+        best = max([run] + choice.as_accurate, key=lambda r: r.accuracy)
+        apart = max(abs(run.accuracy - other.accuracy) for other in choice.as_accurate) > 0.05
+        if apart and best.accuracy_high - best.accuracy_low > WIDE:
+            clause += (f" (with {best.test_images or 'few'} test images they are wide, "
+                       f"{best.accuracy_low:.2f}-{best.accuracy_high:.2f}: more test images may separate them)")
+        return clause
+    clause = f"the most accurate ({run.accuracy:.3f}, 95% CI {run.accuracy_low:.3f}-{run.accuracy_high:.3f})"
+    if choice.less_accurate:
+        nxt = choice.less_accurate[0]
+        clause += f"; no other interval reaches it (next: {nxt.strategy}, {nxt.accuracy:.3f})"
+    return clause
+
+
+def _cost_clauses(choice: DeployChoice) -> list[str]:
+    """Size, speed, trainable parameters and training time against the most accurate of the runs it was chosen
+    over (or, when it stands alone, its own size and speed)."""
+    run = choice.run
+    size = choice.sizes.get(run.run_id)
+    counted = "backbone weights + head" if run.kind == "feature-extraction" else ""
+    other = choice.as_accurate[0] if choice.as_accurate else None
+    if other is None:
+        alone = [f"{_megabytes(size)} to deploy" + (f" ({counted})" if counted else "") if size else "",
+                 f"{run.throughput_ips:.0f} img/s" if _ips(run) else ""]
+        return [c for c in alone if c]
+    clauses = []
+    theirs = choice.sizes.get(other.run_id)
+    if size and theirs:
+        what = f": {counted}" if counted else ""
+        clauses.append(f"{_megabytes(size)} to deploy{what}, instead of {_megabytes(theirs)}"
+                       if size < theirs * (1 - SIZE_TIE) else f"the same size to deploy ({_megabytes(size)}{what})")
+    mine, their_ips = _ips(run), _ips(other)
+    if mine and their_ips:
+        figures = f"{mine:.0f} vs {their_ips:.0f} img/s"
+        if mine > their_ips * (1 + SPEED_TIE):
+            clauses.append(f"{mine / their_ips:.1f}x the speed ({figures})")
+        else:
+            clauses.append(f"as fast ({figures})" if mine >= their_ips * (1 - SPEED_TIE) else figures)
+    if run.trainable_params and other.trainable_params and other.trainable_params >= 1.5 * run.trainable_params:
+        clauses.append(f"{other.trainable_params / run.trainable_params:.0f}x fewer trainable parameters")
+    if run.train_seconds and other.train_seconds and other.train_seconds >= 1.2 * run.train_seconds:
+        clauses.append(f"{other.train_seconds / run.train_seconds:.1f}x less training time "
+                       f"({run.train_seconds:.1f} s vs {other.train_seconds:.1f} s)")
+    return clauses
+
+
+def deploy_verdict(result: ComparisonResult) -> str:
+    """One line: which model to deploy and why, accuracy within its interval first, then size and speed. 'Deploy
+    feature-extraction: as accurate as fine-tune (0.755 vs 0.755: fine-tune kept its start, the same model) within
+    the 95% intervals, the same size to deploy (14.2 MB: backbone weights + head), as fast (1336 vs 1290 img/s),
+    80x fewer trainable parameters.' '' when no run finished."""
+    choice = choose_deploy(result)
+    if choice is None:
+        return ""
+    run = choice.run
+    if choice.as_accurate or choice.less_accurate:
+        clauses = [_accuracy_clause(choice)] + _cost_clauses(choice)
+    else:
+        clauses = [f"the only strategy that finished ({run.accuracy:.3f})"] + _cost_clauses(choice)
+    same = any(_same_model(run, other) for other in choice.as_accurate)
+    kept = f"; {KEPT_START}" if kept_start(run) and not same else ""
+    return f"Deploy {run.strategy}: " + ", ".join(clauses) + kept + "."
+
+
 def comparison_headline(result: ComparisonResult) -> str:
     ds, cfg = result.dataset, result.config
     if not ds:
@@ -147,16 +350,20 @@ def comparison_table(result: ComparisonResult) -> str:
             "accuracy": f"{r.accuracy:.3f} [{r.accuracy_low:.3f}, {r.accuracy_high:.3f}]" if ok else "-",
             "macro-F1": f"{r.macro_f1:.3f}" if ok else "-",
             "train s": f"{r.train_seconds:.1f}" if r.train_seconds is not None else "-",
-            "img/s": f"{r.throughput_ips:.0f}" if r.throughput_ips else "-",
+            "img/s": (f"{r.throughput_ips:.0f}" + ("*" if throughput_text(r) else "")) if r.throughput_ips else "-",
             "trainable": f"{r.trainable_params:,}" if r.trainable_params is not None else "-",
             "total": f"{r.total_params:,}" if r.total_params else "-",
             "peak MB": f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb else "-",
-            "epochs": f"{r.epochs_run} (best {r.best_epoch})" if r.kind != "feature-extraction" else "L-BFGS",
+            "epochs": epochs_text(r),
         })
-    notes = [f"  {r.strategy}: {r.error}" for r in result.runs if r.error]
+    problems = [f"  {r.strategy}: {r.error}" for r in result.runs if r.error]
+    notes = [f"  {r.strategy}: {note}" for r in result.runs for note in run_notes(r) if note != r.error]
     warnings = [w for w in (skipped_text(result.dataset), overlap_text(result.dataset)) if w]
+    verdict = deploy_verdict(result)
     lines = [comparison_headline(result)] + warnings + [pd.DataFrame(rows).to_string(index=False)]
-    return "\n".join(lines + (["problems:"] + notes if notes else []))
+    lines += (["notes (* img/s not fit to compare, see its note):" if any(throughput_text(r) for r in result.runs)
+               else "notes:"] + notes if notes else [])
+    return "\n".join(lines + (["problems:"] + problems if problems else []) + ([verdict] if verdict else []))
 
 
 NOT_RUN = "not run"
@@ -166,7 +373,8 @@ def not_run_text(config: dict) -> str:
     """Which strategies a sweep skipped at which sizes, and why (SweepConfig.long_only); '' when none."""
     config = config or {}
     names, long_from = config.get("long_only") or [], config.get("long_from")
-    below = [size for size in config.get("sizes", []) if size is not None and long_from is not None and size < long_from]
+    below = [size for size in config.get("sizes", [])
+             if size is not None and long_from is not None and size < long_from]
     if not names or not below:
         return ""
     return (f"{' and '.join(names)} runs only from {long_from} images a class in this sweep, on the schedule that "
