@@ -1,6 +1,9 @@
 """Compare page: choose data, backbone and strategies, run them as a background job, and read the results side by
 side. Layout only: configs, jobs, charts and galleries all come from tlcore."""
 
+import ui.preload  # noqa: F401  first: a deep link on a fresh server runs this page before app.py
+from dataclasses import replace
+
 import streamlit as st
 
 from tlcore.core.environment import read_only
@@ -8,6 +11,7 @@ from tlcore.core.errors import TlcoreError
 from tlcore.engine.strategies import KINDS
 from tlcore.experiments.config import (DEFAULT_PRESET, PRESETS, ExperimentConfig, build_config, preset_strategy,
                                        size_label)
+from tlcore.engine.rates import machine_busy
 from tlcore.experiments.estimate import estimate_comparison
 from tlcore.server.jobs import ACTIVE
 from tlcore.views import charts
@@ -30,10 +34,20 @@ through_app()  # a deep link on a fresh server: through app.py's navigation
 st.set_page_config(page_title="Compare · tlcore", page_icon=":material/balance:", layout="wide")
 
 
-@st.cache_data(show_spinner="Estimating the time on this machine...", max_entries=64, ttl=60)
+@st.cache_data(show_spinner="Estimating the time on this machine...", max_entries=64, ttl=3600)
+def _estimate(config: dict):
+    return estimate_comparison(ExperimentConfig.from_dict(config), check_load=False)
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def _busy() -> str:
+    return machine_busy()
+
+
 def estimated(config: dict) -> str:
-    """The estimate for these choices; kept a minute, so a busy machine is noticed when it calms down."""
-    return estimate_comparison(ExperimentConfig.from_dict(config)).text()
+    """The estimate for these choices (scanning the data takes seconds: kept an hour), and whether the machine is
+    busy now (checked at most every 10 seconds)."""
+    return replace(_estimate(config), busy=_busy()).text()
 
 
 st.title("Compare strategies")

@@ -1,6 +1,7 @@
 """Sweep page: accuracy, time and cost against labelled images per class, with repeats, intervals and crossovers.
 Layout only: the sweep, its statistics and its figures come from tlcore."""
 
+import ui.preload  # noqa: F401  first: a deep link on a fresh server runs this page before app.py
 import pandas as pd
 import streamlit as st
 

@@ -1,6 +1,7 @@
 """Recommend page: measure a dataset (or describe one) and see which strategy to use, why, and what to expect; then
 confirm it on the Compare page with one click. Layout only: signals, rules and evidence come from tlcore."""
 
+import ui.preload  # noqa: F401  first: a deep link on a fresh server runs this page before app.py
 from dataclasses import replace
 
 import pandas as pd

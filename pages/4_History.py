@@ -3,6 +3,7 @@ panels as when it ran), compare side by side, delete to a trash and restore, imp
 record read-only: the share link.
 Layout only: the store, reports and bundles are tlcore's."""
 
+import ui.preload  # noqa: F401  first: a deep link on a fresh server runs this page before app.py
 import pandas as pd
 import streamlit as st
 

@@ -2,6 +2,7 @@
 stage sees in a sample image, and the layer-wise probe of where pretrained features stop transferring on your data.
 Layout only: the anatomy, the views, the activations and the probe come from tlcore."""
 
+import ui.preload  # noqa: F401  first: a deep link on a fresh server runs this page before app.py
 import copy
 import hashlib
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, make_strategy
 from tlcore.engine import rates as rates_module
 from tlcore.experiments.config import SweepConfig
@@ -22,17 +24,32 @@ def test_an_estimate_per_strategy_from_rates_measured_once(image_folder, tiny_we
     monkeypatch.setattr(rates_module, "machine_busy", lambda *a, **k: "")
     first = estimate_comparison(_config(image_folder, tiny_weights), check_load=False)
     assert set(first.seconds) == {"feature-extraction", "fine-tune", "scratch"} and first.image_size == 32
-    assert first.images["train"] == 24 and first.seconds["scratch"] > first.seconds["feature-extraction"] > 0
+    assert first.images == {"train": 24, "val": 3, "test": 6} and min(first.seconds.values()) > 0
     assert first.text().startswith("Estimated at most") and "busy" not in first.text()
     stored = json.loads((isolated_home / "calibration.json").read_text())
     assert list(stored) == [first.rates.key] and "test_efficientnet|32|cpu" in first.rates.key
     again = estimate_comparison(_config(image_folder, tiny_weights), check_load=False)
     assert again.rates == first.rates  # read back, not measured again
-    longer = estimate_comparison(ExperimentConfig(**{**_config(image_folder, tiny_weights).__dict__, "strategies": [
-        make_strategy("scratch", epochs=8)]}), check_load=False)
-    assert longer.seconds["scratch"] > first.seconds["scratch"]  # twice the epochs
     sweep = estimate_sweep(SweepConfig(_config(image_folder, tiny_weights), sizes=(2, 4), repeats=2), check_load=False)
     assert set(sweep.seconds) == {"feature-extraction", "fine-tune", "scratch"}
+
+
+def test_the_estimate_counts_each_schedule_in_full():
+    """The arithmetic, on fixed rates: images through the frozen pass, optimizer steps of each schedule, val passes."""
+    from tlcore.engine.rates import MachineRates
+    from tlcore.experiments.estimate import HEAD_FIT_SECONDS, THROUGHPUT_IMAGES, strategy_seconds
+
+    rates = MachineRates(forward=0.001, fine_tune=0.01, scratch=0.02, key="", measured_at=0.0)
+    images = {"train": 640, "val": 100, "test": 200}
+    fe = strategy_seconds(make_strategy("feature-extraction"), images, rates, features_shared=False)
+    assert fe == pytest.approx(940 * 0.001 + HEAD_FIT_SECONDS + THROUGHPUT_IMAGES * 0.001)
+    scratch = make_strategy("scratch", epochs=10, batch_size=64, min_steps=0)
+    expected = 10 * 10 * 64 * 0.02 + 10 * 100 * 0.001 + 200 * 0.001 + THROUGHPUT_IMAGES * 0.001
+    assert strategy_seconds(scratch, images, rates, features_shared=True) == pytest.approx(expected)
+    longer = make_strategy("scratch", epochs=20, batch_size=64, min_steps=0)
+    assert strategy_seconds(longer, images, rates, True) > 1.9 * strategy_seconds(scratch, images, rates, True) - 1
+    small = make_strategy("scratch", epochs=10, batch_size=64, min_steps=300)  # rounds of at least 30 steps
+    assert strategy_seconds(small, images, rates, True) == pytest.approx(expected + 10 * 20 * 64 * 0.02)
 
 
 def test_rates_measured_on_a_busy_machine_are_used_not_kept_and_the_estimate_says_busy(

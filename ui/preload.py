@@ -2,9 +2,10 @@
 
 Streamlit runs each browser session's script in a thread of its own. On a fresh server, several sessions importing
 tlcore at the same moment collide in Python's per-module import locks: one gets `_frozen_importlib._DeadlockError`,
-another sees a module half-imported (`cannot import name ... from tlcore.advice.recommend`). app.py imports this
-module before anything else: Python runs its body in one thread while every other session waits on this module's
-lock, which it takes before holding any other, so nothing can deadlock and every page finds its modules whole.
+another sees a module half-imported (`cannot import name ... from tlcore.advice.recommend`). app.py and every page
+import this module before anything else (a deep link on a fresh server runs its page file before app.py): Python runs
+its body in one thread while every other session waits on this module's lock, which each takes before holding any
+other, so nothing can deadlock and every page finds its modules whole.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import re
 import warnings
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
@@ -229,8 +230,9 @@ def _header_size(fp: BinaryIO) -> Optional[tuple[int, int]]:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with factory(fp, "") as img:
                     return img.size
-        except Image.DecompressionBombError:  # over twice Pillow's limit, so far over MAX_PIXELS too
-            return (Image.MAX_IMAGE_PIXELS or MAX_PIXELS) * 2 + 1, 1
+        except Image.DecompressionBombError as exc:  # over twice Pillow's limit: its message has the pixel count
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            return int(found[1]) if found else 2 * (Image.MAX_IMAGE_PIXELS or MAX_PIXELS) + 1, 1
         except (SyntaxError, IndexError, TypeError, struct.error, OSError, ValueError, EOFError):
             continue
     return None
@@ -247,7 +249,8 @@ def over_pixel_limit(size: Optional[tuple[int, int]], max_pixels: int = MAX_PIXE
     if size is None or size[0] * size[1] <= max_pixels:
         return None
     width, height = size
-    return (f"{width} x {height} = {_megapixels(width * height, max_pixels)} megapixels; the limit is "
+    dimensions = f"{width} x {height} = " if height > 1 else ""  # (pixels, 1): only the count is known
+    return (f"{dimensions}{_megapixels(width * height, max_pixels)} megapixels; the limit is "
             f"{max_pixels / 1e6:,.0f} megapixels an image")
 
 

@@ -12,13 +12,13 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 
-import psutil
 import torch
 import torch.nn.functional as F
 
 from tlcore.core.environment import data_home, resolve_device
 from tlcore.engine import backbone as bb
 from tlcore.engine.strategies import make_strategy
+from tlcore.engine.throughput import LoadWindow, is_busy
 
 CALIBRATION_FILE = "calibration.json"
 FORWARD_BATCH = 128  # as evaluation runs
@@ -40,18 +40,15 @@ class MachineRates:
         return self.scratch if kind == "scratch" else self.fine_tune
 
 
-def machine_busy(window: float = 0.3, share: float = 0.5) -> str:
-    """'' on a quiet machine, else what other processes use, measured over `window` seconds: more than `share` of
-    one core counts as busy (two torch processes on 2 cores slow each other several-fold)."""
-    me = psutil.Process()
-    cores = psutil.cpu_count() or 1
-    before = sum(me.cpu_times()[:2])
-    in_use = psutil.cpu_percent(interval=window) / 100 * cores
-    others = max(0.0, in_use - (sum(me.cpu_times()[:2]) - before) / window)
-    if others <= share:
+def machine_busy(window: float = 0.3) -> str:
+    """'' on a quiet machine, else what other processes use over `window` seconds, judged as a timing is
+    (tlcore.engine.throughput: more than half a core of other work is busy)."""
+    with LoadWindow() as load:
+        time.sleep(window)
+    if not is_busy(load.other_seconds, load.wall):
         return ""
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"other work is using {others:.1f} of {cores} cores{load}"
+    text = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"other work is using {load.other_seconds / load.wall:.1f} of {len(load.cpus)} cores{text}"
 
 
 def cpu_name() -> str:
