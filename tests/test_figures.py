@@ -278,7 +278,8 @@ def _split_folder(root):
 def test_predict_reports_the_img_s_the_comparison_measured_for_the_same_model(tmp_path, tiny_weights, one_thread):
     """`tlcore predict --test-images` and the comparison time the same model by the same protocol: measured back to
     back, they agree within 25% on an idle machine. A shared machine is noisy: an attempt whose either figure was
-    taken while other processes used the CPU (flagged busy) is retried, up to 3 attempts."""
+    taken while other processes used the CPU (flagged busy) is left out, and each figure is the best of the idle
+    attempts (noise only ever slows a timing down), up to 3 attempts."""
     from tlcore import compare
     from tlcore.deploy.predict import predict_test_images
 
@@ -299,7 +300,10 @@ def test_predict_reports_the_img_s_the_comparison_measured_for_the_same_model(tm
             busy.append(figures)
             continue
         idle.append(figures)
-        if all(abs(p / c - 1) <= 0.25 for _, c, p in figures):
+        seen = sum(idle, [])
+        best = {name: (max(c for n, c, _ in seen if n == name), max(p for n, _, p in seen if n == name))
+                for name, _, _ in figures}
+        if all(abs(p / c - 1) <= 0.25 for c, p in best.values()):
             return
     if not idle:
         pytest.skip(f"other processes used the CPU during every attempt, img/s (comparison, predict) {busy}: they "
