@@ -25,15 +25,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tlcore import DatasetSpec, ExperimentConfig, compare, make_strategy  # noqa: E402
-from tlcore.engine.backbone import BackboneSpec, data_config, eval_transform, load_template  # noqa: E402
-from tlcore.data.dataset import prepare_split  # noqa: E402
-from tlcore.data.load import load_dataset  # noqa: E402
-from tlcore.experiments.prepare import auto_image_size  # noqa: E402
-from tlcore.engine.features import ExtractOptions, extract_features  # noqa: E402
-from tlcore.engine.train import fit_linear_head  # noqa: E402
+from tlcore import DatasetSpec, ExperimentConfig, compare, make_strategy
+from tlcore.data.dataset import prepare_split
+from tlcore.data.load import load_dataset
+from tlcore.engine.backbone import BackboneSpec, data_config, eval_transform, load_template
+from tlcore.engine.features import ExtractOptions, extract_features
+from tlcore.engine.train import fit_linear_head
+from tlcore.experiments.prepare import auto_image_size
 
 
 def timed(fn, repeats: int = 2):
@@ -200,19 +198,17 @@ def sklearn_probe(cache_dir: Path, per_class: int) -> float:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from tlcore.engine.features import default_cache, split_features
+    from tlcore.engine.backbone import transform_key
+    from tlcore.engine.features import FeatureContext, split_features
 
     model, info = load_template(BackboneSpec())
     ds = load_dataset(DatasetSpec("fashion-mnist", per_class=per_class), seed=0)
     cfg = data_config(model, auto_image_size(ds.native_size()))
-    from tlcore.engine.backbone import transform_key
-
-    f, y = {}, {}
-    for split in ("train", "val", "test"):
-        prepared = prepare_split(ds, split, eval_transform(cfg))
-        f[split] = split_features(default_cache(), model, "tf_efficientnet_lite0", info.sha256, ds, split, prepared,
-                                  cfg, transform_key(cfg), torch.device("cpu")).numpy()
-        y[split] = prepared.labels.numpy()
+    splits = {split: prepare_split(ds, split, eval_transform(cfg)) for split in ("train", "val", "test")}
+    context = FeatureContext(model=model, backbone_name="tf_efficientnet_lite0", weights_sha=info.sha256, dataset=ds,
+                             splits=splits, cfg=cfg, transform_key=transform_key(cfg), device=torch.device("cpu"))
+    f = {split: split_features(context, split).numpy() for split in splits}
+    y = {split: prepared.labels.numpy() for split, prepared in splits.items()}
     best = None
     for c in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0):
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
@@ -244,7 +240,8 @@ def part3(args) -> dict:
                                                       for r in result.runs}}
     sk = sklearn_probe(Path(), 100)
     fe = result.run("feature-extraction").accuracy
-    print(f"  => feature extraction {fe:.4f} vs scikit-learn {sk:.4f}: {'matches or beats' if fe >= sk - 1e-9 else 'BELOW'}")
+    verdict = "matches or beats" if fe >= sk - 1e-9 else "BELOW"
+    print(f"  => feature extraction {fe:.4f} vs scikit-learn {sk:.4f}: {verdict}")
     out["sklearn_logreg_test"] = sk
 
     if not args.skip_curves:

@@ -1,6 +1,6 @@
 """Executors side by side on this machine: the same sweep with the local executor (the machine's threads, and 1
-thread), and with a 2-worker local Ray instance (1 thread a task), each from an empty store (features extracted once by the caller in both), wall time and ratio, plus the
-per-cell times that a scaling estimate needs.
+thread), and with a 2-worker local Ray instance (1 thread a task), each from an empty store (features extracted
+once by the caller in both), wall time and ratio, plus the per-cell times that a scaling estimate needs.
 
     python benchmarks/bench_executors.py                  # quick-preset schedules, 5-25 a class, 1 repeat
     python benchmarks/bench_executors.py --sizes 5,10,25,50
@@ -15,8 +15,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:

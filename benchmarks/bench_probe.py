@@ -24,13 +24,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tlcore import build_config, compare  # noqa: E402
-from tlcore.advice.probe import layer_probe  # noqa: E402
-from tlcore.engine.anatomy import StageEmbedding  # noqa: E402
-from tlcore.engine.features import ExtractOptions, FeatureCache, extract_features  # noqa: E402
-from tlcore.experiments.prepare import prepare  # noqa: E402
+from tlcore import build_config, compare
+from tlcore.advice.probe import layer_probe
+from tlcore.engine.anatomy import StageEmbedding
+from tlcore.engine.features import ExtractOptions, FeatureCache, extract_features
+from tlcore.experiments.prepare import prepare
 
 
 def cpu_name() -> str:

@@ -28,13 +28,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_recipe import cpu  # benchmarks/, the script's own folder, is first on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from bench_recipe import cpu  # noqa: E402
-
 BATCH, CLASSES = 64, 10
 
 
@@ -103,8 +99,8 @@ def val_pass_ms(bf16: bool, images: int = 700) -> float:
 
 def one_thread_pair(steps: int) -> float:
     """Two one-thread processes training at once: their images a second, summed."""
-    code = ("import sys, torch; torch.set_num_threads(1); sys.path.insert(0, %r); import bench_scratch_step as b; "
-            "print(b.train_rate(%d))" % (str(ROOT / "benchmarks"), steps))
+    code = (f"import sys, torch; torch.set_num_threads(1); sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
+            f"import bench_scratch_step as b; print(b.train_rate({steps:d}))")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
     return sum(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
 

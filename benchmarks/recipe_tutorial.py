@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -25,9 +24,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import datasets, transforms
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tlcore.engine.backbone import BackboneSpec, load_template  # noqa: E402  (the same packaged weights, offline)
+from tlcore.engine.backbone import BackboneSpec, load_template  # the same packaged weights, offline
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # Lite0's are 0.5/0.5; the tutorial hard-codes ImageNet's
 

@@ -1,4 +1,4 @@
-"""Build the bundled Fashion-MNIST subset (tlcore/assets/fashion_mnist_subset.npz) reproducibly.
+"""Build the bundled Fashion-MNIST subset (tlcore/data/assets/fashion_mnist_subset.npz) reproducibly.
 
 Source: Debian's `dataset-fashion-mnist` package (`apt-get install dataset-fashion-mnist`), which holds the original
 idx files from Zalando Research (MIT licence, https://github.com/zalandoresearch/fashion-mnist).
@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tlcore.data.builtin import FASHION_MNIST_CLASSES, read_fashion_mnist_idx
 
 TRAIN_PER_CLASS = 700
 TEST_PER_CLASS = 100
 SEED = 20240601
-OUT = Path(__file__).resolve().parents[1] / "tlcore" / "assets" / "fashion_mnist_subset.npz"
+OUT = Path(__file__).resolve().parents[1] / "tlcore" / "data" / "assets" / "fashion_mnist_subset.npz"
 
 
 def stratified_pick(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:

@@ -159,6 +159,7 @@ def _spin() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
+@pytest.mark.slow
 def test_timing_while_other_processes_use_both_cores_is_flagged_busy():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
@@ -276,7 +277,7 @@ def _split_folder(root):
 
 _AGREEMENT_SCRIPT = """
 import json, sys
-sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
+sys.path.insert(0, sys.argv[1] + "/tests")  # test_figures itself; tlcore is installed (requirements.txt: -e .)
 import torch
 torch.set_num_threads(1)
 from test_figures import _tiny

@@ -33,7 +33,7 @@ def _config(folder, weights) -> ExperimentConfig:
 
 @pytest.mark.slow
 def test_every_record_type_round_trips(image_folder, tiny_weights, tmp_path):
-    from tlcore.advice.recommend import advise
+    from tlcore.advice.records import advise
 
     store = Store(tmp_path / "s.db")
     comparison = compare(_config(image_folder, tiny_weights), store=store)
@@ -55,8 +55,6 @@ def test_every_record_type_round_trips(image_folder, tiny_weights, tmp_path):
 def test_killed_process_leaves_readable_store_and_interrupted_record(image_folder, tiny_weights, tmp_path):
     home = tmp_path / "home"
     script = textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(ROOT)!r})
         from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, compare, make_strategy
         config = ExperimentConfig(dataset=DatasetSpec({str(image_folder)!r}),
                                   backbone=BackboneSpec("test_efficientnet", {str(tiny_weights)!r}), image_size=32,
@@ -89,6 +87,7 @@ def test_killed_process_leaves_readable_store_and_interrupted_record(image_folde
     assert [r.strategy for r in snap["runs"]] == ["feature-extraction"] and snap["runs"][0].accuracy is not None
 
 
+@pytest.mark.slow
 def test_bundle_imports_into_a_fresh_data_directory_identically(image_folder, tiny_weights, tmp_path):
     source = Store(tmp_path / "a.db")
     comparison = compare(_config(image_folder, tiny_weights), store=source)
