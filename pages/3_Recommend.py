@@ -3,26 +3,20 @@ confirm it on the Compare page with one click. Layout only: signals, rules and e
 
 import ui.preload  # noqa: F401  first: a deep link on a fresh server runs this page before app.py
 from dataclasses import replace
+from functools import partial
 
 import pandas as pd
 import streamlit as st
 
-from tlcore.advice.recommend import (
-    CALIBRATION,
-    SOURCES,
-    confirmation_config,
-    describe,
-    evidence_from_store,
-    measure,
-    recommend,
-    region,
-    save_recommendation,
-)
+from tlcore.advice.calibration import CALIBRATION
+from tlcore.advice.records import evidence_from_store, save_recommendation
+from tlcore.advice.rules import SOURCES, confirmation_config, recommend, region
+from tlcore.advice.signals import describe, measure
 from tlcore.core.environment import read_only
-from tlcore.core.errors import TlcoreError
 from tlcore.data.load import parse_dataset
 from tlcore.engine.backbone import BackboneSpec
 from tlcore.views import charts
+from tlcore.views.text import outlook_seconds
 from ui.navigation import through_app
 from ui.results import show_card
 from ui.widgets import backbone_and_weights, computed_on_click, data_source, job_queue, require_weights
@@ -92,23 +86,26 @@ if signals is not None:
 
     st.subheader("What to expect")  # full width: five columns, the basis a sentence long
     st.dataframe(pd.DataFrame([{"strategy": o.strategy, "accuracy from": o.accuracy_low,
-                                "accuracy to": o.accuracy_high, "training s": o.seconds, "basis": o.basis}
+                                "accuracy to": o.accuracy_high, "training time": outlook_seconds(o), "basis": o.basis}
                                for o in rec.outlooks]), hide_index=True, key="rc_outlook", width="stretch",
                  column_config={"strategy": st.column_config.TextColumn(width="medium"),
                                 "accuracy from": st.column_config.NumberColumn(format="%.2f", width="small"),
                                 "accuracy to": st.column_config.NumberColumn(format="%.2f", width="small"),
-                                "training s": st.column_config.NumberColumn(format="%.0f", width="small"),
+                                "training time": st.column_config.TextColumn(width="small"),
                                 "basis": st.column_config.TextColumn(width="large")})
     left, right = st.columns([3, 2])
-    left.plotly_chart(charts.strategy_map(region, signals.images_per_class, signals.similarity, signals.dataset),
-                      key="rc_map")
+    left.plotly_chart(charts.strategy_map(partial(region, classes=signals.classes), signals.images_per_class,
+                                          signals.similarity, signals.dataset), key="rc_map")
     with right:
         if rec.based_on != "measurements":
-            st.caption(f"Test accuracy ranges fitted on `python -m tlcore recommend --validate` "
+            st.caption(f"Test accuracy and time ranges fitted on `python -m tlcore recommend --validate` "
                        f"({CALIBRATION['cases']} cases, {CALIBRATION['sizes'][0]}-{CALIBRATION['sizes'][-1]} images a "
-                       "class, the sweeps' short schedules: scratch had 5 epochs, so a comparison's 20 can score above "
-                       "its range)." + ("" if not signals.described else " Described data: wider ranges, from the "
-                                        "size and the similarity typed in."))
+                       "class) with the schedules the Compare page runs. The map is drawn from the size and the "
+                       f"similarity for {signals.classes} classes; feature extraction's area is where fine-tune's "
+                       "expected gain is under 1 point, so the cheaper strategy is as good within a point. "
+                       "The linear probe measured here can move this dataset's point across a border."
+                       + ("" if not signals.described else " Described data: wider ranges, from the size and the "
+                          "similarity typed in."))
         if not signals.described:
             st.subheader("Signals")
             rows = [("images per class", signals.images_per_class), ("classes", signals.classes),

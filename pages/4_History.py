@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from tlcore.advice.probe import probe_from_record
-from tlcore.advice.recommend import recommendation_from_record
+from tlcore.advice.records import recommendation_from_record
 from tlcore.core.environment import read_only
 from tlcore.core.errors import TlcoreError
 from tlcore.records.store import default_store, trash_days

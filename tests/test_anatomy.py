@@ -13,7 +13,7 @@ from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, make_strategy
 from tlcore.engine import backbone as bb
 from tlcore.engine.anatomy import BN_UPDATING, backbone_anatomy, strategy_view
 from tlcore.engine.features import FeatureCache
-from tlcore.engine.train import _set_train_mode, bn_statistics_frozen
+from tlcore.engine.train import bn_statistics_frozen, set_train_mode
 from tlcore.experiments.prepare import prepare
 from tlcore.experiments.runner import Runner
 from tlcore.records.store import default_store
@@ -48,7 +48,7 @@ def _train_like_the_engine(model: torch.nn.Module, spec, size: int) -> tuple[dic
     """Freeze with the engine's code, set the engine's training mode, take a few SGD steps on random images;
     returns the parameters and BatchNorm statistics before, to compare with the model after."""
     bb.freeze_for_strategy(model, spec.kind, spec.stages)
-    _set_train_mode(model, bn_statistics_frozen(spec))
+    set_train_mode(model, bn_statistics_frozen(spec))
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     stats = {n: b.detach().clone() for n, b in model.named_buffers() if "running_" in n}
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
@@ -156,6 +156,7 @@ def test_cli_prints_the_stage_table_and_the_probe_curve(image_folder, tiny_weigh
     assert "layer4" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_anatomy_page_switching_strategy_changes_the_frozen_part():
     from pathlib import Path
 
@@ -199,6 +200,7 @@ def test_anatomy_page_switching_strategy_changes_the_frozen_part():
     assert [t.rsplit("(", 1)[-1] for t in titles[1:]] == ["frozen)"] * 4 + ["trainable)"] * 2  # K back at 2
 
 
+@pytest.mark.slow
 def test_anatomy_page_runs_the_probe_on_a_folder(image_folder):
     from pathlib import Path
 

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from tlcore.advice.probe import ProbeResult, probe_table
-from tlcore.advice.recommend import Recommendation
+from tlcore.advice.rules import Recommendation
 from tlcore.core.environment import read_only
 from tlcore.core.errors import TlcoreError
 from tlcore.experiments.config import ExperimentConfig, SweepConfig

@@ -21,7 +21,6 @@ from tlcore.advice.probe import ProbeCurve, layer_probe, propose_stages
 from tlcore.data.dataset import DatasetSpec
 from tlcore.data.load import dataset_label
 from tlcore.engine.backbone import BackboneSpec
-from tlcore.engine.strategies import make_strategy
 from tlcore.experiments.config import build_config, build_sweep_config, size_label
 from tlcore.experiments.sweep import run_sweep
 

@@ -25,7 +25,7 @@ import torch
 from tlcore.core.environment import read_only
 from tlcore.engine import backbone as bb
 from tlcore.engine.anatomy import StageEmbedding, StageTaps, group_label
-from tlcore.engine.features import ExtractOptions, FeatureCache, default_cache, split_features
+from tlcore.engine.features import ExtractOptions, FeatureCache, FeatureContext, default_cache, split_features
 from tlcore.engine.strategies import StrategySpec, make_strategy
 from tlcore.engine.train import fit_linear_head
 from tlcore.experiments.config import ExperimentConfig, size_label
@@ -142,11 +142,11 @@ def stage_features(prepared: Prepared, data: CellData, model: torch.nn.Module, w
                    splits: tuple[str, ...] = SPLITS) -> dict[str, torch.Tensor]:
     """Every stage's pooled output for each split, concatenated (columns in stage order), through the feature cache
     under a key of their own: the backbone, the weights, the data and the preprocessing."""
-    cache = cache or default_cache()
-    name = f"{prepared.config.backbone.name}|stages-v{PROBE_VERSION}"
-    return {s: split_features(cache, model, name, weights_id, data.dataset, s, data.splits[s], data.cfg,
-                              data.transform_key, prepared.device, extract or ExtractOptions(),
-                              embedding=StageEmbedding) for s in splits}
+    context = FeatureContext(model=model, backbone_name=f"{prepared.config.backbone.name}|stages-v{PROBE_VERSION}",
+                             weights_sha=weights_id, dataset=data.dataset, splits=data.splits, cfg=data.cfg,
+                             transform_key=data.transform_key, device=prepared.device, cache=cache,
+                             options=extract or ExtractOptions(), embedding=StageEmbedding)
+    return {s: split_features(context, s) for s in splits}
 
 
 def probe_curve(feats: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], dims: list[int],

@@ -5,8 +5,8 @@ Agreement: the share of cases where the recommended strategy was the best or wit
 accuracy points lost by following the recommendation (0 when it was the best). Coverage: the share of (dataset, size,
 strategy) cases whose measured accuracy lies inside the range stated before training ("what to expect"), for the
 measured signals and for a description of the same data (size, classes, similarity). The ranges are fitted on this
-suite (`fit_calibration`, constants in recommend.CALIBRATION), so that coverage is in-sample; the leave-one-dataset-out
-coverage refits without each dataset and scores it on the one left out.
+suite (`fit_calibration`, constants in calibration.CALIBRATION), so that coverage is in-sample; the
+leave-one-dataset-out coverage refits without each dataset and scores it on the one left out.
 """
 
 from __future__ import annotations
@@ -23,12 +23,16 @@ from tlcore.data.dataset import DatasetSpec
 from tlcore.data.load import dataset_label
 from tlcore.experiments.config import build_config, build_sweep_config, size_label
 from tlcore.experiments.sweep import run_sweep
-from tlcore.advice.recommend import (CALIBRATION, CALIBRATION_KINDS, COMPARE_PRESET, Recommendation, accuracy_logit,
-                                     describe, expected_accuracy, measure, outward, recommend, size_feature)
+from tlcore.advice.calibration import (CALIBRATION, CALIBRATION_KINDS, COMPARE_PRESET, COST_MARGIN, accuracy_logit,
+                                       expected_accuracy, expected_gain, outward, size_feature)
+from tlcore.advice.rules import SOLVED, Recommendation, recommend
+from tlcore.advice.signals import describe, measure
 
 AGREEMENT_MARGIN = 0.01
 COVERAGE_TARGET = 0.8  # the measured accuracy should lie inside the stated range in at least this share of cases
 MIN_FIT_CASES = 4  # fewer cases than this cannot fit the ranges' model (3 weights per strategy)
+RULE_NAMES = {"v2": "rules v2 (fine-tune the top stages)",
+              "cost-aware": "rules v3 (feature extraction where fine-tune's expected gain is under 1 point)"}
 
 # Built-in datasets and sub-tasks made from them, so that size and similarity both vary: natural-ish grey clothing,
 # an easy and a hard clothing sub-task, and 8x8 digits upscaled (far from ImageNet photos).
@@ -97,7 +101,7 @@ class ValidationReport:
 
     @property
     def in_sample(self) -> bool:
-        """True when every case's dataset is one the ranges were fitted on (recommend.CALIBRATION)."""
+        """True when every case's dataset is one the ranges were fitted on (calibration.CALIBRATION)."""
         fitted = set(CALIBRATION.get("fitted_on", []))
         return bool(self.cases) and all(c.dataset in fitted for c in self.cases)
 
@@ -130,13 +134,27 @@ class ValidationReport:
                                    f"; described (size + similarity only): {cov['described']:.0%}") + f" [{where}]")
         lodo = cov.get("leave_one_dataset_out")
         if lodo:
+            per = ", ".join(f"{k} {v['measured']:.0%}" for k, v in lodo["by_strategy"].items()
+                            if v["measured"] is not None)
             lines.append(f"leave-one-dataset-out (refit without each dataset, scored on it): measured "
-                         f"{lodo['measured']:.0%}, described {lodo['described']:.0%}")
+                         f"{lodo['measured']:.0%} ({per}), described {lodo['described']:.0%}")
+        rules = self.rules()
+        for name, r in rules.items():
+            seconds = "" if r["mean_regret_seconds"] is None else f", {r['mean_regret_seconds']:.1f} s"
+            lines.append(f"{RULE_NAMES[name]}: agreement {r['agreement']:.0%}, mean regret "
+                         f"{r['mean_regret_points']:.2f} points{seconds} (leaving each dataset out)")
         return lines
+
+    def rules(self) -> dict:
+        """`compare_rules` on these cases ({} when too few to refit without each dataset)."""
+        names = {c.dataset for c in _fittable(self.cases)}
+        if len(names) < 2 or any(sum(c.dataset != n for c in _fittable(self.cases)) < MIN_FIT_CASES for n in names):
+            return {}
+        return compare_rules(self.cases)
 
     def to_dict(self) -> dict:
         return {"agreement": self.agreement, "mean_regret": self.mean_regret, "coverage": self.coverage_summary(),
-                "sweeps": self.sweeps, "cases": [asdict(c) for c in self.cases]}
+                "rules": self.rules(), "sweeps": self.sweeps, "cases": [asdict(c) for c in self.cases]}
 
 
 def _inside(accuracy: float, bounds) -> bool:
@@ -167,9 +185,9 @@ def residual_band(residuals: Sequence[float], target: float = COVERAGE_TARGET) -
 
 
 def fit_calibration(cases: Sequence[Case], target: float = COVERAGE_TARGET, source: str = "") -> dict:
-    """Fit recommend.CALIBRATION's model on validation cases (see the comment above CALIBRATION): least squares on
+    """Fit calibration.CALIBRATION's model on validation cases (see the comment above CALIBRATION): least squares on
     the logit scale, then the interval from the residuals (`residual_band`). Returns a dict of the same shape as
-    recommend.CALIBRATION (paste it there with the command and date)."""
+    calibration.CALIBRATION (paste it there with the command and date)."""
     rows = _fittable(cases)
     if len(rows) < MIN_FIT_CASES:
         raise ValueError(f"fitting the expected-accuracy ranges needs at least {MIN_FIT_CASES} cases with a linear "
@@ -206,7 +224,38 @@ def fit_calibration(cases: Sequence[Case], target: float = COVERAGE_TARGET, sour
             "cases": len(rows), "target": target,
             "linear_probe": {"intercept": round(float(coef[0]), 3), "log10_n": round(float(coef[1]), 3),
                              "similarity": round(float(coef[2]), 3)},
-            "strategies": strategies, "coverage": {}}
+            "strategies": strategies, "seconds": seconds_bands(rows, target), "coverage": {}}
+
+
+def seconds_bands(cases: Sequence[Case], target: float = COVERAGE_TARGET) -> dict:
+    """Per strategy, [low, high] factors on the time estimate stated before training: the conformal band of the
+    measured / estimated training seconds on the cases (log scale), so the stated time range covers `target`."""
+    bands = {}
+    for kind in CALIBRATION_KINDS:
+        ratios = [c.measured_seconds[kind] / c.predicted_seconds[kind] for c in cases
+                  if c.measured_seconds.get(kind) and c.predicted_seconds.get(kind)]
+        if len(ratios) >= MIN_FIT_CASES:
+            low, high = residual_band(np.log(ratios), target)
+            bands[kind] = [float(np.floor(np.exp(low) * 100) / 100), float(np.ceil(np.exp(high) * 100) / 100)]
+    return bands
+
+
+def calibrate(cases: Sequence[Case], target: float = COVERAGE_TARGET, source: str = "") -> dict:
+    """`fit_calibration` with its coverage per strategy filled in, in-sample and leaving each dataset out: the
+    literal to paste into calibration.CALIBRATION."""
+    calibration = fit_calibration(cases, target, source)
+    scored = []
+    for c in _fittable(cases):
+        measured, described = ranges_from(calibration, c)
+        scored.append(Case(**{**asdict(c), "ranges": measured, "described_ranges": described}))
+    by = {mode: {k: _coverage(scored, mode == "described", k) for k in calibration["strategies"]}
+          for mode in ("measured", "described")}
+    lodo = leave_one_dataset_out(cases, target) or {}
+    calibration["coverage"] = {
+        "in_sample": by,
+        "leave_one_dataset_out": {mode: {k: v[mode] for k, v in lodo.get("by_strategy", {}).items()
+                                         if v[mode] is not None} for mode in ("measured", "described")}}
+    return calibration
 
 
 def ranges_from(calibration: dict, case: Case) -> tuple[dict, dict]:
@@ -302,13 +351,10 @@ def validate(datasets: Sequence[DatasetSpec] = VALIDATION_SUITE, sizes: Sequence
 
 
 # ------------------------------------------------------------------------------------- rules, in points and seconds
-def expected_gain(case: Case, calibration: dict) -> float:
-    """Fine-tune's expected accuracy over feature extraction's for a case, central estimates before training."""
-    n = case.images_per_class or case.per_class
-    ft = expected_accuracy("fine-tune", n, case.classes, case.linear_probe_accuracy, case.similarity, calibration)
-    fe = expected_accuracy("feature-extraction", n, case.classes, case.linear_probe_accuracy, case.similarity,
-                           calibration)
-    return ft[2] - fe[2]
+def case_gain(case: Case, calibration: dict) -> float:
+    """Fine-tune's expected gain over feature extraction for a case, from its signals (before training)."""
+    return expected_gain(case.images_per_class or case.per_class, case.classes, case.linear_probe_accuracy,
+                         case.similarity, calibration)
 
 
 def rule_outcome(case: Case, kind: str) -> dict:
@@ -323,18 +369,20 @@ def rule_outcome(case: Case, kind: str) -> dict:
             "seconds_regret": extra}
 
 
-def compare_rules(cases: Sequence[Case], margin: float = AGREEMENT_MARGIN) -> dict:
-    """Rules v2 (fine-tune's top stages, as recommended) against the cost-aware candidate (feature extraction where
-    fine-tune's expected gain is within `margin`), both scored on the cases; the candidate's expectations come from
-    ranges refitted without the case's dataset (leave-one-dataset-out), so it is not scored on what fitted it."""
+def compare_rules(cases: Sequence[Case], margin: float = COST_MARGIN) -> dict:
+    """Rules v2 (fine-tune's top stages below 300 images a class, unless the frozen features already solve the task)
+    against the cost-aware rule of v3 (feature extraction where fine-tune's expected gain is below `margin`), both
+    scored on the cases; the cost-aware rule's expectations come from a calibration refitted without the case's
+    dataset (leave-one-dataset-out), so it is not scored on what fitted it."""
     cases = _fittable(cases)
     names = list(dict.fromkeys(c.dataset for c in cases))
     out = {"v2": [], "cost-aware": []}
     for name in names:
         calibration = fit_calibration([c for c in cases if c.dataset != name])
         for case in (c for c in cases if c.dataset == name):
-            out["v2"].append(rule_outcome(case, case.recommended))
-            gain = expected_gain(case, calibration)
+            solved = (case.linear_probe_accuracy or 0.0) >= SOLVED
+            out["v2"].append(rule_outcome(case, "feature-extraction" if solved else "fine-tune"))
+            gain = case_gain(case, calibration)
             outcome = rule_outcome(case, "feature-extraction" if gain < margin else "fine-tune")
             out["cost-aware"].append({**outcome, "expected_gain": round(gain, 4), "dataset": case.dataset,
                                       "per_class": case.per_class})

@@ -11,7 +11,7 @@ Everything comes from the model and from the engine's own code, nothing is guess
 - multiply-adds are torch's `FlopCounterMode` per module (convolutions, matrix products, attention) / 2;
 - frozen vs trainable and BatchNorm statistics are read off a copy of the model after the engine's own freezing
   (`backbone.freeze_for_strategy`) and, for the strategies that train the network, the training mode
-  `train.train_network` sets (`_set_train_mode` with `bn_statistics_frozen`).
+  `train.train_network` sets (`train.set_train_mode` with `bn_statistics_frozen`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tlcore.core.errors import ConfigError
 from tlcore.engine import backbone as bb
 from tlcore.engine.strategies import StrategySpec, make_strategy
-from tlcore.engine.train import _set_train_mode, bn_statistics_frozen
+from tlcore.engine.train import bn_statistics_frozen, set_train_mode
 
 
 # -- units and stage outputs -----------------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def strategy_view(model: torch.nn.Module, anatomy: Anatomy, spec: StrategySpec) 
     if spec.kind == "feature-extraction":
         model.eval()
     else:
-        _set_train_mode(model, bn_statistics_frozen(spec))
+        set_train_mode(model, bn_statistics_frozen(spec))
     params = dict(model.named_parameters())
     states = []
     for block in anatomy.blocks:

@@ -12,7 +12,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -192,19 +192,41 @@ def default_cache() -> FeatureCache:
     return _DEFAULT_CACHE
 
 
-def split_features(cache: FeatureCache, model: torch.nn.Module, backbone_name: str, weights_sha: str,
-                   dataset: Dataset, split: str, prepared: PreparedImages, cfg: dict, tkey: str,
-                   device: torch.device, options: Optional[ExtractOptions] = None,
-                   reporter: Optional[Reporter] = None, progress_span: tuple[float, float] = (0.0, 1.0),
-                   embedding=None, phase: str = "features") -> torch.Tensor:
-    """Features for one prepared split through the cache (`embedding`: see extract_features; give it a key name of
-    its own in `backbone_name`)."""
-    key = cache.key(backbone_name, weights_sha, dataset.pools[split].fingerprint(), tkey)
+@dataclass(frozen=True)
+class FeatureContext:
+    """Everything the features of a prepared split depend on, gathered once and passed whole to `split_features`:
+    the model that computes them and the backbone name and weights id their cache key carries, the dataset (its image
+    pools key the rows), its prepared splits, the preprocessing (timm data config and its key), the device, the cache
+    and how the features are computed (`options`; `embedding` and `phase`: see extract_features; an embedding needs a
+    `backbone_name` of its own, so its rows never mix with those of the pooled features)."""
+
+    model: torch.nn.Module
+    backbone_name: str
+    weights_sha: str
+    dataset: Dataset
+    splits: dict[str, PreparedImages]
+    cfg: dict
+    transform_key: str
+    device: torch.device
+    cache: Optional[FeatureCache] = None  # None: default_cache()
+    options: ExtractOptions = field(default_factory=ExtractOptions)
+    embedding: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None
+    phase: str = "features"
+
+
+def split_features(context: FeatureContext, split: str, reporter: Optional[Reporter] = None,
+                   progress_span: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    """Features of one prepared split of `context`, through its cache: only the rows not cached yet are computed."""
+    prepared = context.splits[split]
+    cache = context.cache or default_cache()
+    key = cache.key(context.backbone_name, context.weights_sha, context.dataset.pools[split].fingerprint(),
+                    context.transform_key)
     position = {int(i): p for p, i in enumerate(prepared.indices.tolist())}
 
     def compute(missing: np.ndarray) -> torch.Tensor:
         rows = torch.as_tensor([position[int(i)] for i in missing], dtype=torch.long)
-        return extract_features(model, prepared.images[rows], cfg, device, options, reporter, progress_span,
-                                embedding, phase)
+        return extract_features(context.model, prepared.images[rows], context.cfg, context.device, context.options,
+                                reporter=reporter, progress_span=progress_span, embedding=context.embedding,
+                                phase=context.phase)
 
     return cache.get_or_compute(key, prepared.indices, compute)

@@ -1,6 +1,7 @@
 """The three strategies as small, plain specs: what is trainable, where it starts from, how it is trained.
 
-    feature-extraction  pretrained backbone frozen (BatchNorm statistics too), new linear head trained on cached features
+    feature-extraction  pretrained backbone frozen (BatchNorm statistics too), new linear head trained on cached
+                        features
     fine-tune           pretrained backbone, new head, the top `stages` timm stage groups trainable (or 'all')
     scratch             same architecture, random init, everything trainable
 """
@@ -19,18 +20,19 @@ ALIASES = {"fe": "feature-extraction", "feature_extraction": "feature-extraction
 
 
 # The one place where defaults live. `COMMON` holds the values every kind shares; `KIND_DEFAULTS` what differs by
-# kind. Scratch needs a higher learning rate and more steps than fine-tuning a pretrained network. With few images an
-# epoch is only a few steps, so `min_steps` stretches each epoch into a longer round (validated once): at 20 images a
-# class, 10 epochs of scratch were 60 steps and the network had not left chance level. At 100 a class, 10 epochs of
-# scratch scored 0.712 and 20 epochs 0.748 with a flat val curve at the end (benchmarks/bench_engine.py part 3), hence
-# 20. Scratch trains in batches of 64 (21% more images a second than 32 on a 2-vCPU CPU; the learning rate scaled by
-# sqrt(2)) with light augmentation (crop + flip), which with 1,000 images kept its accuracy at 20 epochs (0.741 vs
-# 0.737 on the built-in default, 0.762 vs 0.725 on the issue-15 images) in 79% of the time (README, "Faster than the
-# tutorial recipe"). Fine-tuning keeps BatchNorm statistics frozen by default (a small batch's statistics are noisy);
-# scratch must update them (they start random). Scratch's early stopping ignores val gains of a point or less
-# (`min_delta`, the tolerance `still_rising` calls flat): over its 20 epochs val sat within a point for 4 epochs and
-# more while each new best by an image or two reset patience. Fine-tuning keeps min_delta 0: its stop can only save
-# its last epoch or two, and in the default sweep the epoch that min_delta cut gained 0.7-1.2 test points.
+# kind. Why these values (the measurements behind them: docs/benchmarks.md, "Figures moved from code comments"):
+# - Scratch needs a higher learning rate and more steps than fine-tuning a pretrained network, and 20 epochs: its val
+#   curve is still rising at 10.
+# - With few images an epoch is only a few steps, so `min_steps` stretches each epoch into a longer round; without it
+#   scratch on small data takes too few optimizer steps to leave chance level.
+# - Scratch trains in batches of 64 (more images a second than 32 on a CPU; the learning rate scaled by sqrt(2)) with
+#   light augmentation (crop + flip), which keeps its accuracy at 20 epochs in less time.
+# - Fine-tuning keeps BatchNorm statistics frozen (a small batch's statistics are noisy); scratch must update them
+#   (they start random).
+# - Scratch's early stopping ignores val gains of a point or less (`min_delta`, the tolerance `still_rising` calls
+#   flat): its val curve wanders within a point for several epochs, and each new best by an image or two would reset
+#   patience. Fine-tuning keeps min_delta 0: its stop can only save its last epoch or two, and those still add test
+#   accuracy.
 COMMON: dict = {"epochs": 8, "lr": 1e-3, "weight_decay": 0.05, "batch_size": 32, "patience": 3, "min_delta": 0.0,
                 "label_smoothing": 0.1, "augment": False, "warmup_epochs": 0.5, "min_steps": 0, "stages": 2,
                 "backbone_lr_ratio": 0.1, "lp_ft": True, "bn_policy": "train",

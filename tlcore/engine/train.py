@@ -151,9 +151,8 @@ class TensorInputs:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 natively: CUDA, or a CPU with AVX512-BF16 or AMX. There a Lite0 val pass
-    ran 1.5-1.8x faster in bf16 than in fp32 (AMD EPYC, avx512_bf16); elsewhere oneDNN emulates bf16, which is
-    slower."""
+    """Whether `device` computes bf16 natively: CUDA, or a CPU with AVX512-BF16 or AMX. There a bf16 pass is faster
+    than fp32; elsewhere oneDNN emulates bf16, which is slower."""
     if device.type == "cuda":
         return True
     if device.type != "cpu":
@@ -221,9 +220,8 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 def early_stop_from(epochs: int, batches: int, warmup: int) -> int:
     """The first epoch after which early stopping may end a run: the end of the first epoch whose last step runs below
     STOP_BELOW_LR of the peak learning rate (two thirds into a cosine schedule). While the rate is high, val accuracy
-    swings by points from epoch to epoch, and patience mistook that for a plateau: with the rule at half the schedule,
-    one scratch run at 100 a class (the default sweep's seed 1, with fused AdamW) stopped at epoch 10 of 20 on 0.696
-    test; with this rule the same run went 20 epochs and scored 0.765."""
+    swings by points from epoch to epoch, and patience would take that for a plateau and stop a run that still
+    improves."""
     for epoch in range(1, epochs + 1):
         if warmup_cosine(epoch * batches - 1, warmup, epochs * batches) < STOP_BELOW_LR:
             return epoch
@@ -280,7 +278,10 @@ def bn_statistics_frozen(spec: StrategySpec) -> bool:
     return spec.bn_policy == "frozen"
 
 
-def _set_train_mode(model: torch.nn.Module, bn_frozen: bool) -> None:
+def set_train_mode(model: torch.nn.Module, bn_frozen: bool) -> None:
+    """Put `model` in the mode a network run trains it in: training mode, but with every BatchNorm layer in eval mode
+    when `bn_frozen` (`bn_statistics_frozen(spec)`), so its running statistics stay those of pretraining. Used by
+    `train_network` every epoch, and by `anatomy.strategy_view` to show which statistics a strategy updates."""
     model.train()
     if bn_frozen:
         for m in model.modules():
@@ -316,14 +317,15 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
     keeping, and a val pass to show chance accuracy is not worth its time.
 
     Val passes run in bf16 where the device computes it natively (`val_bf16` None: `native_bf16`): they only rank
-    epochs, and in fp32 they were about a tenth of a long scratch run on a CPU. Training steps and the test pass stay fp32."""
+    epochs, and in fp32 they are a sizeable share of a long scratch run on a CPU. Training steps and the test pass
+    stay fp32."""
     device = train.device
     model.to(device).to(memory_format=torch.channels_last)
     groups = _param_groups(model, spec)
     if not groups:
         raise RunFailed("No trainable parameters: check the strategy's stages setting.")
-    # PyTorch's default implementation. fused=True made a Lite0 step 3-5% faster on CPU but moved scratch's seeded
-    # results by up to 2 points either way (README, "Faster than the tutorial recipe"), so it is not used.
+    # PyTorch's default implementation, not fused=True: fused is a few percent faster a step on CPU, but it changes
+    # seeded results, and the same seed should give the same numbers as the figures already stored.
     optimizer = torch.optim.AdamW(groups)
     n = len(train)
     batch_size = min(spec.batch_size, n)
@@ -358,7 +360,7 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
         best_state = copy.deepcopy(model.state_dict())
         plateau.update(0, val_acc)
     for epoch in range(1, epochs + 1):
-        _set_train_mode(model, bn_frozen)
+        set_train_mode(model, bn_frozen)
         losses = []
         for b in range(batches):
             idx = sampler.next()

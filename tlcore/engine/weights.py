@@ -164,7 +164,8 @@ def _unavailable_message(model_name: str, tried: list[str]) -> str:
 
 
 def load_pretrained(model: torch.nn.Module, model_name: str, weights: str = "pretrained") -> WeightsInfo:
-    """Fill `model` with weights. `weights` is 'pretrained' (packaged, then hub), 'none', 'packaged', 'hub' or a path."""
+    """Fill `model` with weights. `weights` is 'pretrained' (packaged, then hub), 'none', 'packaged', 'hub' or a
+    path."""
     if weights in ("none", "random", "scratch"):
         return WeightsInfo("none", "random init", state_dict_sha256(model), "no pretrained weights")
     tried: list[str] = []

@@ -21,7 +21,8 @@ from tlcore.core.errors import RunCancelled, RunFailed, TlcoreError
 from tlcore.core.progress import CancelToken, ProgressCallback, Reporter
 from tlcore.core.results import RunResult
 from tlcore.engine import backbone as bb
-from tlcore.engine.features import ExtractOptions, FeatureCache, Normalizer, default_cache, split_features
+from tlcore.engine.features import (ExtractOptions, FeatureCache, FeatureContext, Normalizer, default_cache,
+                                    split_features)
 from tlcore.engine.metrics import PeakMemory, Stopwatch, score
 from tlcore.engine.prefix import split_frozen_prefix
 from tlcore.engine.strategies import StrategySpec
@@ -78,6 +79,11 @@ class Runner:
         self.cancel = cancel or CancelToken()
         self.cache = cache or default_cache()
         self.extract = extract or ExtractOptions()
+        # The frozen pretrained features of this cell's splits, as split_features computes and caches them.
+        self.feature_context = FeatureContext(model=prepared.reference, backbone_name=self.config.backbone.name,
+                                              weights_sha=prepared.weights_id, dataset=data.dataset,
+                                              splits=data.splits, cfg=data.cfg, transform_key=data.transform_key,
+                                              device=self.device, cache=self.cache, options=self.extract)
         self.norm = Normalizer(data.cfg, self.device, channels_last=True)
         self.keep_models = keep_models
         self.models: dict[str, torch.nn.Module] = {}  # trained models by strategy name, when keep_models
@@ -89,10 +95,7 @@ class Runner:
     # -- shared pieces ------------------------------------------------------------------------------------------
     def features(self, split: str, reporter: Reporter, span: tuple[float, float]) -> torch.Tensor:
         """Frozen features of this cell's images of `split`, through the feature cache."""
-        prepared = self.prepared
-        return split_features(self.cache, prepared.reference, self.config.backbone.name, prepared.weights_id,
-                              self.data.dataset, split, self.data.splits[split], self.data.cfg,
-                              self.data.transform_key, self.device, self.extract, reporter, span)
+        return split_features(self.feature_context, split, reporter, span)
 
     def _linear_probe(self, reporter: Reporter, spec: StrategySpec, watch: Stopwatch, span: tuple[float, float],
                       result: RunResult):
@@ -131,13 +134,12 @@ class Runner:
             return None, None
         name = f"{self.config.backbone.name}|frozen-prefix:{','.join(prefix.replaced)}"
         fp32 = ExtractOptions(batch_size=128, channels_last=True, bf16=False)  # the intact model's numbers
+        context = replace(self.feature_context, model=model, backbone_name=name, options=fp32,
+                          embedding=lambda _model: _PrefixOutput(prefix), phase="frozen_prefix")
         acts = {}
         try:
             for split, images in self.data.splits.items():
-                values = split_features(self.cache, model, name, self.prepared.weights_id, self.data.dataset, split,
-                                        images, self.data.cfg, self.data.transform_key, self.device, fp32, reporter,
-                                        (at, at), embedding=lambda _model: _PrefixOutput(prefix),
-                                        phase="frozen_prefix")
+                values = split_features(context, split, reporter, (at, at))
                 acts[split] = TensorInputs(values, images.labels, self.device)
         except BaseException:  # a cancel or a failure here leaves the model whole
             prefix.restore()
@@ -181,9 +183,11 @@ class Runner:
         groups = len(bb.stage_groups(model))
         frozen = groups - bb.resolve_stages(spec.stages, groups) if spec.kind == "fine-tune" else 0
         cfg = json.loads(json.dumps(self.data.cfg))  # plain JSON: lists, numbers, strings
-        config = ModelConfig(FORMAT, __version__, record_id, run.run_id, run.strategy, run.kind,
-                             self.config.backbone.name, self.data.dataset.num_classes, list(self.data.dataset.classes),
-                             run.image_size, cfg, dict(run.weights), frozen)
+        config = ModelConfig(format=FORMAT, tlcore_version=__version__, record_id=record_id, run_id=run.run_id,
+                             strategy=run.strategy, kind=run.kind, timm_name=self.config.backbone.name,
+                             num_classes=self.data.dataset.num_classes, classes=list(self.data.dataset.classes),
+                             image_size=run.image_size, preprocessing=cfg, backbone_weights=dict(run.weights),
+                             frozen_groups=frozen)
         save_model(model, config)
         run.extra["model_sha256"] = config.sha256
 

@@ -17,7 +17,6 @@ from tlcore.views.charts import ACCURACY_RANGE, _compact
 
 FROZEN_COLOR, TRAINABLE_COLOR, NEUTRAL_COLOR = "#9fb3c8", "#ff7f0e", "#e8e8e8"
 CURVE_COLORS = {"pretrained": "#1f77b4", "random": "#7f7f7f"}
-VIEW_NAMES = {"feature-extraction": "FE", "fine-tune": "FT", "scratch": "scratch"}
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -57,7 +57,7 @@ def epochs_label(run: RunResult) -> str:
 
 def summary_table(result: ComparisonResult) -> pd.DataFrame:
     """One row per strategy with the figures a reader compares, ready to display. Short column names and compact
-    values so the table fits a page (it was clipped at 1400 px); total parameters (one backbone: the same for every
+    values so the table fits a page without clipping; total parameters (one backbone: the same for every
     strategy) are left out. Every exact number is in the CSV (`ComparisonResult.to_frame`), not here."""
     rows = []
     for r in result.runs:
@@ -487,12 +487,16 @@ def sweep_table(summary: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------ recommendation
 def strategy_map(region_fn, images_per_class: float | None = None, similarity: float | None = None,
                  label: str = "this dataset") -> go.Figure:
-    """The recommendation rule drawn over images per class (log) x similarity, with the dataset placed on it."""
+    """The recommendation rule drawn over images per class (log) x similarity, with the dataset placed on it.
+    `region_fn(images_per_class, similarity)` gives (choice, runner-up); bind the number of classes beforehand."""
     sizes = np.logspace(0, 4, 161)
     sims = np.linspace(0, 1, 101)
     names = ["feature-extraction", "fine-tune (top 2 stages)", "fine-tune (all stages)", "scratch"]
     colors = ["#1f77b4", "#ff7f0e", "#d62728", "#2ca02c"]
     z = np.array([[names.index(region_fn(n, s)[0].label) for n in sizes] for s in sims])
+    drawn = sorted(set(np.unique(z).tolist()))  # the legend lists only the areas the rule draws
+    z = np.searchsorted(drawn, z)
+    names, colors = [names[i] for i in drawn], [colors[i] for i in drawn]
     scale = []
     for i, c in enumerate(colors):
         scale += [(i / len(colors), c), ((i + 1) / len(colors), c)]

@@ -1,5 +1,6 @@
-"""Self-contained HTML reports of a stored comparison, sweep or layer-wise probe: the same plotly figures as the dashboard (plotly.js
-embedded once, so the file opens offline), the tables, the full config and the environment."""
+"""Self-contained HTML reports of a stored comparison, sweep, layer-wise probe or recommendation: the same plotly
+figures as the dashboard (plotly.js embedded once, so the file opens offline), the tables, the full config and the
+environment."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Union
 import pandas as pd
 
 from tlcore.advice.probe import ProbeResult, probe_table
+from tlcore.advice.rules import Recommendation
 from tlcore.views import charts
 from tlcore.views.anatomy import probe_figure
-from tlcore.views.text import not_run_text
+from tlcore.views.text import not_run_text, outlook_seconds, recommendation_report
 from tlcore.experiments.learning_curves import find_crossovers
 from tlcore.core.results import ComparisonResult
 from tlcore.experiments.sweep import SweepResult
@@ -57,7 +59,8 @@ def report_html(result: Union[ComparisonResult, SweepResult], title: str = "") -
             figures = [charts.bars(result), charts.pareto(result), charts.curves(result.runs)]
         kind = "Comparison"
     intro = (f"<p>tlcore {kind.lower()} <code>{html.escape(result.record_id)}</code>, report made "
-             f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}. Every figure comes from the stored runs; the "
+             f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}. Every figure comes from the stored runs; "
+             "the "
              "config below re-runs it with <code>python -m tlcore "
              f"{'sweep' if kind == 'Sweep' else 'compare'} --config</code>.</p>")
     extra = ["<h2>Dataset</h2>", _pre(result.dataset), "<h2>Config</h2>", _pre(result.config),
@@ -80,6 +83,31 @@ def probe_report_html(result: ProbeResult, title: str = "") -> str:
               f"cached), heads {c.head_seconds:.1f} s" for kind, c in result.curves.items()]
     return _page(title, intro, [result.statement()] + timing, [pd.DataFrame(probe_table(result))],
                  [probe_figure(result)], ["<h2>Probe (JSON)</h2>", _pre(result.to_dict())])
+
+
+def outlook_frame(rec: Recommendation) -> pd.DataFrame:
+    """One row per strategy: what to expect of it (accuracy range, training seconds, on what basis), the recommended
+    one first."""
+    rows = [{"strategy": o.strategy, "kind": o.kind, "recommended": o.strategy == rec.choice.label,
+             "accuracy_low": o.accuracy_low, "accuracy_high": o.accuracy_high, "train_seconds": o.seconds,
+             "train_seconds_range": outlook_seconds(o), "basis": o.basis} for o in rec.outlooks]
+    frame = pd.DataFrame(rows, columns=["strategy", "kind", "recommended", "accuracy_low", "accuracy_high",
+                                        "train_seconds", "train_seconds_range", "basis"])
+    return frame.sort_values("recommended", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def recommendation_report_html(rec: Recommendation, title: str = "") -> str:
+    """A recommendation: what it recommends and why, what to expect of each strategy, and the measured signals."""
+    title = title or f"Recommendation: {rec.signals.dataset}"
+    intro = (f"<p>tlcore recommendation <code>{html.escape(rec.record_id or '(not stored)')}</code>, report made "
+             f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}. Measure it again: <code>python -m tlcore "
+             f"recommend --dataset {html.escape(rec.signals.dataset)}</code>.</p>")
+    verdict = (f"Recommended: {rec.choice.label} (runner-up: {rec.runner_up.label}; confidence {rec.confidence}; "
+               f"based on {rec.based_on}).")
+    notes = [verdict] + [r.text() for r in rec.reasons]
+    extra = ["<h2>Report</h2>", f"<pre>{html.escape(recommendation_report(rec))}</pre>",
+             "<h2>Recommendation (JSON)</h2>", _pre(rec.to_dict())]
+    return _page(title, intro, notes, [outlook_frame(rec)], [], extra)
 
 
 def _page(title: str, intro: str, notes: list[str], tables: list[pd.DataFrame], figures: list, extra: list[str]) -> str:

@@ -12,7 +12,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from tlcore.advice.probe import ProbeResult, probe_from_record
-from tlcore.advice.recommend import Recommendation, recommendation_from_record
+from tlcore.advice.records import recommendation_from_record
+from tlcore.advice.rules import Recommendation
 from tlcore.records.store import Store
 from tlcore.views.charts import ACCURACY_RANGE, COLORS
 from tlcore.views.text import dataset_display, run_size_text

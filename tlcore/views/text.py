@@ -9,7 +9,7 @@ from typing import Optional, Union
 
 import pandas as pd
 
-from tlcore.advice.recommend import SOURCES, Recommendation
+from tlcore.advice.rules import SOURCES, Recommendation
 from tlcore.core.environment import data_roots
 from tlcore.core.progress import ProgressEvent
 from tlcore.core.results import ComparisonResult, RunResult
@@ -437,7 +437,15 @@ def recommendation_report(rec: Recommendation) -> str:
     lines += ["", "reasons:"] + [f"  - {r.text()}\n      [{SOURCES[r.source]}]" for r in rec.reasons]
     lines += ["", "what to expect:"]
     for o in rec.outlooks:
-        secs = f"{o.seconds:.0f} s" if o.seconds is not None else "-"
-        lines.append(f"  {o.strategy:32} accuracy {o.accuracy_low:.2f}-{o.accuracy_high:.2f}   training {secs:>7}   "
-                     f"({o.basis})")
+        lines.append(f"  {o.strategy:32} accuracy {o.accuracy_low:.2f}-{o.accuracy_high:.2f}   training "
+                     f"{outlook_seconds(o):>14}   ({o.basis})")
     return "\n".join(lines)
+
+
+def outlook_seconds(outlook) -> str:
+    """The training time stated for a strategy: the estimate, and the range measured around such estimates on the
+    validation suite ("12 s (7-14 s)"), or "-" when there is no estimate."""
+    if outlook.seconds is None:
+        return "-"
+    span = getattr(outlook, "seconds_range", None)
+    return f"{outlook.seconds:.0f} s" + (f" ({span[0]:.0f}-{span[1]:.0f} s)" if span else "")
