@@ -8,15 +8,8 @@ import streamlit as st
 from tlcore.core.environment import read_only
 from tlcore.core.errors import TlcoreError
 from tlcore.engine.strategies import KINDS
-from tlcore.experiments.config import (
-    ALL,
-    DEFAULT_PRESET,
-    SWEEP_PRESETS,
-    build_sweep_config,
-    parse_sizes,
-    preset_strategy,
-    size_label,
-)
+from tlcore.experiments.config import ALL, build_sweep_config, parse_sizes, preset_strategy, size_label
+from tlcore.experiments.defaults import DEFAULT_PRESET, DEFAULT_SEED, DEFAULT_STRATEGIES, SWEEP_PRESETS
 from tlcore.server.jobs import ACTIVE
 from tlcore.views.text import adaptive_text, dataset_display, not_run_text
 from ui.navigation import through_app
@@ -40,8 +33,8 @@ if read_only():
             "share link. Nothing runs here.")
 else:
     with st.expander("Set up a sweep", expanded=not job_id):
-        preset = st.radio("Preset", list(SWEEP_PRESETS), index=list(SWEEP_PRESETS).index(DEFAULT_PRESET), horizontal=True,
-                          key="sw_preset",
+        preset = st.radio("Preset", list(SWEEP_PRESETS), index=list(SWEEP_PRESETS).index(DEFAULT_PRESET),
+                          horizontal=True, key="sw_preset",
                           format_func=lambda p: p.capitalize())
         base = SWEEP_PRESETS[preset]
         st.caption(base.description)
@@ -52,14 +45,16 @@ else:
             sizes_text = st.text_input("Images per class (comma-separated; 'all' = every image)",
                                        value=",".join(size_label(s) for s in base.sizes), key=f"sw_sizes_{preset}")
             repeats = st.number_input("Repeats (seeds) per cell", 1, 20, base.repeats, key=f"sw_repeats_{preset}",
-                                      help="Two repeats give a wide 95% interval (t at one degree of freedom); three or "
-                                      "more make crossovers decidable.")
-            image_size = st.number_input("Image size in pixels (0 = automatic)", 0, 512, 0, step=16, key="sw_image_size")
-            seed = st.number_input("First seed", 0, 2**31 - 1, 0, key="sw_seed")
+                                      help="Two repeats give a wide 95% interval (t at one degree of freedom); "
+                                      "three or more make crossovers decidable.")
+            image_size = st.number_input("Image size in pixels (0 = automatic)", 0, 512, 0, step=16,
+                                         key="sw_image_size")
+            seed = st.number_input("First seed", 0, 2**31 - 1, DEFAULT_SEED, key="sw_seed")
         with right:
             st.subheader("Backbone and strategies")
             backbone, weights = backbone_and_weights("sw_")
-            strategies = st.multiselect("Strategies", list(KINDS), default=list(KINDS), key="sw_strategies")
+            strategies = st.multiselect("Strategies", list(KINDS), default=list(DEFAULT_STRATEGIES),
+                                        key="sw_strategies")
             ft, sc = preset_strategy(preset, "fine-tune", sweep=True), preset_strategy(preset, "scratch", sweep=True)
             ft_epochs = st.number_input("Fine-tune: max epochs", 1, 200, ft.epochs, key=f"sw_ft_ep_{preset}")
             long = {s.kind: s for s in build_sweep_config(preset).strategies_at(ALL)}.get("scratch")
@@ -96,8 +91,8 @@ else:
                     seed=int(seed),  # an untouched epochs field keeps the preset's schedules (both of scratch's)
                     strategy_options={"fine-tune": {"epochs": int(ft_epochs) if ft_epochs != ft.epochs else None},
                                       "scratch": {"epochs": int(sc_epochs) if sc_epochs != sc_shown else None}})
-                job_id = job_queue().submit(config, label=f"sweep {dataset_display(dataset)} · {backbone} · {sizes_text}",
-                                            session=session_id())
+                label = f"sweep {dataset_display(dataset)} · {backbone} · {sizes_text}"
+                job_id = job_queue().submit(config, label=label, session=session_id())
                 st.session_state["sweep"] = job_id
                 st.query_params["sweep"] = job_id
             except TlcoreError as exc:

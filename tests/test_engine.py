@@ -42,6 +42,7 @@ def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_three_strategies_measured_side_by_side(image_folder, tiny_weights, tmp_path):
     cache = FeatureCache(tmp_path / "features")
     runner = build_runner(config(image_folder, tiny_weights), cache=cache, keep_models=True)
@@ -72,8 +73,9 @@ def test_three_strategies_measured_side_by_side(image_folder, tiny_weights, tmp_
     # JSON round trip and a flat table, from the same comparison run through compare()
     result = compare(config(image_folder, tiny_weights), cache=cache)
     assert [r.accuracy for r in result.runs] == [r.accuracy for r in runs]
-    json_path, csv_path = result.save(tmp_path / "out")
+    json_path, csv_path, html_path = result.save(tmp_path / "out")
     assert json.loads(json_path.read_text())["runs"][0]["strategy"] == "feature-extraction"
+    assert csv_path.name == "comparison.csv" and html_path.read_text().startswith("<!doctype html>")
     assert list(result.to_frame()["strategy"]) == ["feature-extraction", "fine-tune", "scratch"]
 
 
@@ -165,8 +167,10 @@ def test_cancel_stops_within_a_batch_and_keeps_finished_runs(image_folder, tiny_
     assert not batches_after_cancel
 
 
+@pytest.mark.slow
 def test_nan_loss_fails_with_reason(image_folder, tiny_weights):
-    strategies = [make_strategy("scratch", lr=1e12, epochs=3, batch_size=8, min_steps=0), make_strategy("feature-extraction")]
+    strategies = [make_strategy("scratch", lr=1e12, epochs=3, batch_size=8, min_steps=0),
+                  make_strategy("feature-extraction")]
     result = compare(config(image_folder, tiny_weights, strategies))
     failed, ok = result.runs
     assert failed.status == "failed" and "loss became" in failed.error and "Lower the learning rate" in failed.error

@@ -42,6 +42,7 @@ def test_parse_sizes():
         SweepConfig(repeats=0)
 
 
+@pytest.mark.slow
 def test_nested_subsets_constant_test_set_and_feature_reuse(image_folder, tiny_weights, store):
     cache = FeatureCache(use_disk=False)
     fe = [make_strategy("feature-extraction", head_max_iter=40)]
@@ -66,6 +67,7 @@ def test_nested_subsets_constant_test_set_and_feature_reuse(image_folder, tiny_w
 
 
 
+@pytest.mark.slow
 def test_a_long_only_strategy_is_not_run_below_long_from_and_the_report_says_so(image_folder, tiny_weights, store):
     from tlcore.views.text import NOT_RUN, sweep_report
     exp = experiment(image_folder, tiny_weights)
@@ -217,6 +219,7 @@ def test_default_sweep_runs_scratch_only_from_50_a_class_on_its_full_schedule():
     assert build_sweep_config("quick").strategies_at(50)[2].epochs == 5  # the quick sweep stays short
 
 
+@pytest.mark.slow
 def test_adaptive_repeats_go_to_the_cheap_strategies_where_the_interval_is_wide(image_folder, tiny_weights):
     """After the fixed repeats, a size whose feature-extraction interval is wider than the target gets more seeds of
     feature extraction only, up to max_repeats; the summary says how many repeats each (strategy, size) got."""

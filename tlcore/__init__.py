@@ -2,12 +2,17 @@
 scratch, on your own images. No streamlit here: the dashboard (app.py, pages/, ui/) is a thin layer over this package.
 
     import tlcore
-    config = tlcore.build_config("default", dataset="fashion-mnist")        # a preset, then your choices
-    result = tlcore.compare(config)
-    print(result.to_frame())
-    sweep = tlcore.run_sweep(tlcore.build_sweep_config("quick", sizes="5,25,100", repeats=3))
-    print(sweep.summary(), [c.statement for c in sweep.crossovers()])
-    print(tlcore.advise("fashion-mnist", per_class=20).choice.label)
+    r = tlcore.compare(dataset="digits", per_class=10)       # the CLI's options and defaults; stored in the run store
+    print(r.to_frame())
+    r.save("results/")                                       # JSON, CSV and the HTML report
+    same = tlcore.load(r.record_id)                          # any stored record, whatever its kind
+    s = tlcore.sweep(preset="quick", sizes="5,25,100", repeats=3)
+    print(s.to_frame(), [c.statement for c in s.crossovers()])
+    print(tlcore.recommend(dataset="fashion-mnist", per_class=20).choice.label)
+    model, preprocessing = tlcore.load_model(r.runs[0].run_id)
+
+The verbs (compare, sweep, recommend, probe, load, load_model) are in tlcore/api.py, each with its parameters and an
+example; the defaults they share with the CLI and the dashboard are in tlcore/experiments/defaults.py.
 
 Where things live: core (errors, settings, progress, result records), data, engine (backbones, weights, features,
 training), records (the run store), experiments (configs, prepare, cells, compare, sweep, executors), advice
@@ -15,21 +20,21 @@ training), records (the run store), experiments (configs, prepare, cells, compar
 """
 
 from tlcore.core.version import __version__
-from tlcore.advice.recommend import advise
+from tlcore.advice.records import advise
 from tlcore.core.errors import ConfigError, DataError, RunCancelled, RunFailed, TlcoreError, WeightsUnavailable
 from tlcore.core.progress import CancelToken, ProgressEvent
 from tlcore.core.results import ComparisonResult, RunResult
 from tlcore.data.dataset import DatasetSpec
 from tlcore.data.load import load_dataset
-from tlcore.deploy.load import load_model
 from tlcore.engine.backbone import BackboneSpec
 from tlcore.engine.strategies import StrategySpec, default_strategies, make_strategy
-from tlcore.experiments.compare import compare, load_comparison
+from tlcore.experiments.compare import load_comparison
 from tlcore.experiments.config import ALL, ExperimentConfig, SweepConfig, build_config, build_sweep_config
 from tlcore.experiments.sweep import SweepResult, load_sweep, run_sweep
+from tlcore.api import Advice, Comparison, Probe, Sweep, compare, load, load_model, probe, recommend, sweep
 
-__all__ = ["ALL", "BackboneSpec", "CancelToken", "ComparisonResult", "ConfigError", "DataError", "DatasetSpec",
-           "ExperimentConfig", "ProgressEvent", "RunCancelled", "RunFailed", "RunResult", "StrategySpec",
-           "SweepConfig", "SweepResult", "TlcoreError", "WeightsUnavailable", "__version__", "advise", "build_config",
-           "build_sweep_config", "compare", "default_strategies", "load_comparison", "load_dataset", "load_model", "load_sweep",
-           "make_strategy", "run_sweep"]
+__all__ = ["ALL", "Advice", "BackboneSpec", "CancelToken", "Comparison", "ComparisonResult", "ConfigError", "DataError",
+           "DatasetSpec", "ExperimentConfig", "Probe", "ProgressEvent", "RunCancelled", "RunFailed", "RunResult",
+           "StrategySpec", "Sweep", "SweepConfig", "SweepResult", "TlcoreError", "WeightsUnavailable", "__version__",
+           "advise", "build_config", "build_sweep_config", "compare", "default_strategies", "load", "load_comparison",
+           "load_dataset", "load_model", "load_sweep", "make_strategy", "probe", "recommend", "run_sweep", "sweep"]

@@ -17,6 +17,7 @@ from tlcore.data.load import parse_dataset
 from tlcore.data.uploads import extract_zip, skipped_files
 from tlcore.engine.backbone import backbone_catalog
 from tlcore.engine.weights import PACKAGED_WEIGHTS
+from tlcore.experiments.defaults import DEFAULT_BACKBONE, DEFAULT_DATASET
 from tlcore.records.store import default_store
 from tlcore.server.incidents import redact_paths, visitors_are_remote
 from tlcore.server.jobs import default_queue
@@ -81,7 +82,8 @@ def data_source(prefix: str = "") -> DataChoice:
     choice = DataChoice(kind)
     if kind == "Built-in":
         names = list(BUILTIN_DATASETS)
-        choice.builtin = st.selectbox("Built-in dataset", names, key=f"{prefix}builtin",
+        choice.builtin = st.selectbox("Built-in dataset", names, index=names.index(DEFAULT_DATASET),
+                                      key=f"{prefix}builtin",
                                       format_func=lambda n: n + ("" if builtin_available(n) is None else
                                                                  f"  ({builtin_available(n)})"))
         st.caption(BUILTIN_DATASETS[choice.builtin].description)
@@ -118,7 +120,9 @@ def backbone_and_weights(prefix: str = "", only: Optional[list[str]] = None) -> 
     rows += [{"name": n, "label": n, "weights": "none"} for n in (only or []) if n not in {r["name"] for r in rows}]
     labels = {r["name"]: r["label"] for r in rows}
     sources = {r["name"]: r["weights"] for r in rows}
-    backbone = st.selectbox("Backbone (type to search timm's models)", list(labels), key=f"{prefix}backbone",
+    names = list(labels)
+    backbone = st.selectbox("Backbone (type to search timm's models)", names, key=f"{prefix}backbone",
+                            index=names.index(DEFAULT_BACKBONE) if DEFAULT_BACKBONE in names else 0,
                             format_func=lambda n: labels[n])
     weights_choice = st.radio("Weights", ["pretrained", "none (random init)"] + ([] if read_only() else
                                                                                 ["local file"]),

@@ -30,9 +30,10 @@ def dataset_label(spec: DatasetSpec) -> str:
 
 
 def load_dataset(spec: DatasetSpec | str, seed: int = 0) -> Dataset:
-    """Load a built-in dataset or a folder, split it and take the per-class subset for `seed`."""
+    """Load a built-in dataset or a folder, split it and take the per-class subset for `seed`. A string is read as
+the CLI reads `--dataset` (`parse_dataset`), so 'fashion-mnist:Sandal|Sneaker' is the 2-class sub-task."""
     if isinstance(spec, str):
-        spec = DatasetSpec(source=spec)
+        spec = parse_dataset(spec)
     if spec.source in BUILTIN_DATASETS:
         full = _cached_builtin(spec)
     else:

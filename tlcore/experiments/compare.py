@@ -13,7 +13,7 @@ from tlcore.core.progress import CancelToken, ProgressCallback
 from tlcore.core.results import ComparisonResult, RunResult
 from tlcore.engine.features import FeatureCache
 from tlcore.experiments.cells import CellsOutcome, run_cells
-from tlcore.experiments.config import ExperimentConfig, SweepConfig
+from tlcore.experiments.config import ExperimentConfig, SweepConfig, build_config
 from tlcore.experiments.executors import Executor
 from tlcore.records.store import Store, default_store
 
@@ -49,8 +49,9 @@ def compare(config: Optional[ExperimentConfig] = None, callbacks: Optional[list[
             resume: bool = False) -> ComparisonResult:
     """Run every strategy of `config` on the same split and test set; a failed strategy does not stop the others, a
     cancel stops the rest and keeps what finished. Each run is written to the run store as it finishes. With
-    `resume`, strategies already computed under the same content key are taken from the store."""
-    config = config or ExperimentConfig()
+    `resume`, strategies already computed under the same content key are taken from the store. Without a config,
+    the default comparison (`build_config()`, what the CLI and the Compare page run when nothing is changed)."""
+    config = config or build_config()
     return run_cells(SweepConfig.single(config), "comparison", _comparison, callbacks=callbacks, cancel=cancel,
                      cache=cache, store=store, on_cell=(lambda cell: on_result(cell.run)) if on_result else None,
                      resume=resume, label=label, record_id=record_id, executor=executor,

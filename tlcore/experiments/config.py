@@ -1,25 +1,28 @@
 """Configs as plain, frozen data, and the one builder that makes them: a preset first, then the user's choices.
 
-The CLI and the dashboard pages both call `build_config` / `build_sweep_config`; neither sets a default of its own,
-and nothing changes a config after it is built (use `dataclasses.replace` for a variant). "Every training image" is
-spelled `None` everywhere inside tlcore (`ALL`); the words 'all' and 0 are accepted only at the edges, by
-`parse_size`.
+The CLI, the Python API (both through `Choices`, by the CLI's option names) and the dashboard pages all call
+`build_config` / `build_sweep_config`; none sets a default of its own (the presets and the defaults are in
+`defaults.py`), and nothing changes a config after it is built (use `dataclasses.replace` for a variant). "Every
+training image" is spelled `None` everywhere inside tlcore (`ALL`); the words 'all' and 0 are accepted only at the
+edges, by `parse_size`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from tlcore.core.errors import ConfigError
 from tlcore.data.dataset import DatasetSpec
 from tlcore.data.load import parse_dataset
 from tlcore.engine.backbone import DEFAULT_BACKBONE, BackboneSpec
-from tlcore.engine.strategies import KINDS, StrategySpec, canonical_kind, default_strategies, make_strategy, \
+from tlcore.engine.strategies import StrategySpec, canonical_kind, default_strategies, make_strategy, \
     strategy_from_dict
+from tlcore.experiments.defaults import (ALL, DEFAULT_DATASET, DEFAULT_DEVICE, DEFAULT_PRESET, DEFAULT_SEED,
+                                         DEFAULT_STRATEGIES, DEFAULT_WEIGHTS, PRESETS, SWEEP_PRESETS, Size)
 
-ALL = None  # images per class: every training image
-Size = Optional[int]
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
 
 
@@ -54,14 +57,16 @@ def size_label(size: Size) -> str:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Everything that defines a comparison; plain data, saved with every result. Checked when built."""
+    """Everything that defines a comparison; plain data, saved with every result. Checked when built. The default
+    comparison is `build_config()` (the default preset: 100 images a class), not this class's bare defaults (every
+    image)."""
 
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     backbone: BackboneSpec = field(default_factory=BackboneSpec)
     strategies: tuple[StrategySpec, ...] = field(default_factory=default_strategies)
     image_size: Optional[int] = None  # None: from the data (see prepare.auto_image_size)
-    seed: int = 0
-    device: str = "auto"
+    seed: int = DEFAULT_SEED
+    device: str = DEFAULT_DEVICE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategies", tuple(self.strategies))
@@ -95,18 +100,19 @@ class ExperimentConfig:
                    image_size=d.get("image_size"), seed=d.get("seed", 0), device=d.get("device", "auto"))
 
 
-DEFAULT_SIZES = (5, 10, 25, 50, 100)
+DEFAULT_SIZES = SWEEP_PRESETS[DEFAULT_PRESET].sizes
 
 
 @dataclass(frozen=True)
 class SweepConfig:
     """A sweep: the experiment (data, backbone, strategies, image size, device, first seed) at several sizes, repeated
     with seeds seed, seed + 1, ... The experiment's own per_class is ignored. A comparison is a sweep with one size
-    and one repeat."""
+    and one repeat. The default sweep is `build_sweep_config()`: the default preset's long schedules, scratch from 50
+    a class only and adaptive repeats, which this class's bare defaults (plain data: no long schedules) leave out."""
 
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     sizes: tuple[Size, ...] = DEFAULT_SIZES
-    repeats: int = 2
+    repeats: int = SWEEP_PRESETS[DEFAULT_PRESET].repeats
     # From this size up (ALL included), cells run `long_strategies` (same names, longer schedules) instead of the
     # experiment's: a sweep's short schedules are for the small sizes, where they are cheap; the large sizes, where
     # a strategy's curve matters most, get the schedule that flattens its val curve.
@@ -201,64 +207,6 @@ class SweepConfig:
                    adaptive_kinds=tuple(d.get("adaptive_kinds") or ("feature-extraction", "fine-tune")))
 
 
-# -------------------------------------------------------------------------------------------------------- presets
-@dataclass(frozen=True)
-class Preset:
-    description: str
-    per_class: Size
-    strategy_overrides: dict = field(default_factory=dict)  # kind -> overrides
-
-
-PRESETS: dict[str, Preset] = {
-    "quick": Preset("A first look: 50 images a class, top stage fine-tuned for 3 epochs, scratch for "
-                    "4 epochs (scratch is under-trained here: use it to try the tool, not to decide).", 50,
-                    {"fine-tune": {"epochs": 3, "stages": 1, "min_steps": 0},
-                     "scratch": {"epochs": 4, "min_steps": 0}}),
-    "default": Preset("The benchmarked default: 100 images a class, two top stages fine-tuned (LP-FT) for 6 epochs, "
-                      "scratch for 20 epochs (batches of 64, light augmentation), both with early stopping.", 100,
-                      {}),
-    "thorough": Preset("Longer schedules so fine-tune and scratch surely converge: 12 and 40 epochs with early "
-                       "stopping; all training images.", ALL,
-                       {"fine-tune": {"epochs": 12, "patience": 4}, "scratch": {"epochs": 40, "patience": 6}}),
-}
-DEFAULT_PRESET = "quick"  # what the dashboard opens on; the CLI's default is the benchmarked "default"
-
-
-@dataclass(frozen=True)
-class SweepPreset:
-    description: str
-    sizes: tuple[Size, ...]
-    repeats: int
-    strategy_overrides: dict = field(default_factory=dict)  # kind -> overrides
-    long_from: Optional[Size] = None  # from this size up, `long_overrides` replace a kind's overrides
-    long_overrides: dict = field(default_factory=dict)  # kind -> overrides ({}: the comparison's schedule)
-    long_only: tuple[str, ...] = ()  # kinds run only from long_from (with their long schedule)
-    max_repeats: int = 0  # adaptive repeats of the cheap strategies up to this many seeds (SweepConfig)
-
-
-# Sweeps run every strategy at every size and seed, so their schedules are shorter than a single comparison's; every
-# cell records whether its validation accuracy was still rising at the end (`still_improving`), and the summary shows
-# the share of such cells, so a short schedule is visible in the results, not hidden.
-SWEEP_PRESETS: dict[str, SweepPreset] = {
-    "quick": SweepPreset("A first look: 5 to 50 images a class, one repeat, short schedules "
-                         "(fine-tune 3 epochs of the top stage, scratch 5 epochs): a first look.",
-                         (5, 10, 25, 50), 1,
-                         {"fine-tune": {"epochs": 3, "stages": 1, "min_steps": 0},
-                          "scratch": {"epochs": 5, "min_steps": 30}}),
-    "default": SweepPreset("The benchmarked default: 5 to 100 images a class, 2 repeats; fine-tune 4 epochs "
-                           "of two stages; scratch from 50 a class only, on the comparison's schedule (20 epochs, "
-                           "until its val curve is flat). Below 50 a class that schedule would about double the "
-                           "sweep's time, and a short one under-reports scratch, so those cells are not run.",
-                           (5, 10, 25, 50, 100), 2,
-                           {"fine-tune": {"epochs": 4, "min_steps": 32},
-                            "scratch": {"epochs": 5, "min_steps": 40}},  # what recommend --validate runs everywhere
-                           long_from=50, long_overrides={"scratch": {}}, long_only=("scratch",), max_repeats=8),
-    "thorough": SweepPreset("The comparison's full schedules (fine-tune 6 epochs, scratch 20) at 5 to 500 images a "
-                            "class and all, 3 repeats: hours on a CPU, minutes on a GPU.",
-                            (5, 10, 25, 50, 100, 250, 500, ALL), 3, {}),
-}
-
-
 def _preset(table: dict, name: str):
     if name not in table:
         raise ConfigError(f"Unknown preset '{name}'; choose from {', '.join(table)}.")
@@ -268,7 +216,7 @@ def _preset(table: dict, name: str):
 def _strategies(overrides: dict[str, dict], names: Optional[Sequence[str]],
                 strategy_options: Optional[dict[str, dict]]) -> tuple[StrategySpec, ...]:
     """Preset overrides, then the caller's options (None keeps the preset's or the kind's default)."""
-    chosen = [canonical_kind(n) for n in (names or KINDS) if str(n).strip()]
+    chosen = [canonical_kind(n) for n in (names or DEFAULT_STRATEGIES) if str(n).strip()]
     user = {canonical_kind(k): v for k, v in (strategy_options or {}).items()}
     specs = []
     for kind in chosen:
@@ -290,12 +238,12 @@ def _experiment(overrides: dict[str, dict], per_class: Size, dataset: Union[str,
                             image_size=image_size or None, seed=seed, device=device)
 
 
-def build_config(preset: str = "default", *, dataset: Union[str, DatasetSpec] = "fashion-mnist",
+def build_config(preset: str = DEFAULT_PRESET, *, dataset: Union[str, DatasetSpec] = DEFAULT_DATASET,
                  per_class: Union[Size, str] = "preset", backbone: str = DEFAULT_BACKBONE,
-                 weights: str = "pretrained", strategies: Optional[Sequence[str]] = None,
-                 strategy_options: Optional[dict[str, dict]] = None, image_size: Optional[int] = None, seed: int = 0,
-                 device: str = "auto", val_fraction: Optional[float] = None, test_fraction: Optional[float] = None,
-                 split_seed: Optional[int] = None) -> ExperimentConfig:
+                 weights: str = DEFAULT_WEIGHTS, strategies: Optional[Sequence[str]] = None,
+                 strategy_options: Optional[dict[str, dict]] = None, image_size: Optional[int] = None,
+                 seed: int = DEFAULT_SEED, device: str = DEFAULT_DEVICE, val_fraction: Optional[float] = None,
+                 test_fraction: Optional[float] = None, split_seed: Optional[int] = None) -> ExperimentConfig:
     """A comparison: the preset, then the caller's choices on top. `per_class` 'preset' keeps the preset's size;
     `dataset` may name a sub-task ('fashion-mnist:Sandal|Sneaker')."""
     base = _preset(PRESETS, preset)
@@ -304,11 +252,11 @@ def build_config(preset: str = "default", *, dataset: Union[str, DatasetSpec] = 
                        device, strategy_options, val_fraction, test_fraction, split_seed)
 
 
-def build_sweep_config(preset: str = "default", *, sizes: Union[str, Sequence, None] = None,
-                       repeats: Optional[int] = None, dataset: Union[str, DatasetSpec] = "fashion-mnist",
-                       backbone: str = DEFAULT_BACKBONE, weights: str = "pretrained",
+def build_sweep_config(preset: str = DEFAULT_PRESET, *, sizes: Union[str, Sequence, None] = None,
+                       repeats: Optional[int] = None, dataset: Union[str, DatasetSpec] = DEFAULT_DATASET,
+                       backbone: str = DEFAULT_BACKBONE, weights: str = DEFAULT_WEIGHTS,
                        strategies: Optional[Sequence[str]] = None, strategy_options: Optional[dict[str, dict]] = None,
-                       image_size: Optional[int] = None, seed: int = 0, device: str = "auto",
+                       image_size: Optional[int] = None, seed: int = DEFAULT_SEED, device: str = DEFAULT_DEVICE,
                        val_fraction: Optional[float] = None, test_fraction: Optional[float] = None,
                        split_seed: Optional[int] = None, long_schedules: bool = True) -> SweepConfig:
     """A sweep: the sweep preset (sizes, repeats, schedules), then the caller's choices on top. `long_schedules`
@@ -326,7 +274,96 @@ def build_sweep_config(preset: str = "default", *, sizes: Union[str, Sequence, N
                        max_repeats=max(base.max_repeats, repeats or 0) if base.max_repeats else 0)
 
 
+def saved_config(path: str | Path) -> dict:
+    """The config saved in a result's JSON (`.save(dir)`, `--out`, the dashboard's download), as a dict for
+    `ExperimentConfig.from_dict` or `SweepConfig.from_dict`: what `--config` re-runs."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Cannot read the config file '{path}': {exc}. Give a comparison.json or sweep.json "
+                          "written by tlcore.") from None
+    return data.get("config", data)
+
+
 def preset_strategy(preset: str, kind: str, sweep: bool = False) -> StrategySpec:
     """The strategy a preset runs when the user changes nothing: what a page shows as its starting values."""
     base = _preset(SWEEP_PRESETS if sweep else PRESETS, preset)
     return make_strategy(kind, **base.strategy_overrides.get(canonical_kind(kind), {}))
+
+
+@dataclass(frozen=True)
+class Choices:
+    """A user's choices for a comparison, a sweep or a layer-wise probe, by the CLI's option names (`--per-class`
+    is `per_class`, `--scratch-epochs` is `scratch_epochs`). The CLI and the Python API build their configs through
+    it, so an option left out has the same default in both: the one in `tlcore.experiments.defaults`; None keeps the
+    preset's value (or the strategy's own default)."""
+
+    preset: str = DEFAULT_PRESET
+    dataset: str | DatasetSpec = DEFAULT_DATASET  # a sub-task as 'name:classA|classB'
+    per_class: Size | str = "preset"  # a comparison's or probe's images a class: 'preset', a number or 'all'
+    sizes: str | Sequence | None = None  # a sweep's sizes ('5,10,all'); None: the preset's
+    repeats: int | None = None  # a sweep's seeds per cell; None: the preset's
+    backbone: str = DEFAULT_BACKBONE
+    weights: str = DEFAULT_WEIGHTS
+    strategies: str | Sequence[str] = DEFAULT_STRATEGIES  # names, or one comma-separated string
+    image_size: int | None = None  # None: from the data (see prepare.auto_image_size)
+    seed: int = DEFAULT_SEED
+    device: str = DEFAULT_DEVICE
+    val_fraction: float | None = None
+    test_fraction: float | None = None
+    split_seed: int | None = None
+    # strategy options: fine-tune's, or both fine-tune's and scratch's where the CLI has one option for both
+    epochs: int | None = None  # fine-tune
+    scratch_epochs: int | None = None
+    lr: float | None = None  # fine-tune's head
+    scratch_lr: float | None = None
+    batch_size: int | None = None
+    patience: int | None = None
+    min_delta: float | None = None
+    ft_stages: int | str | None = None
+    lp_ft: bool | None = None
+    backbone_lr_ratio: float | None = None
+    bn_policy: str | None = None
+    augment: bool | None = None
+
+    @classmethod
+    def of(cls, values: dict) -> Choices:
+        """The choices among `values` (e.g. `vars()` of the CLI's parsed arguments); other keys are left out."""
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+    def strategy_names(self) -> list[str]:
+        names = self.strategies.split(",") if isinstance(self.strategies, str) else list(self.strategies)
+        return [n.strip() for n in names if n.strip()]
+
+    def strategy_options(self) -> dict[str, dict]:
+        common = {"batch_size": self.batch_size, "patience": self.patience, "min_delta": self.min_delta,
+                  "augment": self.augment}
+        options = {
+            "fine-tune": {**common, "epochs": self.epochs, "lr": self.lr, "stages": self.ft_stages,
+                          "lp_ft": self.lp_ft, "backbone_lr_ratio": self.backbone_lr_ratio,
+                          "bn_policy": self.bn_policy},
+            "scratch": {**common, "epochs": self.scratch_epochs, "lr": self.scratch_lr},
+        }
+        return {kind: {k: v for k, v in opts.items() if v is not None} for kind, opts in options.items()}
+
+    def _experiment(self) -> dict:
+        return {"dataset": self.dataset, "backbone": self.backbone, "weights": self.weights,
+                "strategies": self.strategy_names(), "image_size": self.image_size, "seed": self.seed,
+                "device": self.device, "strategy_options": self.strategy_options(), "val_fraction": self.val_fraction,
+                "test_fraction": self.test_fraction, "split_seed": self.split_seed}
+
+    def config(self) -> ExperimentConfig:
+        """The comparison: the preset, then these choices."""
+        return build_config(self.preset, per_class=self.per_class, **self._experiment())
+
+    def sweep_config(self) -> SweepConfig:
+        """The sweep: the sweep preset, then these choices (`per_class` is not used: a sweep has `sizes`)."""
+        return build_sweep_config(self.preset, sizes=self.sizes, repeats=self.repeats, **self._experiment())
+
+    def probe_config(self) -> ExperimentConfig:
+        """What a layer-wise probe measures on: the comparison's data, split, size and backbone, with the
+        feature-extraction head (the strategy options are not used)."""
+        return build_config(self.preset, dataset=self.dataset, per_class=self.per_class, backbone=self.backbone,
+                            weights=self.weights, strategies=["feature-extraction"], image_size=self.image_size,
+                            seed=self.seed, device=self.device, val_fraction=self.val_fraction,
+                            test_fraction=self.test_fraction, split_seed=self.split_seed)

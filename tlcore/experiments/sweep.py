@@ -18,7 +18,7 @@ from tlcore.core.progress import CancelToken, ProgressCallback
 from tlcore.core.results import _jsonable
 from tlcore.engine.features import FeatureCache
 from tlcore.experiments.cells import CellsOutcome, SweepCell, run_cells
-from tlcore.experiments.config import SweepConfig
+from tlcore.experiments.config import SweepConfig, build_sweep_config
 from tlcore.experiments.executors import Executor
 from tlcore.experiments.learning_curves import Crossover, find_crossovers, summarize
 from tlcore.records.store import Store, default_store
@@ -95,8 +95,9 @@ def run_sweep(config: Optional[SweepConfig] = None, callbacks: Optional[list[Pro
               executor: Optional[Executor] = None) -> SweepResult:
     """Run every (seed, size, strategy) cell, smallest size first within each seed; store each cell as it finishes.
     With `resume`, cells already in the store (same content key, completed) are taken from it, not recomputed.
-    A cancel stops after the current batch and keeps every finished cell."""
-    config = config or SweepConfig()
+    A cancel stops after the current batch and keeps every finished cell. Without a config, the default sweep
+    (`build_sweep_config()`, what the CLI and the Sweep page run when nothing is changed)."""
+    config = config or build_sweep_config()
     return run_cells(config, "sweep", lambda outcome: _sweep(outcome, config), callbacks=callbacks, cancel=cancel,
                      cache=cache, store=store, on_cell=on_cell, resume=resume, label=label, record_id=record_id,
                      executor=executor)
