@@ -9,8 +9,8 @@ import streamlit as st
 from tlcore.core.environment import read_only
 from tlcore.core.errors import TlcoreError
 from tlcore.engine.strategies import KINDS
-from tlcore.experiments.config import (DEFAULT_PRESET, PRESETS, ExperimentConfig, build_config, preset_strategy,
-                                       size_label)
+from tlcore.experiments.config import ExperimentConfig, build_config, preset_strategy, size_label
+from tlcore.experiments.defaults import DEFAULT_PRESET, DEFAULT_SEED, DEFAULT_STRATEGIES, PRESETS
 from tlcore.engine.rates import machine_busy
 from tlcore.experiments.estimate import estimate_comparison
 from tlcore.server.jobs import ACTIVE
@@ -18,6 +18,7 @@ from tlcore.views import charts
 from tlcore.views.text import dataset_display
 from ui.navigation import through_app
 from ui.results import progress_bars, show_job
+from ui.tracking import mlflow_note, mlflow_option, submitted_uri
 from ui.widgets import (
     backbone_and_weights,
     data_source,
@@ -61,8 +62,8 @@ if read_only():
             "link. Nothing runs here.")
 else:
     with st.expander("Set up a comparison", expanded=not job_id):
-        preset = st.radio("Preset", list(PRESETS), index=list(PRESETS).index(DEFAULT_PRESET), horizontal=True, key="preset",
-                          format_func=lambda p: p.capitalize())
+        preset = st.radio("Preset", list(PRESETS), index=list(PRESETS).index(DEFAULT_PRESET), horizontal=True,
+                          key="preset", format_func=lambda p: p.capitalize())
         st.caption(PRESETS[preset].description)
 
         left, right = st.columns(2)
@@ -75,12 +76,12 @@ else:
             image_size = st.number_input("Image size in pixels (0 = automatic: on a CPU about 1.75x native, 48-128; "
                                          "on a GPU the backbone's pretrained size)", min_value=0,
                                          max_value=512, value=0, step=16, key="image_size")
-            seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="seed")
+            seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=DEFAULT_SEED, key="seed")
 
         with right:
             st.subheader("Backbone and strategies")
             backbone, weights = backbone_and_weights()
-            strategies = st.multiselect("Strategies", list(KINDS), default=list(KINDS), key="strategies")
+            strategies = st.multiselect("Strategies", list(KINDS), default=list(DEFAULT_STRATEGIES), key="strategies")
             with st.expander("Strategy options"):
                 ft, sc = preset_strategy(preset, "fine-tune"), preset_strategy(preset, "scratch")
                 stage_options = ["1", "2", "3", "4", "all"]
@@ -117,6 +118,7 @@ else:
                 st.caption(estimated(chosen_config(data.resolve()).to_dict()))
             except TlcoreError as exc:
                 show_error(exc)
+        mlflow_uri = mlflow_option()
         if st.button("Run", type="primary", key="run", disabled=not strategies):
             try:
                 dataset = data.resolve()
@@ -124,7 +126,7 @@ else:
                 estimate = estimated(config.to_dict())
                 size = size_label(config.dataset.per_class)
                 job_id = job_queue().submit(config, label=f"{dataset_display(dataset)} · {backbone} · {size}/class",
-                                            session=session_id())
+                                            session=session_id(), mlflow_uri=submitted_uri(mlflow_uri))
                 st.session_state["job"] = job_id
                 st.session_state.setdefault("estimates", {})[job_id] = estimate
                 st.query_params["job"] = job_id
@@ -159,3 +161,4 @@ def live_panel(job_id: str) -> None:
 
 if job_id:
     show_job(job_id, job_queue(), live_panel)
+    mlflow_note(job_queue().get(job_id))

@@ -7,8 +7,10 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -16,7 +18,7 @@ import timm
 from tqdm import tqdm
 
 from tlcore.advice.probe import layer_probe, save_probe
-from tlcore.advice.recommend import advise
+from tlcore.advice.records import advise
 from tlcore.advice.depth import DEPTH_SIZES, validate_depth
 from tlcore.advice.validate import VALIDATION_SIZES, VALIDATION_SUITE, validate
 from tlcore.core.environment import hub_reachable
@@ -29,6 +31,7 @@ from tlcore.deploy.export import FORMATS as EXPORT_FORMATS
 from tlcore.deploy.export import export_model
 from tlcore.deploy.load import Preprocessing
 from tlcore.deploy.predict import predict, predict_test_images
+from tlcore.deploy.tracking import URI_ENV, log_to_mlflow, requested_uri
 from tlcore.engine.activations import stage_activations
 from tlcore.engine.anatomy import backbone_anatomy
 from tlcore.engine.backbone import DEFAULT_BACKBONE, BackboneSpec, data_config
@@ -36,15 +39,9 @@ from tlcore.engine.strategies import KINDS
 from tlcore.engine.weights import PACKAGED_WEIGHTS, weights_availability
 from tlcore.experiments.compare import compare
 from tlcore.experiments.estimate import estimate_comparison, estimate_sweep
-from tlcore.experiments.config import (
-    PRESETS,
-    SWEEP_PRESETS,
-    ExperimentConfig,
-    SweepConfig,
-    build_config,
-    build_sweep_config,
-    parse_sizes,
-)
+from tlcore.experiments.config import Choices, ExperimentConfig, SweepConfig, parse_sizes, saved_config, size_label
+from tlcore.experiments.defaults import (DEFAULT_DATASET, DEFAULT_DEVICE, DEFAULT_PRESET, DEFAULT_SEED,
+                                         DEFAULT_STRATEGIES, DEFAULT_WEIGHTS, PRESETS, SWEEP_PRESETS)
 from tlcore.experiments.executors import make_executor
 from tlcore.experiments.sweep import run_sweep
 from tlcore.records.slot import SLOT_NAME, training_slot
@@ -81,13 +78,13 @@ def _stages(value: str):
 
 def _experiment_arguments(c: argparse.ArgumentParser, per_class: bool) -> None:
     data = c.add_argument_group("data")
-    data.add_argument("--dataset", default="fashion-mnist",
+    data.add_argument("--dataset", default=DEFAULT_DATASET,
                       help="built-in name (see `datasets`) or a folder of class sub-folders, optionally with "
                       "train/ val/ test/ split folders; 'name:classA|classB' keeps only those classes")
     if per_class:
         data.add_argument("--per-class", default=None,
                           help="training images a class (nested seeded subset), or 'all'; default: the preset's "
-                          "(100)")
+                          f"({size_label(PRESETS[DEFAULT_PRESET].per_class)} in {DEFAULT_PRESET})")
     split = DatasetSpec()
     data.add_argument("--val-fraction", type=float, default=None, help="share of each class drawn for validation "
                       f"when there is no val/ folder (default {split.val_fraction})")
@@ -101,17 +98,19 @@ def _experiment_arguments(c: argparse.ArgumentParser, per_class: bool) -> None:
 
     model = c.add_argument_group("backbone")
     model.add_argument("--backbone", default=DEFAULT_BACKBONE, help="any timm model name")
-    model.add_argument("--weights", default="pretrained", help="'pretrained' (packaged offline weights, then the "
+    model.add_argument("--weights", default=DEFAULT_WEIGHTS, help="'pretrained' (packaged offline weights, then the "
                        "timm hub), 'none', or a path to a .pth/.safetensors state_dict")
 
     strat = c.add_argument_group("strategies")
-    strat.add_argument("--strategies", default=",".join(KINDS), help=f"comma-separated, from {', '.join(KINDS)}")
+    strat.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
+                       help=f"comma-separated, from {', '.join(KINDS)}")
     strat.add_argument("--epochs", type=int, default=None, help="max epochs for fine-tune (default: the preset's)")
     strat.add_argument("--scratch-epochs", type=int, default=None, help="max epochs for scratch (default: the "
                        "preset's)")
     strat.add_argument("--lr", type=float, default=None, help="fine-tune head learning rate (default 1e-3)")
     strat.add_argument("--scratch-lr", type=float, default=None, help="scratch learning rate (default 4.2e-3)")
-    strat.add_argument("--batch-size", type=int, default=None, help="training batch size (default 32 for fine-tune, 64 for scratch)")
+    strat.add_argument("--batch-size", type=int, default=None,
+                       help="training batch size (default 32 for fine-tune, 64 for scratch)")
     strat.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs")
     strat.add_argument("--min-delta", type=float, default=None, help="val accuracy rise (a fraction, e.g. 0.01) "
                        "that resets patience (default 0 for fine-tune, 0.01 for scratch)")
@@ -130,14 +129,18 @@ def _experiment_arguments(c: argparse.ArgumentParser, per_class: bool) -> None:
 def _run_arguments(run, outputs: str) -> None:
     run.add_argument("--config", default=None, help="re-run exactly the config saved in a result JSON (from --out or "
                      "the dashboard's download); other options are then ignored")
-    run.add_argument("--seed", type=int, default=0, help="seed for the subset, initialisation and batch order")
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+    run.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for the subset, initialisation and batch "
+                     "order")
+    run.add_argument("--device", default=DEFAULT_DEVICE, choices=["auto", "cpu", "cuda", "mps"],
                      help="auto picks CUDA, then MPS, then CPU; CUDA runs bf16 autocast and channels_last")
     run.add_argument("--executor", default=None, choices=["local", "ray"],
                      help="where cells run: local (in this process) or ray (RAY_ADDRESS, else a local Ray instance); "
                      "default: TLCORE_EXECUTOR or local")
     run.add_argument("--ray-cpus-per-task", type=int, default=1, help="ray: CPUs declared (and threads used) per cell")
     run.add_argument("--out", default=None, help=f"folder for {outputs}")
+    run.add_argument("--mlflow", default=None, metavar="URI", help="also log the record to MLflow at this tracking "
+                     "URI (http://host:5000, sqlite:///mlflow.db, ...): a parent run, a child run per strategy or "
+                     f"cell, the models; default: {URI_ENV}, else not logged ('' turns it off)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -153,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _experiment_arguments(c, per_class=True)
     run = c.add_argument_group("run")
-    run.add_argument("--preset", choices=list(PRESETS), default="default",
+    run.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
                      help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
     _run_arguments(run, "comparison.json and comparison.csv")
 
@@ -165,12 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=SWEEP_EPILOG, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _experiment_arguments(w, per_class=False)
     run = w.add_argument_group("sweep")
-    run.add_argument("--preset", choices=list(SWEEP_PRESETS), default="default",
+    run.add_argument("--preset", choices=list(SWEEP_PRESETS), default=DEFAULT_PRESET,
                      help="; ".join(f"{k}: {v.description}" for k, v in SWEEP_PRESETS.items()))
+    default_sizes = ",".join(map(size_label, SWEEP_PRESETS[DEFAULT_PRESET].sizes))
     run.add_argument("--sizes", default=None, help="images per class, comma-separated, 'all' for every image; "
-                     "default: the preset's (5,10,25,50,100)")
+                     f"default: the preset's ({default_sizes} in {DEFAULT_PRESET})")
     run.add_argument("--repeats", type=int, default=None, help="seeds per cell (seed, seed+1, ...); default: the "
-                     "preset's (2)")
+                     f"preset's ({SWEEP_PRESETS[DEFAULT_PRESET].repeats} in {DEFAULT_PRESET})")
     run.add_argument("--fresh", action="store_true", help="recompute every cell, even those already stored")
     _run_arguments(run, "sweep.json, sweep_cells.csv and sweep_summary.csv")
 
@@ -181,14 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "runs and sweeps on the same data outweigh the prediction. --validate checks the rules "
                        "against measured sweeps.", epilog=RECOMMEND_EPILOG,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    r.add_argument("--dataset", default="fashion-mnist", help="built-in name or folder; a sub-task of a dataset as "
+    r.add_argument("--dataset", default=DEFAULT_DATASET, help="built-in name or folder; a sub-task of a dataset as "
                    "'name:classA|classB'")
     r.add_argument("--per-class", default=None, help="training images a class to consider, or 'all' "
                    "(default: all)")
     r.add_argument("--backbone", default=DEFAULT_BACKBONE, help="any timm model name")
-    r.add_argument("--weights", default="pretrained", help="'pretrained' or a path to a state_dict")
+    r.add_argument("--weights", default=DEFAULT_WEIGHTS, help="'pretrained' or a path to a state_dict")
     r.add_argument("--image-size", type=int, default=None, help="default: automatic, as for compare")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=DEFAULT_SEED)
     r.add_argument("--no-evidence", action="store_true", help="ignore stored measurements on this data")
     r.add_argument("--json", default=None, help="write the recommendation (or the validation report) here")
     v = r.add_argument_group("validation (--validate)")
@@ -231,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the feature-extraction head on every stage's pooled output (pretrained and random weights) "
                         "and print accuracy against depth.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     an.add_argument("--backbone", default=DEFAULT_BACKBONE, help="any timm model name")
-    an.add_argument("--weights", default="pretrained", help="'pretrained', 'none' or a path to a state_dict")
+    an.add_argument("--weights", default=DEFAULT_WEIGHTS, help="'pretrained', 'none' or a path to a state_dict")
     an.add_argument("--image-size", type=int, default=None, help="default: with data, automatic as for compare; "
                     "without, the model's own input size")
     an.add_argument("--stages", default="2", help="K for the fine-tune view: top stage groups trained, or 'all'")
@@ -240,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--dataset", default=None, help="built-in name or folder: run the layer-wise probe on it")
     an.add_argument("--per-class", default=None, help="training images a class for the probe, or 'all' (default: "
                     "the default preset's)")
-    an.add_argument("--seed", type=int, default=0)
+    an.add_argument("--seed", type=int, default=DEFAULT_SEED)
     an.add_argument("--no-random", action="store_true", help="probe the pretrained backbone only")
     an.add_argument("--json", default=None, help="write the anatomy (and probe) as JSON here")
     an.add_argument("--report", default=None, help="write the probe's HTML report here (with --dataset)")
@@ -257,53 +261,34 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--filter", default="", help="wildcard, e.g. '*efficientnet*'")
     b.add_argument("--check-hub", action="store_true", help="also check that the Hugging Face hub can be reached "
                    "(opens a connection; without it nothing is looked up)")
+    sub.add_parser("dashboard", help="open the dashboard (streamlit run app.py); other options go to Streamlit",
+                   description="Run the dashboard with Streamlit. Options other than -h are passed on to `streamlit "
+                   "run`, e.g. `dashboard --server.port 8502` or `--server.address 0.0.0.0` for a LAN (visitors then "
+                   "need the access token the server prints).")
     return parser
 
 
-def _strategy_options(args: argparse.Namespace) -> dict[str, dict]:
-    common = {"batch_size": args.batch_size, "patience": args.patience, "min_delta": args.min_delta,
-              "augment": args.augment}
-    options = {
-        "fine-tune": {**common, "epochs": args.epochs, "lr": args.lr, "stages": args.ft_stages, "lp_ft": args.lp_ft,
-                      "backbone_lr_ratio": args.backbone_lr_ratio, "bn_policy": args.bn_policy},
-        "scratch": {**common, "epochs": args.scratch_epochs, "lr": args.scratch_lr},
-    }
-    return {kind: {k: v for k, v in opts.items() if v is not None} for kind, opts in options.items()}
-
-
-def _experiment_choices(args: argparse.Namespace) -> dict:
-    """build_config's arguments from the command line; None keeps the preset's value."""
-    return {"dataset": args.dataset, "backbone": args.backbone, "weights": args.weights,
-            "strategies": [s for s in args.strategies.split(",") if s.strip()], "image_size": args.image_size,
-            "seed": args.seed, "device": args.device, "strategy_options": _strategy_options(args),
-            "val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
-
-
-def _saved_config(path: str) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"Cannot read the config file '{path}': {exc}. Give a comparison.json or sweep.json "
-                          "written by tlcore.") from None
-    return data.get("config", data)
+def choices_from_args(args: argparse.Namespace) -> Choices:
+    """The options given on the command line, by the names the Python API uses too; one not given is None here
+    (per_class: the preset's), so `Choices` fills in the same default as `tlcore.compare()`."""
+    values = vars(args)
+    return Choices.of(values | ({"per_class": values.get("per_class") or "preset"} if "per_class" in values else {}))
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """The preset, then every option given on the command line (or a saved config, as it is)."""
     if args.config:
-        return ExperimentConfig.from_dict(_saved_config(args.config))
-    return build_config(args.preset, per_class="preset" if args.per_class is None else args.per_class,
-                        **_experiment_choices(args))
+        return ExperimentConfig.from_dict(saved_config(args.config))
+    return choices_from_args(args).config()
 
 
 def sweep_config_from_args(args: argparse.Namespace) -> SweepConfig:
     if args.config:
-        saved = _saved_config(args.config)
+        saved = saved_config(args.config)
         if "experiment" not in saved:
             raise ConfigError(f"'{args.config}' holds a comparison config, not a sweep; use `compare --config`.")
         return SweepConfig.from_dict(saved)
-    return build_sweep_config(args.preset, sizes=parse_sizes(args.sizes) if args.sizes else None,
-                              repeats=args.repeats, **_experiment_choices(args))
+    return choices_from_args(args).sweep_config()
 
 
 class _Bars:
@@ -400,8 +385,23 @@ def _say_estimate(estimate) -> None:
         pass  # the run itself says what is wrong with its input
 
 
+def _log_mlflow(result, uri: str) -> None:
+    """Log the record to MLflow; if MLflow cannot be reached, one line on stderr and the exit code is unchanged."""
+    if not uri:
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outcome = log_to_mlflow(result, uri)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    if outcome.logged:
+        print(f"logged to MLflow at {outcome.uri}: experiment {outcome.experiment_id}, parent run {outcome.run_id}, "
+              f"{len(outcome.children)} child runs, {len(outcome.models)} models")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    mlflow_uri = requested_uri(args.mlflow)  # --mlflow, else TLCORE_MLFLOW_URI
     _say_estimate(lambda: estimate_comparison(config))
     with _Interrupt() as cancel:
         result = compare(config, callbacks=_progress(args), cancel=cancel, executor=_executor(args, config.device))
@@ -409,6 +409,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.out:
         json_path, csv_path = result.save(args.out)
         print(f"wrote {json_path} and {csv_path}")
+    _log_mlflow(result, mlflow_uri)
     if result.status == "cancelled":
         return 130
     return 1 if any(r.status == "failed" for r in result.runs) else 0
@@ -416,6 +417,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     config = sweep_config_from_args(args)
+    mlflow_uri = requested_uri(args.mlflow)  # --mlflow, else TLCORE_MLFLOW_URI
     _say_estimate(lambda: estimate_sweep(config))
     with _Interrupt() as cancel:
         result = run_sweep(config, callbacks=_progress(args), cancel=cancel, resume=not args.fresh,
@@ -424,6 +426,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.out:
         paths = result.save(args.out)
         print("wrote " + ", ".join(str(p) for p in paths))
+    _log_mlflow(result, mlflow_uri)
     if result.status == "cancelled":
         print(f"cancelled: {len(result.cells)} of {config.cells_total} cells finished and are stored; run the same "
               "command again to resume", file=sys.stderr)
@@ -503,6 +506,28 @@ def cmd_backbones(args: argparse.Namespace) -> int:
     return 0
 
 
+def dashboard_script() -> Path:
+    """The dashboard's app.py. An installed wheel carries it in tlcore_dashboard/ beside the tlcore package (with its
+    pages/, ui/ and .streamlit/config.toml); a checkout (or an editable install) has app.py beside tlcore/."""
+    beside = Path(__file__).resolve().parents[1]
+    for script in (beside / "tlcore_dashboard" / "app.py", beside / "app.py"):
+        if script.is_file():
+            return script
+    raise ConfigError(f"The dashboard's app.py is neither in {beside / 'tlcore_dashboard'} nor in {beside}: "
+                      "reinstall tlcore from its wheel, or run `streamlit run app.py` in a checkout.")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """`streamlit run app.py [options]` for this installation. Streamlit applies the .streamlit/config.toml beside
+    app.py (address, upload size, theme, navigation) over the user's own config files; its command-line options, and
+    STREAMLIT_* variables, still override it. On POSIX the process becomes Streamlit, so signals reach it directly."""
+    command = [sys.executable, "-m", "streamlit", "run", str(dashboard_script()), *args.streamlit_args]
+    sys.stdout.flush()
+    if os.name == "posix":
+        os.execv(sys.executable, command)
+    return subprocess.call(command)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise ConfigError(f"--top-k {args.top_k}: give 1 or more classes to list for each image.")
@@ -544,9 +569,7 @@ def cmd_anatomy(args: argparse.Namespace) -> int:
     stages = args.stages if args.stages == "all" else int(args.stages)
     backbone, probe, size, classes = BackboneSpec(args.backbone, args.weights), None, args.image_size, None
     if args.dataset:
-        config = build_config("default", dataset=args.dataset, per_class=args.per_class or "preset",
-                              backbone=args.backbone, weights=args.weights, strategies=["feature-extraction"],
-                              image_size=args.image_size, seed=args.seed)
+        config = choices_from_args(args).probe_config()
         with _Interrupt() as cancel, training_slot("anatomy --dataset (layer-wise probe)", cancel, _say_waiting):
             probe = layer_probe(config, random_weights=not args.no_random,
                                 progress=lambda message: print(message, file=sys.stderr))
@@ -605,11 +628,16 @@ def cmd_history(args: argparse.Namespace) -> int:
 COMMANDS = {"history": cmd_history, "predict": cmd_predict, "export": cmd_export, "compare": cmd_compare,
             "sweep": cmd_sweep, "recommend": cmd_recommend, "datasets": cmd_datasets, "backbones": cmd_backbones}
 COMMANDS["anatomy"] = cmd_anatomy
+COMMANDS["dashboard"] = cmd_dashboard
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "dashboard":
+        args.streamlit_args = unknown  # Streamlit's own options
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 0

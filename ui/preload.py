@@ -2,7 +2,7 @@
 
 Streamlit runs each browser session's script in a thread of its own. On a fresh server, several sessions importing
 tlcore at the same moment collide in Python's per-module import locks: one gets `_frozen_importlib._DeadlockError`,
-another sees a module half-imported (`cannot import name ... from tlcore.advice.recommend`). app.py and every page
+another sees a module half-imported (`cannot import name ... from tlcore.advice...`). app.py and every page
 import this module before anything else (a deep link on a fresh server runs its page file before app.py): Python runs
 its body in one thread while every other session waits on this module's lock, which each takes before holding any
 other, so nothing can deadlock and every page finds its modules whole.
@@ -17,6 +17,8 @@ import tlcore
 import ui
 
 NOT_IMPORTED = {"tlcore.__main__", "ui.preload"}  # the CLI's entry point runs on import; this module is running
+# imported by MLflow when it loads a logged model (and needs mlflow, an optional package): not by the dashboard
+NOT_IMPORTED |= {"tlcore.deploy.pyfunc"}
 LAZY_IMPORTS = ("streamlit.runtime.pages_manager", "streamlit.errors", "urllib.parse")  # imported inside functions
 
 

@@ -22,6 +22,7 @@ from tlcore.core.errors import AccessError, TlcoreError
 from tlcore.data.builtin import BUILTIN_DATASETS
 from tlcore.core.progress import CancelToken, ProgressEvent
 from tlcore.core.results import ComparisonResult, RunResult
+from tlcore.deploy.tracking import log_to_mlflow, requested_uri, stored_log
 from tlcore.experiments.cells import SweepCell
 from tlcore.experiments.compare import compare, load_comparison
 from tlcore.experiments.config import ExperimentConfig, SweepConfig
@@ -52,6 +53,8 @@ class Job:
     runs: list[RunResult] = field(default_factory=list)  # finished strategies, as they finish
     result: Optional[Union[ComparisonResult, SweepResult]] = None
     cells: list[SweepCell] = field(default_factory=list)  # sweeps: finished cells, as they finish
+    mlflow_uri: str = ""  # logged there once finished ('' not logged): tlcore.deploy.tracking
+    mlflow: Optional[dict] = None  # the outcome (MlflowLog.to_dict()), as the record's summary keeps it
     cancel: CancelToken = field(default_factory=CancelToken)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -94,6 +97,7 @@ class Job:
                 "strategies": [s.name for s in self._experiment.strategies],
                 "cells": list(self.cells),
                 "cells_total": self.config.cells_total if self.kind == "sweep" else 0,
+                "mlflow": self.mlflow,
             }
 
     @property
@@ -119,10 +123,14 @@ class JobQueue:
     def store(self) -> Store:
         return self._store or default_store()
 
-    def submit(self, config: Union[ExperimentConfig, SweepConfig], label: str = "", session: str = "") -> str:
+    def submit(self, config: Union[ExperimentConfig, SweepConfig], label: str = "", session: str = "",
+               mlflow_uri: Optional[str] = None) -> str:
         """Queue a comparison or a sweep; its record is stored at once, so even a queued job survives a restart.
-        Refused when the queue is full (for the server, or for this browser session) or a path is not allowed."""
+        Refused when the queue is full (for the server, or for this browser session) or a path is not allowed.
+        Once finished it is logged to MLflow at `mlflow_uri` (None: TLCORE_MLFLOW_URI; '': not logged); pages
+        pass a visitor's URI only through tlcore.deploy.tracking.job_tracking_uri."""
         require_writable("start a run")
+        mlflow_uri = requested_uri(mlflow_uri)
         kind = "sweep" if isinstance(config, SweepConfig) else "comparison"
         exp = config.experiment if isinstance(config, SweepConfig) else config
         _check_paths(exp)
@@ -130,7 +138,7 @@ class JobQueue:
             self._check_capacity(session)
             record_id = self.store.create_record(kind, config.to_dict(), label=label, dataset=exp.dataset.source,
                                                  backbone=exp.backbone.name, status="queued")
-            job = Job(id=record_id, config=config, label=label, session=session)
+            job = Job(id=record_id, config=config, label=label, session=session, mlflow_uri=mlflow_uri)
             self._jobs[job.id] = job
             self._pending.append(job.id)
             self._cv.notify()
@@ -209,6 +217,11 @@ class JobQueue:
             else:
                 job.result = compare(job.config, callbacks=[job.on_event], cancel=job.cancel,
                                      on_result=job.on_result, store=self.store, record_id=job.id)
+            if job.mlflow_uri:  # still 'running' meanwhile, so the page shows the results with the outcome
+                job.on_event(ProgressEvent("MLflow", "waiting", fraction=0.5, message="logging to MLflow"))
+                job.mlflow = log_to_mlflow(job.result, job.mlflow_uri, store=self.store).to_dict()
+                with job._lock:
+                    job.progress.pop("MLflow", None)
             job.status, job.error = job.result.status, self.store.record(job.id)["error"]
         except Exception as exc:  # keep the worker alive; the message goes to the page (the record says failed)
             job.status, job.error = "failed", error_text(exc)
@@ -251,7 +264,8 @@ def stored_snapshot(record_id: str, store: Store) -> Optional[dict]:
             "error": record["error"], "submitted": record["created_at"], "started": None,
             "finished": record["updated_at"], "progress": {}, "live_curves": {}, "runs": runs,
             "result": result if (runs or record["status"] not in ACTIVE_STATUSES) else None,
-            "strategies": strategies, "cells": cells, "cells_total": total, "record": record}
+            "strategies": strategies, "cells": cells, "cells_total": total, "record": record,
+            "mlflow": stored_log(record)}
 
 
 _QUEUE: Optional[JobQueue] = None
