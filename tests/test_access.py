@@ -174,6 +174,7 @@ def test_wrong_tokens_are_slowed_down_up_to_a_cap_and_a_right_one_resets(monkeyp
     assert throttle.delay("10.0.0.9") == 0
 
 
+@pytest.mark.slow
 def test_the_gate_says_wrong_token_takes_it_off_the_link_and_opens_with_the_right_one(monkeypatch):
     from streamlit.testing.v1 import AppTest
 
@@ -239,6 +240,7 @@ def no_network(monkeypatch):
     return attempts
 
 
+@pytest.mark.slow
 def test_loading_every_page_opens_no_connection(no_network):
     from streamlit.testing.v1 import AppTest
 
@@ -254,6 +256,7 @@ def test_loading_every_page_opens_no_connection(no_network):
     assert no_network == []
 
 
+@pytest.mark.slow
 def test_choosing_a_hub_backbone_looks_the_hub_up_once_and_says_offline(no_network):
     from streamlit.testing.v1 import AppTest
 
@@ -287,6 +290,7 @@ def test_listing_datasets_and_backbones_opens_no_connection(no_network, capsys):
     assert "hub unreachable: offline" in capsys.readouterr().out and no_network == [("huggingface.co", 443)]
 
 
+@pytest.mark.slow
 def test_default_compare_opens_no_connection(no_network, capsys):
     """The CLI's defaults: the packaged tf_efficientnet_lite0 weights and the bundled Fashion-MNIST, made small."""
     assert cli(["compare", "--per-class", "2", "--strategies", "feature-extraction", "--image-size", "32",

@@ -41,8 +41,10 @@ def _wait_for_results(at: AppTest, timeout: float = 240.0, done=lambda at: bool(
     raise AssertionError("no results table appeared")
 
 
+@pytest.mark.slow
 def test_compare_page_runs_three_strategies(image_folder, tiny_weights):
     at = AppTest.from_file(str(ROOT / "pages" / "1_Compare.py"), default_timeout=60).run()
+    at.radio(key="preset").set_value("quick").run()
     at.radio(key="source_kind").set_value("Folder on this server").run()
     at.text_input(key="folder").set_value(str(image_folder))
     at.selectbox(key="backbone").set_value("test_efficientnet")
@@ -146,6 +148,7 @@ def test_sweep_page_submits_the_presets_schedules_when_untouched(image_folder, t
     job_queue().cancel(job)  # the point was what it submitted, not running 24 cells
 
 
+@pytest.mark.slow
 def test_recommend_page_from_a_description_and_from_measured_data(image_folder, tiny_weights):
     at = AppTest.from_file(str(ROOT / "pages" / "3_Recommend.py"), default_timeout=120).run()
     at.radio(key="rc_mode").set_value("only a description of it").run()
@@ -158,6 +161,11 @@ def test_recommend_page_from_a_description_and_from_measured_data(image_folder, 
     card = next(m.value for m in at.markdown if m.value.startswith("#### Recommended:"))
     assert card.startswith("#### Recommended: scratch") and "**Runner-up:** fine-tune (all stages)" in card
     assert any("images per class = 5000" in m.value for m in at.markdown)
+    at.number_input(key="rc_desc_n").set_value(100)
+    at.slider(key="rc_desc_sim").set_value(0.9).run()  # similar data, enough of it: the cost-aware rule (v3)
+    card = next(m.value for m in at.markdown if m.value.startswith("#### Recommended:"))
+    assert card.startswith("#### Recommended: feature-extraction") and "fine-tune (top 2 stages)" in card
+    assert any("expected gain is under 1 point" in c.value for c in at.caption)
 
     at.radio(key="rc_mode").set_value("the dataset").run()
     at.radio(key="rc_source_kind").set_value("Folder on this server").run()
@@ -178,6 +186,7 @@ def test_recommend_page_from_a_description_and_from_measured_data(image_folder, 
     assert at.button(key="rc_confirm").label.startswith("Confirm on the Compare page")
 
 
+@pytest.mark.slow
 def test_share_link_opens_a_stored_run_read_only(image_folder, tiny_weights, monkeypatch):
     from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, compare, make_strategy
 
@@ -213,6 +222,7 @@ def test_share_link_opens_a_stored_run_read_only(image_folder, tiny_weights, mon
     assert not [r for r in compare_page.radio if r.label == "Dataset source"]
 
 
+@pytest.mark.slow
 def test_interrupted_job_is_shown_and_re_run_with_one_click(image_folder, tiny_weights):
     from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, make_strategy
     from tlcore.records.store import default_store
