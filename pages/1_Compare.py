@@ -102,7 +102,7 @@ else:
                                       "frozen bottom, and fine-tuning from pretrained features needs it less")
                 sc_augment = st.checkbox("Scratch: light augmentation (random crop + flip)", value=sc.augment,
                                          key=f"sc_augment_{preset}", help="on by default: with 1,000 images it kept "
-                                         "scratch's accuracy in fewer seconds (README)")
+                                         "scratch's accuracy in fewer seconds (docs/benchmarks.md)")
 
         def chosen_config(dataset: str):
             return build_config(

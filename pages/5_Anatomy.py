@@ -21,12 +21,15 @@ from tlcore.engine.anatomy import measured_anatomy, strategy_view
 from tlcore.engine.backbone import data_config
 from tlcore.engine.strategies import KINDS, make_strategy
 from tlcore.experiments.config import build_config
+from tlcore.experiments.defaults import DEFAULT_PRESET, PRESETS
 from tlcore.records.store import default_store
 from tlcore.server.limits import MAX_CLASSES, anatomy_link, max_image_size, served_backbones
 from tlcore.views.anatomy import activations_figure, anatomy_figure, anatomy_frame
 from ui.navigation import through_app
 from ui.results import probe_results
 from ui.widgets import backbone_and_weights, computed_on_click, data_source, require_weights, show_error
+
+PROBE_PER_CLASS = PRESETS[DEFAULT_PRESET].per_class or 0  # what `tlcore anatomy --probe` and tlcore.probe use
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
@@ -41,7 +44,7 @@ def measured(backbone: str, weights: str, image_size: int, classes: int):
 
 @st.cache_data(show_spinner="Probing every stage: one frozen pass, then a linear head per stage...", max_entries=8)
 def probed(dataset: str, backbone: str, weights: str, per_class: int, image_size: int, random_weights: bool):
-    config = build_config("default", dataset=dataset, per_class=per_class or "all", backbone=backbone,
+    config = build_config(DEFAULT_PRESET, dataset=dataset, per_class=per_class or "all", backbone=backbone,
                           weights=weights, strategies=["feature-extraction"], image_size=image_size or None)
     result = layer_probe(config, random_weights=random_weights)
     save_probe(result, config, random_weights)  # a record: share link, report, History
@@ -181,7 +184,8 @@ else:
     with p1:
         data = data_source("an_")
     with p2:
-        per_class = int(st.number_input("Training images per class (0 = all)", 0, 100_000, 20, key="an_per_class"))
+        per_class = int(st.number_input("Training images per class (0 = all)", 0, 100_000, PROBE_PER_CLASS,
+                                            key="an_per_class"))
         random_weights = st.checkbox("Also the same architecture with random weights", True, key="an_random")
     result = computed_on_click(st.button("Run the probe", type="primary", key="an_probe"), "an_inputs",
                                lambda: (data.resolve(), backbone, require_weights(weights), per_class, image_size,

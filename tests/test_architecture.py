@@ -95,3 +95,15 @@ def test_pages_folder_holds_only_the_registered_pages():
 @pytest.mark.parametrize("page", sorted((ROOT / "pages").glob("*.py")), ids=lambda p: p.stem)
 def test_every_page_goes_through_app_navigation(page):
     assert "through_app()" in page.read_text(), f"{page.name} must call ui.navigation.through_app() first"
+
+
+def test_streamlits_private_pages_manager_flag_that_through_app_relies_on_still_exists():
+    """ui.navigation.through_app() leaves Streamlit's legacy pages-directory mode by clearing the private class flag
+    `PagesManager.uses_pages_directory` (there is no public API for it). If a Streamlit upgrade renames or removes
+    it, this fails here, by name, before deep links on a fresh server silently lose the navigation
+    (tests/test_browser.py::test_first_request_a_share_link_shows_exactly_the_pages checks the behaviour itself)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    assert "uses_pages_directory" in vars(PagesManager), (
+        "Streamlit changed PagesManager: update ui/navigation.through_app() and the pin in requirements.txt")
+    assert PagesManager.uses_pages_directory in (True, False, None)

@@ -1,5 +1,6 @@
-"""Command line: `python -m tlcore compare ...` (and `datasets`, `backbones`). Errors print as one readable message;
-Ctrl-C cancels cleanly and whatever finished is still printed and written."""
+"""Command line, `tlcore <command>` (the same as `python -m tlcore <command>`): compare, sweep, recommend, predict,
+export, anatomy, history, datasets, backbones and dashboard. Errors print as one readable message; Ctrl-C cancels
+cleanly and whatever finished is still printed and written."""
 
 from __future__ import annotations
 
@@ -52,23 +53,23 @@ from tlcore.views.text import (comparison_table, progress_line, record_text, rec
                                sweep_report)
 
 SWEEP_EPILOG = """examples:
-  python -m tlcore sweep                                     # built-in default: 5-100 a class, 2 repeats
-  python -m tlcore sweep --preset quick                      # about 2 minutes
-  python -m tlcore sweep --dataset path/to/photos --sizes 5,10,25,50,100,all --repeats 3 --out sweep/
+  tlcore sweep                                       # built-in default: 5-100 a class, 2 repeats
+  tlcore sweep --preset quick                        # a few minutes: docs/benchmarks.md#sweeps
+  tlcore sweep --dataset path/to/photos --sizes 5,10,25,50,100,all --repeats 3 --out sweep/
 """
 
 RECOMMEND_EPILOG = """examples:
-  python -m tlcore recommend                                 # the built-in default dataset
-  python -m tlcore recommend --dataset path/to/photos --per-class 30
-  python -m tlcore recommend --dataset "fashion-mnist:Sandal|Sneaker|Ankle boot" --per-class 20
-  python -m tlcore recommend --validate --json validation.json  # built-in suite, ~15 min the first time
+  tlcore recommend                                   # the built-in default dataset
+  tlcore recommend --dataset path/to/photos --per-class 30
+  tlcore recommend --dataset "fashion-mnist:Sandal|Sneaker|Ankle boot" --per-class 20
+  tlcore recommend --validate --json validation.json  # built-in suite; its time: docs/benchmarks.md
 """
 
 EPILOG = """examples:
-  python -m tlcore compare                                   # the built-in default: fashion-mnist, 100 a class
-  python -m tlcore compare --dataset path/to/photos --per-class 50 --image-size 128 --out results/
-  python -m tlcore compare --strategies fine-tune --ft-stages all --no-lp-ft --epochs 10
-  python -m tlcore datasets                                  # built-in datasets and whether they are here
+  tlcore compare                                     # the built-in default: fashion-mnist, 100 a class
+  tlcore compare --dataset path/to/photos --per-class 50 --image-size 128 --out results/
+  tlcore compare --strategies fine-tune --ft-stages all --no-lp-ft --epochs 10
+  tlcore datasets                                    # built-in datasets and whether they are here
 """
 
 
@@ -145,7 +146,7 @@ def _run_arguments(run, outputs: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tlcore", description="Compare feature extraction, fine-tuning "
+    parser = argparse.ArgumentParser(prog="tlcore", description="Compare feature extraction, fine-tuning "
                                      "and training from scratch on the same images.", epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
@@ -498,7 +499,7 @@ def _hub_note(check: bool) -> str:
 
 
 def cmd_backbones(args: argparse.Namespace) -> int:
-    names = timm.list_models(args.filter or "*") if args.filter else list(PACKAGED_WEIGHTS)
+    names = timm.list_models(args.filter) if args.filter else list(PACKAGED_WEIGHTS)
     rows = [(name, weights_availability(name)) for name in names]
     note = _hub_note(args.check_hub) if any(source in ("hub", "packaged-missing") for _, source in rows) else ""
     for name, source in rows:

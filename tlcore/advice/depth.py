@@ -8,8 +8,8 @@ one; a peak at the stem means every stage, 'all'. Today's rule is 'always the to
 reused like every sweep), probes the same training subset, and scores both rules: the share of cases where the
 proposed K was the best or within `AGREEMENT_MARGIN` of it, and the mean accuracy points lost. The probe's rule was
 to replace always-2 in the recommendation only if it did at least as well on both. On the built-in suite it did not
-(80% against 90%, README "Fine-tune depth"), so the recommendation keeps always-2 and the probe's proposal is shown
-with its curve only.
+(docs/rejected.md, "Fine-tune depth from the layer-wise probe"), so the recommendation keeps always-2 and the probe's
+proposal is shown with its curve only.
 """
 
 from __future__ import annotations

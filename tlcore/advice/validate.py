@@ -308,10 +308,12 @@ def score_case(dataset: str, per_class: int, rec: Recommendation, measured: dict
         note = "recommended all stages; the sweep measured the preset's fine-tune depth"
     got = measured[kind]
     regret = max(0.0, best - got)
-    return Case(dataset, per_class, kind, rec.choice.label, rec.runner_up.label, rec.confidence,
-                round(rec.signals.similarity, 3), rec.signals.linear_probe_accuracy, best_kind,
-                {k: round(v, 4) for k, v in measured.items()}, round(got, 4), round(best, 4), round(regret, 4),
-                regret <= AGREEMENT_MARGIN + 1e-12, note, classes=rec.signals.classes,
+    return Case(dataset=dataset, per_class=per_class, recommended=kind, recommended_label=rec.choice.label,
+                runner_up=rec.runner_up.label, confidence=rec.confidence,
+                similarity=round(rec.signals.similarity, 3), linear_probe_accuracy=rec.signals.linear_probe_accuracy,
+                winner=best_kind, accuracies={k: round(v, 4) for k, v in measured.items()},
+                recommended_accuracy=round(got, 4), best_accuracy=round(best, 4), regret=round(regret, 4),
+                agrees=regret <= AGREEMENT_MARGIN + 1e-12, note=note, classes=rec.signals.classes,
                 images_per_class=rec.signals.images_per_class, pixel_accuracy=rec.signals.pixel_accuracy,
                 ranges=_ranges(rec), described_ranges=_ranges(described) if described else {},
                 predicted_seconds={o.kind: o.seconds for o in rec.outlooks if o.seconds},

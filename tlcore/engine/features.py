@@ -52,8 +52,8 @@ class _Embed(torch.nn.Module):
 @dataclass
 class ExtractOptions:
     """How features are computed. Defaults are what won benchmarks/bench_engine.py part 1 on CPU: prepared uint8
-    images, batches of 128, channels_last, inference_mode. bf16 autocast is used on CUDA, and on CPUs with AMX
-    (on an AVX2-only CPU it measured 8x slower, so it stays off there)."""
+    images, batches of 128, channels_last, inference_mode. bf16 autocast is used on CUDA, and on CPUs with AMX;
+    elsewhere the CPU emulates bf16, which is slower (docs/benchmarks.md)."""
 
     batch_size: int = 128
     channels_last: bool = True

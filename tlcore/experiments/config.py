@@ -225,7 +225,7 @@ def _strategies(overrides: dict[str, dict], names: Optional[Sequence[str]],
     return tuple(specs)
 
 
-def _experiment(overrides: dict[str, dict], per_class: Size, dataset: Union[str, DatasetSpec], backbone: str,
+def _experiment(overrides: dict[str, dict], per_class: Size, *, dataset: Union[str, DatasetSpec], backbone: str,
                 weights: str, strategies: Optional[Sequence[str]], image_size: Optional[int], seed: int, device: str,
                 strategy_options: Optional[dict[str, dict]], val_fraction: Optional[float],
                 test_fraction: Optional[float], split_seed: Optional[int]) -> ExperimentConfig:
@@ -248,8 +248,10 @@ def build_config(preset: str = DEFAULT_PRESET, *, dataset: Union[str, DatasetSpe
     `dataset` may name a sub-task ('fashion-mnist:Sandal|Sneaker')."""
     base = _preset(PRESETS, preset)
     size = base.per_class if per_class == "preset" else parse_size(per_class)
-    return _experiment(base.strategy_overrides, size, dataset, backbone, weights, strategies, image_size, seed,
-                       device, strategy_options, val_fraction, test_fraction, split_seed)
+    return _experiment(base.strategy_overrides, size, dataset=dataset, backbone=backbone, weights=weights,
+                       strategies=strategies, image_size=image_size, seed=seed, device=device,
+                       strategy_options=strategy_options, val_fraction=val_fraction, test_fraction=test_fraction,
+                       split_seed=split_seed)
 
 
 def build_sweep_config(preset: str = DEFAULT_PRESET, *, sizes: Union[str, Sequence, None] = None,
@@ -262,8 +264,10 @@ def build_sweep_config(preset: str = DEFAULT_PRESET, *, sizes: Union[str, Sequen
     """A sweep: the sweep preset (sizes, repeats, schedules), then the caller's choices on top. `long_schedules`
     False keeps the preset's short schedules at every size (what the recommendation's calibration was fitted on)."""
     base = _preset(SWEEP_PRESETS, preset)
-    exp = _experiment(base.strategy_overrides, ALL, dataset, backbone, weights, strategies, image_size, seed, device,
-                      strategy_options, val_fraction, test_fraction, split_seed)
+    exp = _experiment(base.strategy_overrides, ALL, dataset=dataset, backbone=backbone, weights=weights,
+                      strategies=strategies, image_size=image_size, seed=seed, device=device,
+                      strategy_options=strategy_options, val_fraction=val_fraction, test_fraction=test_fraction,
+                      split_seed=split_seed)
     long = ()
     if base.long_from is not None and long_schedules:
         long = _strategies({**base.strategy_overrides, **base.long_overrides}, strategies, strategy_options)

@@ -1,6 +1,6 @@
 """One training slot per machine: comparisons and sweeps (dashboard jobs, CLI runs, scripts) that share a
-`$TLCORE_HOME` run their computation one at a time, instead of fighting over the same cores (two at once made
-feature extraction 10x slower on a 2-vCPU machine).
+`$TLCORE_HOME` run their computation one at a time, instead of fighting over the same cores (two torch processes on
+a small machine slow each other several-fold: docs/benchmarks.md).
 
 The slot is an exclusive `flock` on `$TLCORE_HOME/training-slot.lock`; the holder describes itself (pid, start time,
 what runs) in `$TLCORE_HOME/training-slot.json`, so the next one can say whom it waits for. The operating system

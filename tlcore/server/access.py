@@ -2,7 +2,7 @@
 TLCORE_TOKEN or TLCORE_REQUIRE_TOKEN=1 is set (a server on 127.0.0.1 behind a reverse proxy or a tunnel is reached
 from elsewhere: the bind address cannot tell), and by default when a writable server listens beyond this machine.
 Wrong tokens are slowed down. Where an organisation has an identity provider, Streamlit's own `st.login` (OIDC) is
-the better gate (see README)."""
+the better gate (see docs/security.md)."""
 
 from __future__ import annotations
 

@@ -222,7 +222,8 @@ class JobQueue:
                 job.mlflow = log_to_mlflow(job.result, job.mlflow_uri, store=self.store).to_dict()
                 with job._lock:
                     job.progress.pop("MLflow", None)
-            job.status, job.error = job.result.status, self.store.record(job.id)["error"]
+            stored = self.store.record(job.id)  # None once deleted from History while it ran
+            job.status, job.error = job.result.status, (stored or {}).get("error")
         except Exception as exc:  # keep the worker alive; the message goes to the page (the record says failed)
             job.status, job.error = "failed", error_text(exc)
             if not isinstance(exc, TlcoreError):
