@@ -113,3 +113,32 @@ def test_a_running_job_reads_the_same_in_the_sidebar_the_card_toggle_is_whole_an
             page.keyboard.press("Enter")
             expect(page.get_by_text(re.compile(r"Weights: the local file mine\.pth is not loaded for the diagram"))
                    ).to_be_visible(timeout=30_000)
+
+
+def test_recommend_draws_the_feature_extraction_area_it_recommends_by_measured_cost(tmp_path):
+    """Issue 23.12 as a person meets it: described as similar data with 100 images a class, the page recommends
+    feature extraction because fine-tune's expected gain is under a point, says so in the reasons, and the map draws
+    (and its legend names) the area; at 5 a class it recommends fine-tuning, with its expected gain."""
+    from playwright.sync_api import expect
+
+    for url in _serve(tmp_path / "home"):
+        with browser_page("journey-figures-recommend-map", height=2200) as page:
+            page.goto(url + "/Recommend", wait_until="networkidle")
+            expect(page.get_by_text("Which strategy for this data?")).to_be_visible(timeout=30_000)
+            page.get_by_text("only a description of it", exact=True).click()
+            size = page.get_by_label("Labelled images per class")
+            size.fill("100")
+            size.press("Enter")
+            expect(page.get_by_text("Recommended: feature-extraction")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text(re.compile(r"fine-tune's expected gain over feature extraction = [-+]\d+\.\d "
+                                               r"points \(< 1 point\)"))).to_be_visible()
+            legend = page.locator(".js-plotly-plot .colorbar")
+            expect(legend).to_contain_text("feature-extraction", timeout=30_000)
+            expect(page.get_by_text(re.compile("feature extraction's area is where fine-tune's expected gain is "
+                                               "under 1 point"))).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "journey-figures-recommend-map.png"), full_page=True)
+            size.fill("5")
+            size.press("Enter")
+            expect(page.get_by_text("Recommended: fine-tune (top 2 stages)")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text(re.compile(r"expected gain over feature extraction = \+\d+\.\d points "
+                                               r"\(>= 1 point\)"))).to_be_visible()
