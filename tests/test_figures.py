@@ -88,6 +88,16 @@ def test_within_the_intervals_the_smaller_saved_model_wins_and_feature_extractio
                         "(backbone weights + head), 1300 img/s.")
 
 
+def test_among_equals_in_size_and_speed_the_more_accurate_is_said_to_be_the_most_accurate():
+    """The default comparison's case: fine-tune 0.795 and feature extraction 0.774 overlap, deploy the same size at
+    the same speed, so fine-tune is chosen on accuracy, and the line says that rather than 'as accurate as'."""
+    ft = _run("fine-tune", 0.795, half=0.025, epochs_run=6, best_epoch=6, train_seconds=14.0)
+    fe = _run("feature-extraction", 0.774, half=0.026, train_seconds=2.7)
+    verdict = deploy_verdict(_comparison(fe, ft))
+    assert verdict.startswith("Deploy fine-tune: the most accurate (0.795 vs feature-extraction 0.774), though "
+                              "within the 95% intervals, the same size to deploy"), verdict
+
+
 def test_a_verdict_resting_on_wide_intervals_says_the_test_set_is_small():
     small = _run("fine-tune-small", 0.70, half=0.15, epochs_run=2, best_epoch=2, total_params=1_000_000, test_images=20)
     large = _run("fine-tune", 0.80, half=0.15, epochs_run=2, best_epoch=2, test_images=20)

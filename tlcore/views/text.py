@@ -255,6 +255,10 @@ def _accuracy_clause(choice: DeployChoice) -> str:
                 if _same_model(run, other) else ""
             each.append(f"{other.strategy} ({run.accuracy:.3f} vs {other.accuracy:.3f}{same})")
         clause = "as accurate as " + " and ".join(each) + " within the 95% intervals"
+        if all(run.accuracy > other.accuracy for other in choice.as_accurate):  # chosen on accuracy among equals
+            clause = ("the most accurate (" + ", ".join(f"{run.accuracy:.3f} vs {other.strategy} {other.accuracy:.3f}"
+                                                         for other in choice.as_accurate)
+                      + "), though within the 95% intervals")
         best = max([run] + choice.as_accurate, key=lambda r: r.accuracy)
         apart = max(abs(run.accuracy - other.accuracy) for other in choice.as_accurate) > 0.05
         if apart and best.accuracy_high - best.accuracy_low > WIDE:
