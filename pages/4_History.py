@@ -7,6 +7,7 @@ import ui.preload  # noqa: F401  first: a deep link on a fresh server runs this 
 import pandas as pd
 import streamlit as st
 
+from tlcore.advice.candidates import ranking_from_record
 from tlcore.advice.probe import probe_from_record
 from tlcore.advice.records import recommendation_from_record
 from tlcore.core.environment import read_only
@@ -57,6 +58,14 @@ if shared:
         page_link_to(ANATOMY_PAGE, "Open in Anatomy: the diagram of this backbone with this probe", None,
                      {"backbone": probe.backbone, "image_size": str(probe.image_size), "classes": str(probe.classes),
                       "probe": shared})
+    elif record["kind"] == "ranking":  # `tlcore backbones --dataset`: candidates ranked without training
+        ranking = ranking_from_record(record)
+        st.title(f"Backbone ranking {shared}")
+        st.caption(f"{dataset_display(record['dataset'])} · {len(ranking.candidates)} candidates · stored "
+                   f"{pd.Timestamp(record['created_at'], unit='s'):%Y-%m-%d %H:%M} UTC · read-only view")
+        if ranking.statement:
+            st.success(ranking.statement, icon=":material/trophy:")
+        st.dataframe(ranking.to_frame(), hide_index=True, key="hist_ranking")
     else:
         st.title(f"{record['kind'].capitalize()} {shared}: {record['status']}")
         st.caption(record_subtitle(record))

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from tlcore.advice.probe import ProbeResult, layer_probe, probe_from_record, probe_table, save_probe
+from tlcore.advice.candidates import Ranking, ranking_from_record
 from tlcore.advice.records import advise, recommendation_from_record
 from tlcore.advice.rules import Recommendation
 from tlcore.core.errors import ConfigError
@@ -425,7 +426,7 @@ def probe(dataset: str | DatasetSpec = DEFAULT_DATASET, *, per_class: Size | str
     return _as(Probe, result)
 
 
-def load(record_id: str, store: Store | None = None) -> Comparison | Sweep | Advice | Probe:
+def load(record_id: str, store: Store | None = None) -> Comparison | Sweep | Advice | Probe | Ranking:
     """A stored record, whatever its kind, as the result class its verb returns.
 
     Parameters
@@ -438,7 +439,7 @@ def load(record_id: str, store: Store | None = None) -> Comparison | Sweep | Adv
 
     Returns
     -------
-    Comparison, Sweep, Advice or Probe
+    Comparison, Sweep, Advice, Probe or Ranking
         A comparison or sweep as stored so far (one still running or interrupted has the runs that finished).
 
     Raises
@@ -462,6 +463,8 @@ def load(record_id: str, store: Store | None = None) -> Comparison | Sweep | Adv
         return _as(Probe, probe_from_record(record))
     if kind == "recommendation":
         return _as(Advice, recommendation_from_record(record))
+    if kind == "ranking":
+        return ranking_from_record(record)
     if record is None:
         raise ConfigError(f"No stored record '{record_id}' in {store.path}; `python -m tlcore history list` lists "
                           "the ids.")

