@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from tlcore.advice.candidates import (Candidate, CandidateResult, Ranking, candidate_sizes, fraction_text, mark_front,
-                                      parse_candidates, rank_candidates, ranking_from_record, statement, _order)
+from tlcore.advice.candidates import (CandidateResult, Ranking, candidate_sizes, fraction_text, mark_front,
+                                      rank_candidates, ranking_from_record, statement, _order)
+from tlcore.experiments.backbones import Candidate, parse_candidates
 from tlcore.advice.transferability import h_score
 from tlcore.core.errors import ConfigError
 from tlcore.engine.features import FeatureCache

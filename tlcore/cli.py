@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 import timm
 from tqdm import tqdm
 
-from tlcore.advice.candidates import Candidate, candidate_grid, parse_candidates, rank_candidates
+from tlcore.advice.backbone_validation import RANKING_SIZES, validate_ranking
+from tlcore.advice.candidates import candidate_grid, check_confirmation, confirmation, rank_candidates
 from tlcore.advice.probe import layer_probe, save_probe
 from tlcore.advice.records import advise
 from tlcore.advice.depth import DEPTH_SIZES, validate_depth
@@ -39,6 +40,8 @@ from tlcore.engine.anatomy import backbone_anatomy
 from tlcore.engine.backbone import DEFAULT_BACKBONE, BackboneSpec, data_config
 from tlcore.engine.strategies import KINDS
 from tlcore.engine.weights import PACKAGED_WEIGHTS, weights_availability
+from tlcore.experiments.backbones import (BackbonesConfig, BackbonesResult, Candidate, compare_backbones,
+                                          parse_candidates)
 from tlcore.experiments.compare import compare
 from tlcore.experiments.estimate import estimate_comparison, estimate_sweep
 from tlcore.experiments.config import Choices, ExperimentConfig, SweepConfig, parse_sizes, saved_config, size_label
@@ -50,8 +53,8 @@ from tlcore.records.slot import SLOT_NAME, training_slot
 from tlcore.records.store import default_store, trash_days
 from tlcore.views.anatomy import activations_text, anatomy_text, probe_text
 from tlcore.views.report import probe_report_html
-from tlcore.views.text import (comparison_table, progress_line, record_text, recommendation_report, skipped_text,
-                               sweep_report)
+from tlcore.views.text import (backbones_table, comparison_table, progress_line, record_text, recommendation_report,
+                               skipped_text, sweep_report)
 
 BACKBONES_EPILOG = """examples:
   tlcore backbones                                   # backbones with offline weights, and whether they are here
@@ -168,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = c.add_argument_group("run")
     run.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
                      help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
+    run.add_argument("--candidates", default=None, help="several backbones, each at its image size: "
+                     "'name@size,name@size' (a weights file: name@size@path); the comparison runs once for each, "
+                     "side by side (replaces --backbone, --weights and --image-size)")
     _run_arguments(run, "comparison.json and comparison.csv")
 
     w = sub.add_parser("sweep", help="accuracy, time and cost against images per class, with repeats",
@@ -186,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=int, default=None, help="seeds per cell (seed, seed+1, ...); default: the "
                      f"preset's ({SWEEP_PRESETS[DEFAULT_PRESET].repeats} in {DEFAULT_PRESET})")
     run.add_argument("--fresh", action="store_true", help="recompute every cell, even those already stored")
+    run.add_argument("--candidates", default=None, help="several backbones, each at its image size: "
+                     "'name@size,name@size'; the sweep runs once for each, side by side")
     _run_arguments(run, "sweep.json, sweep_cells.csv and sweep_summary.csv")
 
     r = sub.add_parser("recommend", help="measure the data and recommend a strategy, with reasons",
@@ -295,7 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--seed", type=int, default=DEFAULT_SEED)
     rank.add_argument("--retime", action="store_true", help="measure img/s again even where a stored ranking "
                       "measured the same candidate on this machine")
-    rank.add_argument("--json", default=None, help="write the ranking (candidates best first) here")
+    rank.add_argument("--json", default=None, help="write the ranking (candidates best first) here, and the "
+                      "confirmed runs with --confirm")
+    rank.add_argument("--confirm", type=int, default=0, metavar="N", help="then run the real comparison (the "
+                      "--preset's strategies) for the top N candidates: strategy x backbone side by side")
+    rank.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET, help="the comparison --confirm runs "
+                      "(and --validate measures with)")
+    check = b.add_argument_group("validation (--validate)")
+    check.add_argument("--validate", action="store_true", help="rank, then measure feature extraction and fine-tune "
+                       "for every candidate on the built-in suite; print each score's weighted Kendall tau, how often "
+                       "its top candidate is within 1 point of the best, and the time the ranking took against the "
+                       "measurement")
+    check.add_argument("--datasets", default=None, help="comma-separated datasets/sub-tasks; default: the built-in "
+                       "suite")
+    check.add_argument("--train-sizes", default=",".join(map(str, RANKING_SIZES)), help="training images a class")
     sub.add_parser("dashboard", help="open the dashboard (streamlit run app.py); other options go to Streamlit",
                    description="Run the dashboard with Streamlit. Options other than -h are passed on to `streamlit "
                    "run`, e.g. `dashboard --server.port 8502` or `--server.address 0.0.0.0` for a LAN (visitors then "
@@ -434,8 +455,32 @@ def _log_mlflow(result, uri: str) -> None:
               f"{len(outcome.children)} child runs, {len(outcome.models)} models")
 
 
+def _run_backbones(config: BackbonesConfig, args: argparse.Namespace, cancel: CancelToken) -> BackbonesResult:
+    """Each candidate's comparison (or sweep) in turn; the side-by-side table on stdout."""
+    print(f"{len(config.candidates)} backbones, {config.cells_total} runs: " + ", ".join(
+        c.label for c in config.candidates), file=sys.stderr, flush=True)
+    result = compare_backbones(config, callbacks=_progress(args), cancel=cancel)
+    print(backbones_table(result))
+    print(f"stored as backbones {result.record_id} (each candidate's comparison: "
+          + ", ".join(m.record_id for m in result.members if m.record_id) + ")")
+    return result
+
+
+def _backbones_exit(result: BackbonesResult) -> int:
+    if result.status == "cancelled":
+        return 130
+    return 1 if any(r.status == "failed" for m in result.members for r in m.runs()) else 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if args.candidates:
+        with _Interrupt() as cancel:
+            result = _run_backbones(BackbonesConfig(config, tuple(parse_candidates(args.candidates))), args, cancel)
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "backbones.json").write_text(json.dumps(result.to_dict(), indent=1))
+        return _backbones_exit(result)
     mlflow_uri = requested_uri(args.mlflow)  # --mlflow, else TLCORE_MLFLOW_URI
     _say_estimate(lambda: estimate_comparison(config))
     with _Interrupt() as cancel:
@@ -452,6 +497,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     config = sweep_config_from_args(args)
+    if args.candidates:
+        with _Interrupt() as cancel:
+            result = _run_backbones(BackbonesConfig(config, tuple(parse_candidates(args.candidates))), args, cancel)
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "backbones.json").write_text(json.dumps(result.to_dict(), indent=1))
+        return _backbones_exit(result)
     mlflow_uri = requested_uri(args.mlflow)  # --mlflow, else TLCORE_MLFLOW_URI
     _say_estimate(lambda: estimate_sweep(config))
     with _Interrupt() as cancel:
@@ -564,20 +616,53 @@ def cmd_rank(args: argparse.Namespace) -> int:
     print(ranking.timing_text())
     if ranking.record_id:
         print(f"stored as ranking {ranking.record_id}")
+    out = ranking.to_dict()
+    confirmed = None
+    if args.confirm and ranking.status == "completed" and ranking.completed:
+        config = confirmation(ranking, args.confirm, args.preset)
+        print(f"\nconfirming the top {len(config.candidates)}: the {args.preset} comparison for each")
+        args.no_progress = False
+        with _Interrupt() as cancel, training_slot("backbones --confirm", cancel, _say_waiting):
+            confirmed = _run_backbones(config, args, cancel)
+        checks = check_confirmation(ranking, confirmed)
+        for check in checks:
+            print("  " + check.text())
+        out["confirmed"] = confirmed.to_dict() | {"checks": [c.to_dict() for c in checks]}
     if args.json:
-        Path(args.json).write_text(json.dumps(ranking.to_dict(), indent=1))
+        Path(args.json).write_text(json.dumps(out, indent=1))
         print(f"wrote {args.json}")
-    if ranking.status == "cancelled":
+    if ranking.status == "cancelled" or (confirmed is not None and confirmed.status == "cancelled"):
         return 130
+    if confirmed is not None:
+        return _backbones_exit(confirmed)
     return 0 if ranking.completed else 1
 
 
+def cmd_validate_ranking(args: argparse.Namespace) -> int:
+    datasets = [parse_dataset(d) for d in args.datasets.split(",")] if args.datasets else VALIDATION_SUITE
+    sizes = [s for s in parse_sizes(args.train_sizes) if s is not None]
+    candidates = _ranking_candidates(args) if (args.candidates or args.backbones) else None
+    with _Interrupt(), training_slot("backbones --validate", CancelToken(), _say_waiting):
+        report = validate_ranking(datasets, sizes, args.preset, args.seed, candidates,
+                                  progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(report.table().to_string(index=False))
+    timing = report.timing()
+    print(f"ranking {timing['ranking_seconds']} s against measuring {timing['measurement_seconds']} s: "
+          f"{timing['ratio']}x ({len(report.cases)} cases, {args.preset} schedules)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1, default=str))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_backbones(args: argparse.Namespace) -> int:
+    if args.validate:
+        return cmd_validate_ranking(args)
     if args.dataset:
         return cmd_rank(args)
-    if args.candidates or args.backbones or args.sizes or args.json or args.per_class or args.retime:
-        raise ConfigError("--candidates, --backbones, --sizes, --per-class, --retime and --json rank backbones on "
-                          "data: give --dataset too.")
+    if args.candidates or args.backbones or args.sizes or args.json or args.per_class or args.retime or args.confirm:
+        raise ConfigError("--candidates, --backbones, --sizes, --per-class, --retime, --confirm and --json rank "
+                          "backbones on data: give --dataset too.")
     names = timm.list_models(args.filter) if args.filter else list(PACKAGED_WEIGHTS)
     rows = [(name, weights_availability(name)) for name in names]
     note = _hub_note(args.check_hub) if any(source in ("hub", "packaged-missing") for _, source in rows) else ""

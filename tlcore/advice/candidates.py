@@ -22,7 +22,6 @@ import math
 import socket
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -35,7 +34,7 @@ from tlcore.advice.signals import MAX_SCORED, _sample_per_class
 from tlcore.advice.transferability import h_score, knn_accuracy, logme
 from tlcore.core.environment import read_only, require_writable, resolve_device
 from tlcore.core.errors import ConfigError, RunCancelled, TlcoreError
-from tlcore.core.progress import CancelToken, Reporter
+from tlcore.core.progress import CancelToken, ProgressCallback, ProgressEvent, Reporter
 from tlcore.data.dataset import DatasetSpec, PreparedImages
 from tlcore.data.load import load_dataset, parse_dataset
 from tlcore.engine import backbone as bb
@@ -47,7 +46,8 @@ from tlcore.engine.strategies import make_strategy
 from tlcore.engine.throughput import THROUGHPUT_IMAGES, WARMUP_IMAGES, Throughput, timed_pass
 from tlcore.engine.train import fit_linear_head, set_head
 from tlcore.engine.weights import PACKAGED_WEIGHTS, weights_availability
-from tlcore.experiments.config import ExperimentConfig, parse_size, size_label
+from tlcore.experiments.backbones import BackbonesConfig, Candidate
+from tlcore.experiments.config import ExperimentConfig, build_config, parse_size, size_label
 from tlcore.experiments.defaults import DEFAULT_DEVICE, DEFAULT_PRESET, DEFAULT_SEED, PRESETS, Size
 from tlcore.experiments.prepare import auto_image_size, prepare
 from tlcore.records.store import Store, default_store
@@ -61,21 +61,6 @@ LIVE_OUTPUTS = 5
 DEFAULT_PER_CLASS: Size = PRESETS[DEFAULT_PRESET].per_class  # the default comparison's, so it reuses the features
 FRACTIONS = {1 / 2: "half", 1 / 3: "a third", 1 / 4: "a quarter", 1 / 5: "a fifth", 2 / 3: "two thirds",
              3 / 4: "three quarters"}
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A backbone at an image size, with its weights: 'pretrained' (packaged, then the hub) or a state_dict file."""
-
-    backbone: str
-    image_size: int
-    weights: str = "pretrained"
-
-    @property
-    def label(self) -> str:
-        """'tf_efficientnet_lite0 at 96 px' (a weights file adds its name)."""
-        own = "" if self.weights in ("pretrained", "packaged", "hub") else f" ({Path(self.weights).name})"
-        return f"{self.backbone} at {self.image_size} px{own}"
 
 
 @dataclass
@@ -156,6 +141,7 @@ class Ranking:
     extract_seconds: float = 0.0  # the frozen passes' share of `seconds`
     host: str = ""
     record_id: str = ""
+    source: dict = field(default_factory=dict)  # the DatasetSpec ranked on (asdict), so a confirmation runs the same
     version: int = RANKING_VERSION
 
     @property
@@ -229,6 +215,33 @@ class Ranking:
         return ranking
 
 
+@dataclass(frozen=True)
+class RankingConfig:
+    """What a ranking measures, as plain data (a queued job's, a record's config): the data, the candidates (empty:
+    `default_candidates`, decided when it runs), the training subset, the seed and the device."""
+
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    candidates: tuple[Candidate, ...] = ()
+    per_class: Size = DEFAULT_PER_CLASS
+    seed: int = DEFAULT_SEED
+    device: str = DEFAULT_DEVICE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "candidates", tuple(self.candidates))
+
+    def to_dict(self) -> dict:
+        return {"dataset": asdict(self.dataset), "per_class": size_label(self.per_class), "seed": self.seed,
+                "device": self.device, "candidates": [c.to_dict() for c in self.candidates],
+                "version": RANKING_VERSION}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RankingConfig":
+        return cls(dataset=DatasetSpec(**d.get("dataset", {})),
+                   candidates=tuple(Candidate(**c) for c in d.get("candidates", [])),
+                   per_class=parse_size(d.get("per_class")), seed=d.get("seed", DEFAULT_SEED),
+                   device=d.get("device", DEFAULT_DEVICE))
+
+
 # -- which candidates ------------------------------------------------------------------------------------------------
 def pretrained_size(backbone: str) -> int:
     """The input size a backbone's weights were trained at (timm's pretrained config), 0 when timm does not know."""
@@ -289,25 +302,6 @@ def default_candidates(dataset: DatasetSpec | str, per_class: Size = DEFAULT_PER
                 out.append(candidate)
         except TlcoreError:  # listed anyway: ranking it says why it cannot be measured
             out.append(candidate)
-    return out
-
-
-def parse_candidates(text: str) -> list[Candidate]:
-    """'name@size,name@size@/path/weights.pth' -> candidates (weights 'pretrained' unless given)."""
-    out = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        name, _, rest = item.partition("@")
-        size_text, _, weights = rest.partition("@")
-        try:
-            size = int(size_text)
-        except ValueError:
-            raise ConfigError(f"Candidate '{item}': give it as name@size, e.g. tf_efficientnet_lite0@96 (a weights "
-                              "file as name@size@path).") from None
-        out.append(Candidate(name.strip(), size, weights.strip() or "pretrained"))
-    if not out:
-        raise ConfigError("No candidates given; use e.g. 'tf_efficientnet_lite0@96,tf_efficientnet_lite2@128'.")
     return out
 
 
@@ -592,17 +586,22 @@ def rank_candidates(dataset: DatasetSpec | str, candidates: Optional[list[Candid
                     progress: Optional[Callable[[str], None]] = None, cancel: Optional[CancelToken] = None,
                     store: Optional[Store] = None, cache: Optional[FeatureCache] = None,
                     device: str = DEFAULT_DEVICE, memory_budget_mb: Optional[float] = None,
-                    retime: bool = False, save: bool = True) -> Ranking:
+                    retime: bool = False, save: bool = True, callbacks: Optional[list[ProgressCallback]] = None,
+                    record_id: Optional[str] = None) -> Ranking:
     """Measure every candidate (default: `default_candidates`) on `dataset`'s `per_class` training subset for `seed`
     and its val split, rank them and store the ranking (kind "ranking"; not in read-only mode, nor with
     `save=False`). A candidate that fails is reported with its reason and the others go on; a cancel stops after the
     current batch, and the candidates not measured are listed as cancelled. Measured costs of a candidate that a
-    stored ranking measured on this machine are reused unless `retime`."""
+    stored ranking measured on this machine are reused unless `retime`. `callbacks` get a ProgressEvent a candidate
+    (strategy: its label) as it starts and ends; `record_id`: a record created already (a queued job's) to store
+    it in."""
     require_writable("rank backbones")
     started = time.perf_counter()
     spec = parse_dataset(dataset) if isinstance(dataset, str) else dataset
     per_class = parse_size(per_class) if isinstance(per_class, str) else per_class
     store = store or default_store()
+    if record_id and save:
+        store.claim(record_id)
     cancel = cancel or CancelToken()
     if candidates is None:
         candidates = default_candidates(spec, per_class, seed, memory_budget_mb)
@@ -618,6 +617,8 @@ def rank_candidates(dataset: DatasetSpec | str, candidates: Optional[list[Candid
             continue
         if progress:
             progress(f"[{i}/{len(candidates)}] {candidate.label}")
+        for callback in callbacks or []:
+            callback(ProgressEvent(candidate.label, "features", fraction=0.1, message="measuring"))
         try:
             result = measure.candidate(candidate)
         except RunCancelled:
@@ -627,17 +628,19 @@ def rank_candidates(dataset: DatasetSpec | str, candidates: Optional[list[Candid
         results.append(result)
         if progress:
             progress("  " + _progress_line(result))
+        for callback in callbacks or []:
+            callback(ProgressEvent(candidate.label, "done", fraction=1.0, message=_progress_line(result)))
     about = measure.about or _about(spec, per_class, seed)
     basis = cost_basis(results)
     ordered = _order(results)
     mark_front(ordered, basis)
     ranking = Ranking(per_class=per_class, seed=seed, device=str(resolve_device(device).type), **about,
                       candidates=ordered, cost_basis=basis, statement=statement(ordered, basis), status=status,
-                      scored_images=measure.scored_images, host=socket.gethostname(),
+                      scored_images=measure.scored_images, host=socket.gethostname(), source=asdict(spec),
                       extract_seconds=round(sum(r.extract_seconds for r in results), 3))
     ranking.seconds = round(time.perf_counter() - started, 3)
     if save:
-        save_ranking(ranking, spec, candidates, store)
+        save_ranking(ranking, spec, candidates, store, record_id)
     return ranking
 
 
@@ -661,20 +664,21 @@ def _about(spec: DatasetSpec, per_class: Size, seed: int) -> dict:
 
 # -- the store -------------------------------------------------------------------------------------------------------
 def save_ranking(ranking: Ranking, dataset: DatasetSpec | str, candidates: list[Candidate],
-                 store: Optional[Store] = None) -> str:
-    """Store a ranking as a record (kind "ranking"), so it gets a link and a place in the history. Returns its id
-    ('' in read-only mode)."""
+                 store: Optional[Store] = None, record_id: Optional[str] = None) -> str:
+    """Store a ranking as a record (kind "ranking"), so it gets a link and a place in the history; `record_id`: into
+    that record (a queued job's). Returns its id ('' in read-only mode)."""
     if read_only():
         return ""
     store = store or default_store()
     spec = parse_dataset(dataset) if isinstance(dataset, str) else dataset
-    config = {"dataset": asdict(spec), "per_class": size_label(ranking.per_class), "seed": ranking.seed,
-              "device": ranking.device, "candidates": [asdict(c) for c in candidates], "version": RANKING_VERSION}
+    config = RankingConfig(spec, tuple(candidates), ranking.per_class, ranking.seed, ranking.device).to_dict()
     best = ranking.best
-    label = f"ranking: {best.label}" if best else "ranking: nothing measured"
-    ranking.record_id = store.create_record("ranking", config, label=label, dataset=ranking.dataset,
-                                            backbone=best.backbone if best else "", status=ranking.status)
-    store.update_record(ranking.record_id, summary=ranking.to_dict())
+    if record_id is None:
+        label = f"ranking: {best.label}" if best else "ranking: nothing measured"
+        record_id = store.create_record("ranking", config, label=label, dataset=ranking.dataset,
+                                        backbone=best.backbone if best else "", status=ranking.status)
+    ranking.record_id = record_id
+    store.update_record(record_id, status=ranking.status, summary=ranking.to_dict())
     return ranking.record_id
 
 
@@ -682,4 +686,91 @@ def ranking_from_record(record: dict) -> Ranking:
     """A stored ranking (`Store.record(id)`, kind "ranking") as the `Ranking` it was."""
     if record.get("kind") != "ranking" or not record.get("summary"):
         raise ConfigError(f"Record {record.get('id', '?')} is not a stored ranking with a summary.")
-    return Ranking.from_dict(record["summary"], record_id=record.get("id", ""))
+    ranking = Ranking.from_dict(record["summary"], record_id=record.get("id", ""))
+    if not ranking.source:
+        ranking.source = dict((record.get("config") or {}).get("dataset") or {})
+    return ranking
+
+
+# -- confirming the top candidates -----------------------------------------------------------------------------------
+def confirmation(ranking: Ranking, top: int = 2, preset: str = DEFAULT_PRESET,
+                 strategies: Optional[list[str]] = None) -> BackbonesConfig:
+    """The real comparison for the `top` best-ranked candidates: the preset's strategies and schedules on the data,
+    training subset (per_class), seed and device the ranking measured, each candidate at its own size, best first.
+    Its feature-extraction runs fit the same head on the same cached features, so their val accuracy is the
+    ranking's."""
+    if top < 1:
+        raise ConfigError(f"Confirm at least 1 candidate (got {top}).")
+    done = ranking.completed
+    if not done:
+        raise ConfigError("Nothing to confirm: no candidate of this ranking was measured.")
+    if not ranking.source:
+        raise ConfigError(f"Ranking {ranking.record_id or '?'} does not say which data it ranked on; rank again.")
+    spec = DatasetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in ranking.source.items()})
+    base = build_config(preset, dataset=spec, per_class=ranking.per_class, strategies=strategies,
+                        seed=ranking.seed, device=ranking.device)
+    return BackbonesConfig(base=base, candidates=tuple(c.candidate for c in done[:top]),
+                           ranking=ranking.record_id)
+
+
+@dataclass
+class ConfirmedCheck:
+    """A ranked candidate's predicted FE accuracy (with its 95% interval over the val images) against its confirmed
+    feature-extraction run: the run's val accuracy (the same head on the same cached features, so equal) and its test
+    accuracy (other images, so only its interval should meet the prediction's)."""
+
+    candidate: str
+    predicted: float
+    predicted_low: float
+    predicted_high: float
+    confirmed_val: Optional[float]
+    test: Optional[float]
+    test_low: Optional[float]
+    test_high: Optional[float]
+
+    @property
+    def same_head(self) -> bool:
+        return self.confirmed_val is not None and abs(self.confirmed_val - self.predicted) < 1e-9
+
+    @property
+    def within_interval(self) -> bool:
+        """The confirmed val accuracy lies inside the prediction's interval."""
+        return self.confirmed_val is not None and \
+            self.predicted_low - 1e-9 <= self.confirmed_val <= self.predicted_high + 1e-9
+
+    @property
+    def test_agrees(self) -> bool:
+        """The prediction's interval and the confirmed test accuracy's interval overlap."""
+        return self.test_low is not None and self.test_low <= self.predicted_high and \
+            self.predicted_low <= self.test_high
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"same_head": self.same_head, "within_interval": self.within_interval,
+                               "test_agrees": self.test_agrees}
+
+    def text(self) -> str:
+        if self.confirmed_val is None:
+            return f"{self.candidate}: predicted {self.predicted:.1%}; no finished feature-extraction run to check"
+        same = "the same" if self.same_head else f"{self.confirmed_val:.1%}"
+        inside = "inside" if self.within_interval else "OUTSIDE"
+        meets = "meets" if self.test_agrees else "DOES NOT MEET"
+        return (f"{self.candidate}: predicted FE val {self.predicted:.1%} [{self.predicted_low:.1%}, "
+                f"{self.predicted_high:.1%}], confirmed val {same} ({inside} it); its test accuracy {self.test:.1%} "
+                f"[{self.test_low:.1%}, {self.test_high:.1%}] {meets} the prediction's interval")
+
+
+def check_confirmation(ranking: Ranking, confirmed) -> list[ConfirmedCheck]:
+    """For each confirmed candidate (a `BackbonesResult`): the ranking's FE val accuracy and interval against the
+    confirmed feature-extraction run's val and test accuracy."""
+    predicted = {c.label: c for c in ranking.completed}
+    checks = []
+    for member in confirmed.members:
+        ranked = predicted.get(member.candidate.label)
+        if ranked is None:
+            continue
+        fe = next((r for r in member.runs() if r.kind == "feature-extraction" and r.status == "completed"), None)
+        checks.append(ConfirmedCheck(member.candidate.label, ranked.fe_val_accuracy, ranked.fe_val_low,
+                                     ranked.fe_val_high, fe.best_val_accuracy if fe else None,
+                                     fe.accuracy if fe else None, fe.accuracy_low if fe else None,
+                                     fe.accuracy_high if fe else None))
+    return checks

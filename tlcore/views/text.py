@@ -453,3 +453,27 @@ def outlook_seconds(outlook) -> str:
         return "-"
     span = getattr(outlook, "seconds_range", None)
     return f"{outlook.seconds:.0f} s" + (f" ({span[0]:.0f}-{span[1]:.0f} s)" if span else "")
+
+
+def backbones_table(result) -> str:
+    """A multi-backbone comparison (`BackbonesResult`) for a terminal: strategy x backbone, best first within each
+    candidate, with the front of test accuracy against time per image marked, and the one-line answer."""
+    frame = result.to_frame()
+    if frame.empty:
+        return "No run finished."
+    front = set(result.front().index)
+    rows = []
+    for i, r in frame.iterrows():
+        ok = r.status == "completed" and r.accuracy is not None
+        rows.append({"candidate": r.candidate, "strategy": r.strategy, "status": r.status,
+                     **({"a class": r["images a class"]} if result.config.is_sweep else {}),
+                     "accuracy": f"{r.accuracy:.3f} [{r.accuracy_low:.3f}, {r.accuracy_high:.3f}]" if ok else "-",
+                     "val": f"{r.best_val_accuracy:.3f}" if ok and r.best_val_accuracy is not None else "-",
+                     "train s": f"{r.train_seconds:.1f}" if r.train_seconds is not None else "-",
+                     "ms/img": f"{r.ms_per_image:.2f}" if r.ms_per_image else "-",
+                     "trainable": f"{int(r.trainable_params):,}" if r.trainable_params else "-",
+                     "front": "*" if i in front else ""})
+    lines = [pd.DataFrame(rows).to_string(index=False), "front: on the Pareto front of test accuracy against time "
+             "per image (inference, measured alike in every run)", result.statement()]
+    lines += [f"  {m.candidate.label}: {m.status}" for m in result.members if m.status != "completed"]
+    return "\n".join(lines)
