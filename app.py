@@ -37,6 +37,8 @@ def home() -> None:
                  icon=ICONS["Sweep"])
     st.page_link(RECOMMEND, label="Get a recommendation for your data, with reasons, then confirm it",
                  icon=ICONS["Recommend"])
+    st.page_link(PAGES["Backbones"], label="Which backbone, at which image size? Rank them on your data without "
+                 "training, then confirm the top ones side by side", icon=ICONS["Backbones"])
     st.page_link(HISTORY, label="History: every stored run, share links, reports, bundles", icon=ICONS["History"])
     st.page_link(PAGES["Anatomy"], label="Anatomy: the network as a stack, what each strategy freezes, and where "
                  "pretrained features stop transferring on your data", icon=ICONS["Anatomy"])
@@ -51,6 +53,7 @@ PAGE_FILES = [  # (script, title, icon, url path): every file in pages/, and not
     ("pages/3_Recommend.py", "Recommend", ICONS["Recommend"], "Recommend"),
     ("pages/4_History.py", "History", ICONS["History"], "History"),
     ("pages/5_Anatomy.py", "Anatomy", ICONS["Anatomy"], "Anatomy"),
+    ("pages/6_Backbones.py", "Backbones", ICONS["Backbones"], "Backbones"),
 ]
 PAGES = page_objects(home, PAGE_FILES)
 COMPARE, SWEEP, RECOMMEND, HISTORY = (PAGES[t] for t in ("Compare", "Sweep", "Recommend", "History"))

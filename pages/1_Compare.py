@@ -16,8 +16,9 @@ from tlcore.experiments.estimate import estimate_comparison
 from tlcore.server.jobs import ACTIVE
 from tlcore.views import charts
 from tlcore.views.text import dataset_display
+from ui.backbones import BACKBONES_PAGE
 from ui.navigation import through_app
-from ui.results import progress_bars, show_job
+from ui.results import page_link_to, progress_bars, show_job
 from ui.tracking import mlflow_note, mlflow_option, submitted_uri
 from ui.widgets import (
     backbone_and_weights,
@@ -54,6 +55,8 @@ def estimated(config: dict) -> str:
 st.title("Compare strategies")
 st.caption("All strategies see the same split and the same test set. Runs go to a background queue: you can leave "
            "this page or reload it; the link keeps your job.")
+page_link_to(BACKBONES_PAGE, "Which backbone, at which image size? Rank the candidates on your data first (no "
+             "training), then compare the top ones side by side", None, {})
 
 # ------------------------------------------------------------------------------------------------------ set-up
 job_id = st.query_params.get("job") or st.session_state.get("job")

@@ -17,8 +17,9 @@ from tlcore.data.load import parse_dataset
 from tlcore.engine.backbone import BackboneSpec
 from tlcore.views import charts
 from tlcore.views.text import outlook_seconds
+from ui.backbones import BACKBONES_PAGE
 from ui.navigation import through_app
-from ui.results import show_card
+from ui.results import page_link_to, show_card
 from ui.widgets import backbone_and_weights, computed_on_click, data_source, job_queue, require_weights
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
@@ -35,6 +36,8 @@ def measured(dataset: str, backbone: str, weights: str, per_class: int, image_si
 st.title("Which strategy for this data?")
 st.caption("A recommendation from cheap measurements on frozen features (no training), with the reasons and the "
            "thresholds used. Runs and sweeps already stored for the same data outweigh the prediction.")
+page_link_to(BACKBONES_PAGE, "Which backbone and image size for this strategy? Rank them on the Backbones page", None,
+             {})
 
 
 # The read-only demo computes nothing: measuring runs the backbone, so only a description can be typed in there.

@@ -11,11 +11,13 @@ from tlcore.advice.candidates import ranking_from_record
 from tlcore.advice.probe import probe_from_record
 from tlcore.advice.records import recommendation_from_record
 from tlcore.core.environment import read_only
+from tlcore.experiments.backbones import load_backbones
 from tlcore.core.errors import TlcoreError
 from tlcore.records.store import default_store, trash_days
 from tlcore.server.jobs import stored_snapshot
 from tlcore.views.side_by_side import probes_figure, recommendations_frame, runs_figure, side_by_side
 from tlcore.views.text import dataset_display, record_text
+from ui.backbones import BACKBONES_PAGE, backbones_results, ranking_results
 from ui.navigation import through_app
 from ui.results import ANATOMY_PAGE, page_link_to, probe_results, record_subtitle, show_card, show_record
 from ui.widgets import job_queue, show_error
@@ -58,14 +60,22 @@ if shared:
         page_link_to(ANATOMY_PAGE, "Open in Anatomy: the diagram of this backbone with this probe", None,
                      {"backbone": probe.backbone, "image_size": str(probe.image_size), "classes": str(probe.classes),
                       "probe": shared})
-    elif record["kind"] == "ranking":  # `tlcore backbones --dataset`: candidates ranked without training
+    elif record["kind"] == "ranking" and record.get("summary"):  # candidates ranked without training
         ranking = ranking_from_record(record)
         st.title(f"Backbone ranking {shared}")
         st.caption(f"{dataset_display(record['dataset'])} · {len(ranking.candidates)} candidates · stored "
                    f"{pd.Timestamp(record['created_at'], unit='s'):%Y-%m-%d %H:%M} UTC · read-only view")
-        if ranking.statement:
-            st.success(ranking.statement, icon=":material/trophy:")
-        st.dataframe(ranking.to_frame(), hide_index=True, key="hist_ranking")
+        ranking_results(ranking, "hist_ranking")
+        page_link_to(BACKBONES_PAGE, "Open on the Backbones page (to confirm the top candidates)", None,
+                     {"ranking": shared})
+    elif record["kind"] == "backbones":  # a comparison (or sweep) run for several backbones
+        result = load_backbones(shared, store)
+        st.title(f"Backbones side by side {shared}: {record['status']}")
+        st.caption(f"{dataset_display(record['dataset'])} · {len(result.members)} backbones · stored "
+                   f"{pd.Timestamp(record['created_at'], unit='s'):%Y-%m-%d %H:%M} UTC · read-only view")
+        ranked = store.record(result.config.ranking) if result.config.ranking else None
+        backbones_results(result, ranking_from_record(ranked) if ranked and ranked.get("summary") else None,
+                          "hist_backbones")
     else:
         st.title(f"{record['kind'].capitalize()} {shared}: {record['status']}")
         st.caption(record_subtitle(record))

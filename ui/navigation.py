@@ -10,7 +10,7 @@ import streamlit as st
 # as a headless Chromium on Debian, draws emoji as empty boxes.
 ICONS = {"app": ":material/science:", "Home": ":material/home:", "Compare": ":material/balance:",
          "Sweep": ":material/trending_up:", "Recommend": ":material/explore:", "History": ":material/history:",
-         "Anatomy": ":material/layers:"}
+         "Anatomy": ":material/layers:", "Backbones": ":material/view_module:"}
 
 
 def icon_of(script: str) -> str | None:

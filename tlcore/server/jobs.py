@@ -17,12 +17,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
+from tlcore.advice.candidates import Ranking, RankingConfig, rank_candidates, ranking_from_record
 from tlcore.core.environment import require_within_data_roots, require_writable
 from tlcore.core.errors import AccessError, TlcoreError
 from tlcore.data.builtin import BUILTIN_DATASETS
 from tlcore.core.progress import CancelToken, ProgressEvent
 from tlcore.core.results import ComparisonResult, RunResult
 from tlcore.deploy.tracking import log_to_mlflow, requested_uri, stored_log
+from tlcore.experiments.backbones import KIND as BACKBONES, BackbonesConfig, BackbonesResult, compare_backbones, \
+    load_backbones
 from tlcore.experiments.cells import SweepCell
 from tlcore.experiments.compare import compare, load_comparison
 from tlcore.experiments.config import ExperimentConfig, SweepConfig
@@ -33,14 +36,38 @@ from tlcore.records.store import ACTIVE_STATUSES, Store, default_store
 
 ACTIVE = ACTIVE_STATUSES  # queued or running: what the pages poll
 MAX_JOBS, MAX_JOBS_PER_SESSION = 20, 3
+JobConfig = Union[ExperimentConfig, SweepConfig, RankingConfig, BackbonesConfig]
+
+
+def job_kind(config: JobConfig) -> str:
+    """The record kind a job stores: comparison, sweep, ranking (backbones ranked without training) or backbones
+    (a comparison or sweep run for several backbones)."""
+    if isinstance(config, RankingConfig):
+        return "ranking"
+    if isinstance(config, BackbonesConfig):
+        return BACKBONES
+    return "sweep" if isinstance(config, SweepConfig) else "comparison"
+
+
+def progress_names(config: JobConfig) -> list[str]:
+    """What a job's progress is keyed by before anything started: strategies, or candidates (x strategies)."""
+    if isinstance(config, RankingConfig):
+        return [c.label for c in config.candidates]
+    if isinstance(config, BackbonesConfig):
+        if config.is_sweep:
+            return [c.label for c in config.candidates]
+        return [f"{c.label} · {s.name}" for c in config.candidates for s in config.experiment.strategies]
+    exp = config.experiment if isinstance(config, SweepConfig) else config
+    return [s.name for s in exp.strategies]
 
 
 @dataclass
 class Job:
-    """One submitted comparison or sweep. Fields are updated by the worker thread; read them through `snapshot()`."""
+    """One submitted comparison, sweep, ranking or multi-backbone comparison. Fields are updated by the worker thread;
+    read them through `snapshot()`."""
 
     id: str
-    config: Union[ExperimentConfig, SweepConfig]
+    config: JobConfig
     label: str = ""
     session: str = ""  # the browser session that submitted it (queue limits are per session too)
     status: str = "queued"  # queued, running, completed, failed, cancelled
@@ -51,7 +78,7 @@ class Job:
     progress: dict[str, dict] = field(default_factory=dict)  # strategy -> last event
     live_curves: dict[str, list[dict]] = field(default_factory=dict)  # strategy -> per-epoch points so far
     runs: list[RunResult] = field(default_factory=list)  # finished strategies, as they finish
-    result: Optional[Union[ComparisonResult, SweepResult]] = None
+    result: Optional[Union[ComparisonResult, SweepResult, Ranking, BackbonesResult]] = None
     cells: list[SweepCell] = field(default_factory=list)  # sweeps: finished cells, as they finish
     mlflow_uri: str = ""  # logged there once finished ('' not logged): tlcore.deploy.tracking
     mlflow: Optional[dict] = None  # the outcome (MlflowLog.to_dict()), as the record's summary keeps it
@@ -60,12 +87,13 @@ class Job:
 
     @property
     def kind(self) -> str:
-        return "sweep" if isinstance(self.config, SweepConfig) else "comparison"
+        return job_kind(self.config)
 
     def on_event(self, event: ProgressEvent) -> None:
         name = event.cell or event.strategy
         with self._lock:
-            if event.phase == "done" and (self.kind == "sweep" or event.strategy == SLOT_NAME):
+            sweep = self.kind == "sweep" or (isinstance(self.config, BackbonesConfig) and self.config.is_sweep)
+            if event.phase == "done" and (sweep or event.strategy == SLOT_NAME):
                 self.progress.pop(name, None)  # finished cells are in `cells`; the training slot, once taken, goes
             else:
                 self.progress[name] = event.to_dict()
@@ -94,15 +122,11 @@ class Job:
                 "progress": {k: dict(v) for k, v in self.progress.items()},
                 "live_curves": {k: list(v) for k, v in self.live_curves.items()},
                 "runs": list(self.runs), "result": self.result,
-                "strategies": [s.name for s in self._experiment.strategies],
+                "strategies": progress_names(self.config),
                 "cells": list(self.cells),
-                "cells_total": self.config.cells_total if self.kind == "sweep" else 0,
+                "cells_total": self.config.cells_total if self.kind in ("sweep", BACKBONES) else 0,
                 "mlflow": self.mlflow,
             }
-
-    @property
-    def _experiment(self) -> ExperimentConfig:
-        return self.config.experiment if isinstance(self.config, SweepConfig) else self.config
 
 
 class JobQueue:
@@ -123,21 +147,21 @@ class JobQueue:
     def store(self) -> Store:
         return self._store or default_store()
 
-    def submit(self, config: Union[ExperimentConfig, SweepConfig], label: str = "", session: str = "",
-               mlflow_uri: Optional[str] = None) -> str:
-        """Queue a comparison or a sweep; its record is stored at once, so even a queued job survives a restart.
+    def submit(self, config: JobConfig, label: str = "", session: str = "", mlflow_uri: Optional[str] = None) -> str:
+        """Queue a comparison, a sweep, a ranking or a multi-backbone comparison; its record is stored at once, so even
+        a queued job survives a restart.
         Refused when the queue is full (for the server, or for this browser session) or a path is not allowed.
         Once finished it is logged to MLflow at `mlflow_uri` (None: TLCORE_MLFLOW_URI; '': not logged); pages
         pass a visitor's URI only through tlcore.deploy.tracking.job_tracking_uri."""
         require_writable("start a run")
-        mlflow_uri = requested_uri(mlflow_uri)
-        kind = "sweep" if isinstance(config, SweepConfig) else "comparison"
-        exp = config.experiment if isinstance(config, SweepConfig) else config
-        _check_paths(exp)
+        kind = job_kind(config)
+        mlflow_uri = requested_uri(mlflow_uri) if kind in ("comparison", "sweep") else ""
+        dataset, backbones, weights = _paths(config)
+        _check_paths(dataset, weights)
         with self._cv:
             self._check_capacity(session)
-            record_id = self.store.create_record(kind, config.to_dict(), label=label, dataset=exp.dataset.source,
-                                                 backbone=exp.backbone.name, status="queued")
+            record_id = self.store.create_record(kind, config.to_dict(), label=label, dataset=dataset,
+                                                 backbone=", ".join(dict.fromkeys(backbones)), status="queued")
             job = Job(id=record_id, config=config, label=label, session=session, mlflow_uri=mlflow_uri)
             self._jobs[job.id] = job
             self._pending.append(job.id)
@@ -209,9 +233,20 @@ class JobQueue:
             job.finished = time.time()
 
     def _run(self, job: Job) -> None:
-        """The job through compare or run_sweep, which keep its record (claimed by id) up to date."""
+        """The job through compare, run_sweep, rank_candidates or compare_backbones, which keep its record (claimed by
+        id) up to date."""
         try:
-            if job.kind == "sweep":
+            if job.kind == "ranking":
+                config = job.config
+                job.result = rank_candidates(config.dataset, list(config.candidates) or None,
+                                             per_class=config.per_class, seed=config.seed, device=config.device,
+                                             cancel=job.cancel, store=self.store, callbacks=[job.on_event],
+                                             record_id=job.id)
+            elif job.kind == BACKBONES:
+                job.result = compare_backbones(job.config, callbacks=[job.on_event], cancel=job.cancel,
+                                               store=self.store, on_result=job.on_result, label=job.label,
+                                               record_id=job.id)
+            elif job.kind == "sweep":
                 job.result = run_sweep(job.config, callbacks=[job.on_event], cancel=job.cancel, on_cell=job.on_cell,
                                        label=job.label, store=self.store, record_id=job.id)
             else:
@@ -226,6 +261,8 @@ class JobQueue:
             job.status, job.error = job.result.status, (stored or {}).get("error")
         except Exception as exc:  # keep the worker alive; the message goes to the page (the record says failed)
             job.status, job.error = "failed", error_text(exc)
+            if job.kind in ("ranking", BACKBONES) and self.store.record(job.id) is not None:
+                self.store.update_record(job.id, status="failed", error=job.error)
             if not isinstance(exc, TlcoreError):
                 traceback.print_exc()
 
@@ -236,22 +273,43 @@ def queue_limits() -> tuple[int, int]:
             int(os.environ.get("TLCORE_MAX_JOBS_PER_SESSION", MAX_JOBS_PER_SESSION)))
 
 
-def _check_paths(exp: ExperimentConfig) -> None:
-    """A visitor's folder and weights file must lie under the data roots: refused at submission, not in the queue."""
-    if exp.dataset.source not in BUILTIN_DATASETS:
-        require_within_data_roots(exp.dataset.source, "dataset folder")
-    if exp.backbone.weights not in ("pretrained", "packaged", "hub", "none", "random", "scratch"):
-        require_within_data_roots(exp.backbone.weights, "weights file")
+def _paths(config: JobConfig) -> tuple[str, list[str], list[str]]:
+    """A job's dataset source, backbone names and weights (names or files)."""
+    if isinstance(config, RankingConfig):
+        return config.dataset.source, [c.backbone for c in config.candidates], [c.weights for c in config.candidates]
+    if isinstance(config, BackbonesConfig):
+        return (config.experiment.dataset.source, [c.backbone for c in config.candidates],
+                [c.weights for c in config.candidates])
+    exp = config.experiment if isinstance(config, SweepConfig) else config
+    return exp.dataset.source, [exp.backbone.name], [exp.backbone.weights]
+
+
+def _check_paths(dataset: str, weights: list[str]) -> None:
+    """A visitor's folder and weights files must lie under the data roots: refused at submission, not in the queue."""
+    if dataset not in BUILTIN_DATASETS:
+        require_within_data_roots(dataset, "dataset folder")
+    for w in weights:
+        if w not in ("pretrained", "packaged", "hub", "none", "random", "scratch"):
+            require_within_data_roots(w, "weights file")
 
 
 def stored_snapshot(record_id: str, store: Store) -> Optional[dict]:
-    """A stored comparison or sweep in the shape of `Job.snapshot()`."""
+    """A stored comparison, sweep, ranking or multi-backbone comparison in the shape of `Job.snapshot()`."""
     if not record_id or not record_id.isalnum():
         return None
     record = store.record(record_id)
-    if record is None or record["kind"] not in ("comparison", "sweep"):
+    if record is None or record["kind"] not in ("comparison", "sweep", "ranking", BACKBONES):
         return None
-    if record["kind"] == "sweep":
+    if record["kind"] == "ranking":
+        config = RankingConfig.from_dict(record["config"])
+        result = ranking_from_record(record) if record.get("summary") else None
+        runs, cells, total = [], [], 0
+        strategies = progress_names(config)
+    elif record["kind"] == BACKBONES:
+        result = load_backbones(record_id, store)
+        runs, cells = [r for m in result.members for r in m.runs()], []
+        strategies, total = progress_names(result.config), result.config.cells_total
+    elif record["kind"] == "sweep":
         result = load_sweep(record_id, store)
         runs, cells = [c.run for c in result.cells], list(result.cells)
         config = SweepConfig.from_dict(record["config"])

@@ -12,13 +12,16 @@ from typing import Union
 
 import pandas as pd
 
+from tlcore.advice.candidates import Ranking
 from tlcore.advice.probe import ProbeResult, probe_table
 from tlcore.advice.rules import Recommendation
 from tlcore.views import charts
 from tlcore.views.anatomy import probe_figure
+from tlcore.views.backbones import backbones_figure, ranking_figure, ranking_frame
 from tlcore.views.text import not_run_text, outlook_seconds, recommendation_report
 from tlcore.experiments.learning_curves import find_crossovers
 from tlcore.core.results import ComparisonResult
+from tlcore.experiments.backbones import BackbonesResult
 from tlcore.experiments.sweep import SweepResult
 
 
@@ -120,3 +123,32 @@ def _page(title: str, intro: str, notes: list[str], tables: list[pd.DataFrame], 
             "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:3px 6px}pre{background:#f6f6f6;padding:8px;overflow:auto}</style>"
             f"</head><body>{body}</body></html>")
+
+
+def ranking_report_html(ranking: Ranking, title: str = "") -> str:
+    """A stored ranking: the answer, predicted accuracy against cost, the table, and the command that ranks again."""
+    title = title or f"Backbone ranking: {ranking.dataset}"
+    intro = (f"<p>tlcore ranking <code>{html.escape(ranking.record_id or '(not stored)')}</code>, report made "
+             f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}: {ranking.train_images} training and "
+             f"{ranking.val_images} val images of {ranking.classes} classes, seed {ranking.seed}, on "
+             f"{html.escape(ranking.device)} ({html.escape(ranking.host)}). Predicted accuracy: the feature-extraction "
+             "head's val accuracy on cached frozen features, the number a comparison's feature extraction reports. "
+             f"Rank again: <code>python -m tlcore backbones --dataset {html.escape(ranking.dataset)} --per-class "
+             f"{ranking.per_class or 'all'} --seed {ranking.seed}</code>.</p>")
+    return _page(title, intro, [ranking.statement, ranking.timing_text()], [ranking_frame(ranking)],
+                 [ranking_figure(ranking)], ["<h2>Ranking (JSON)</h2>", _pre(ranking.to_dict())])
+
+
+def backbones_report_html(result: BackbonesResult, title: str = "") -> str:
+    """A multi-backbone comparison: every run side by side and test accuracy against time per image."""
+    exp = result.config.experiment
+    title = title or f"Backbones side by side: {exp.dataset.source}"
+    intro = (f"<p>tlcore multi-backbone comparison <code>{html.escape(result.record_id or '(not stored)')}</code>"
+             + (f", confirming ranking <code>{html.escape(result.config.ranking)}</code>" if result.config.ranking
+                else "") + f", report made {datetime.now(timezone.utc).isoformat(timespec='seconds')}. Each "
+             "candidate's comparison is stored on its own: "
+             + ", ".join(f"{html.escape(m.candidate.label)} <code>{html.escape(m.record_id)}</code>"
+                         for m in result.members if m.record_id) + ".</p>")
+    frame = result.to_frame().drop(columns=["record"])
+    return _page(title, intro, [result.statement()], [frame], [backbones_figure(result)],
+                 ["<h2>Config (JSON)</h2>", _pre(result.config.to_dict())])
