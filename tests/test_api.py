@@ -44,7 +44,14 @@ def test_every_verb_stores_and_load_gives_back_every_kind(image_folder, tiny_wei
     assert isinstance(rec, tlcore.Advice) and rec.record_id and rec.choice.label
     assert rec.to_frame()["recommended"].iloc[0] and rec.to_frame()["strategy"].iloc[0] == rec.choice.label
 
-    for made in (r, s, p, rec):
+    cands = f"test_efficientnet@32@{tiny_weights},test_efficientnet@40@{tiny_weights}"
+    ranking = tlcore.rank(dataset=str(image_folder), candidates=cands, per_class="all")
+    assert ranking.record_id and len(ranking.completed) == 2
+    both = tlcore.confirm(ranking, top=2, preset="quick", strategies=["feature-extraction"])
+    assert [m.candidate.image_size for m in both.members] == [c.image_size for c in ranking.completed]
+    assert list(both.to_frame()["best_val_accuracy"]) == [c.fe_val_accuracy for c in ranking.completed]
+
+    for made in (r, s, p, rec, ranking, both):
         loaded = tlcore.load(made.record_id)
         assert type(loaded) is type(made)
         assert loaded.to_frame().equals(made.to_frame()), type(made)

@@ -95,3 +95,36 @@ def test_pretrained_unavailable_lists_ways_and_never_falls_back():
         for_run(BackboneSpec("test_resnet", "pretrained"), 3)
     message = str(err.value)
     assert "--weights /path/to" in message and "--weights none" in message and "offline" in message
+
+
+def test_frozen_batchnorm_is_the_fused_kernel_with_timms_numbers_and_state_dict():
+    """Freezing swaps BatchNorm for timm's frozen layers computed by one eval-mode batch_norm kernel: the same logits
+    as timm's own FrozenBatchNormAct2d / torchvision's FrozenBatchNorm2d, the same state_dict keys, still isinstance
+    of them (what anatomy and the frozen-prefix cache look for)."""
+    import copy
+
+    import timm
+    from timm.layers import FrozenBatchNormAct2d
+    from timm.utils.model import freeze
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from tlcore.engine.backbone import FrozenBatchNorm2dFused, FrozenBatchNormAct2dFused, freeze_for_strategy
+
+    for name, fused, plain in (("test_efficientnet", FrozenBatchNormAct2dFused, FrozenBatchNormAct2d),
+                               ("test_resnet", FrozenBatchNorm2dFused, FrozenBatchNorm2d)):
+        torch.manual_seed(0)
+        model = timm.create_model(name, num_classes=3)
+        for m in model.modules():  # statistics that are not the identity, so a wrong formula would show
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+        reference = copy.deepcopy(model).eval()
+        freeze(reference, submodules=[n for n, _ in reference.named_children()
+                                      if n != reference.default_cfg["classifier"]], include_bn_running_stats=True)
+        freeze_for_strategy(model, "feature-extraction")
+        kinds = {type(m) for m in model.modules() if isinstance(m, plain)}
+        assert kinds == {fused}, (name, kinds)
+        x = torch.randn(4, 3, 32, 32)
+        with torch.inference_mode():
+            torch.testing.assert_close(model.eval()(x), reference(x), rtol=1e-5, atol=1e-5)
+        assert model.state_dict().keys() == reference.state_dict().keys()

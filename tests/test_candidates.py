@@ -270,3 +270,16 @@ def test_packaged_lite0_at_two_sizes_costs_more_at_the_larger_size():
     assert by_size[96].images_per_second < by_size[48].images_per_second
     assert by_size[96].params == by_size[48].params
     assert 0.1 < by_size[48].fe_val_accuracy <= 1 and ranking.statement
+
+
+def test_cross_validated_accuracy_scores_each_image_once_by_a_head_that_did_not_see_it():
+    from tlcore.engine.train import cross_validated_accuracy
+
+    rng = np.random.default_rng(0)
+    y = torch.tensor(np.repeat(np.arange(3), 20))
+    separable = torch.tensor(np.eye(3)[y.numpy()] * 5 + rng.normal(0, 0.1, (60, 3)), dtype=torch.float32)
+    assert cross_validated_accuracy(separable, y, 3, l2=1e-3) == 1.0
+    noise = torch.tensor(rng.normal(0, 1, (60, 8)), dtype=torch.float32)
+    assert cross_validated_accuracy(noise, y, 3, l2=1e-3) < 0.6  # chance is 1/3: nothing to learn
+    few = torch.tensor(list(range(12)) + [20, 21, 22])  # 12 of class 0, 3 of class 1
+    assert cross_validated_accuracy(separable[few], y[few], 3, l2=1e-3) is None  # a class with fewer than 5 images

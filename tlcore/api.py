@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from tlcore.advice.probe import ProbeResult, layer_probe, probe_from_record, probe_table, save_probe
-from tlcore.advice.candidates import Ranking, ranking_from_record
+from tlcore.advice.candidates import DEFAULT_PER_CLASS, Ranking, confirmation, rank_candidates, ranking_from_record
 from tlcore.advice.records import advise, recommendation_from_record
 from tlcore.advice.rules import Recommendation
 from tlcore.core.errors import ConfigError
@@ -45,6 +45,7 @@ from tlcore.engine.backbone import BackboneSpec
 from tlcore.engine.features import FeatureCache
 from tlcore.experiments import compare as _compare
 from tlcore.experiments import sweep as _sweep
+from tlcore.experiments.backbones import BackbonesResult, Candidate, compare_backbones, load_backbones, parse_candidates
 from tlcore.experiments.cells import SweepCell
 from tlcore.experiments.config import Choices, ExperimentConfig, Size, SweepConfig, parse_size, saved_config
 from tlcore.experiments.defaults import (
@@ -426,7 +427,76 @@ def probe(dataset: str | DatasetSpec = DEFAULT_DATASET, *, per_class: Size | str
     return _as(Probe, result)
 
 
-def load(record_id: str, store: Store | None = None) -> Comparison | Sweep | Advice | Probe | Ranking:
+def rank(dataset: str | DatasetSpec = DEFAULT_DATASET, *, candidates: str | list[Candidate] | None = None,
+         per_class: Size | str = DEFAULT_PER_CLASS, seed: int = DEFAULT_SEED,
+         progress: Callable[[str], None] | None = None, store: Store | None = None) -> Ranking:
+    """Rank candidate backbones, each at an image size, on the data without training; store the ranking.
+
+    The same as ``python -m tlcore backbones --dataset``: one frozen pass a candidate (cached, so a comparison of it
+    afterwards reuses the features), the feature-extraction head's val accuracy (what a comparison's feature
+    extraction reports), k-NN accuracy, LogME and H-score, parameters, multiply-adds, img/s and peak memory.
+
+    Parameters
+    ----------
+    dataset : str or DatasetSpec, default 'fashion-mnist'
+        As for `compare`.
+    candidates : str or list of Candidate, optional
+        'name@size,name@size' (a weights file: 'name@size@path'); None: every backbone with weights installed here,
+        from the automatic CPU size to its pretrained size.
+    per_class : int or 'all', default 100
+        Training images a class (the default comparison's, so it reuses the features).
+    seed : int, default 0
+    progress : callable, optional
+        Called with a line of text as each candidate starts and ends.
+    store : Store, optional
+
+    Returns
+    -------
+    Ranking
+        ``.candidates`` (best first; failed ones last with ``.reason``), ``.statement``, ``.front()``, ``.to_frame()``
+        and ``.record_id``.
+
+    Examples
+    --------
+    >>> ranking = tlcore.rank(dataset="digits", candidates="tf_efficientnet_lite0@48,tf_efficientnet_lite0@96")
+    >>> print(ranking.statement)
+    """
+    chosen = parse_candidates(candidates) if isinstance(candidates, str) else candidates
+    return rank_candidates(dataset, chosen, per_class=per_class, seed=seed, progress=progress, store=store)
+
+
+def confirm(ranking: Ranking, top: int = 2, *, preset: str = DEFAULT_PRESET, strategies: list[str] | None = None,
+            store: Store | None = None) -> BackbonesResult:
+    """Run the real comparison for a ranking's `top` candidates: strategy x backbone side by side.
+
+    The same as ``--confirm N``: the preset's strategies and schedules on the ranking's data, subset and seed, each
+    candidate at its own size, each stored as its own comparison and all of them in one record.
+
+    Parameters
+    ----------
+    ranking : Ranking
+        From `rank` (or `load`).
+    top : int, default 2
+    preset : str, default 'default'
+    strategies : list of str, optional
+        Default: the preset's (feature extraction, fine-tune and scratch).
+    store : Store, optional
+
+    Returns
+    -------
+    BackbonesResult
+        ``.to_frame()`` (a row a run), ``.front()``, ``.statement()``, ``.members`` (each candidate's comparison).
+
+    Examples
+    --------
+    >>> both = tlcore.confirm(ranking, top=2, preset="quick")
+    >>> print(both.statement())
+    """
+    return compare_backbones(confirmation(ranking, top, preset, strategies), store=store)
+
+
+def load(record_id: str, store: Store | None = None) -> Comparison | Sweep | Advice | Probe | Ranking | \
+        BackbonesResult:
     """A stored record, whatever its kind, as the result class its verb returns.
 
     Parameters
@@ -439,7 +509,7 @@ def load(record_id: str, store: Store | None = None) -> Comparison | Sweep | Adv
 
     Returns
     -------
-    Comparison, Sweep, Advice, Probe or Ranking
+    Comparison, Sweep, Advice, Probe, Ranking or BackbonesResult
         A comparison or sweep as stored so far (one still running or interrupted has the runs that finished).
 
     Raises
@@ -465,6 +535,8 @@ def load(record_id: str, store: Store | None = None) -> Comparison | Sweep | Adv
         return _as(Advice, recommendation_from_record(record))
     if kind == "ranking":
         return ranking_from_record(record)
+    if kind == "backbones":
+        return load_backbones(record_id, store)
     if record is None:
         raise ConfigError(f"No stored record '{record_id}' in {store.path}; `python -m tlcore history list` lists "
                           "the ids.")

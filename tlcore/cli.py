@@ -317,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--datasets", default=None, help="comma-separated datasets/sub-tasks; default: the built-in "
                        "suite")
     check.add_argument("--train-sizes", default=",".join(map(str, RANKING_SIZES)), help="training images a class")
+    check.add_argument("--measure", default="feature-extraction,fine-tune", help="the strategies measured for "
+                       "every candidate")
     sub.add_parser("dashboard", help="open the dashboard (streamlit run app.py); other options go to Streamlit",
                    description="Run the dashboard with Streamlit. Options other than -h are passed on to `streamlit "
                    "run`, e.g. `dashboard --server.port 8502` or `--server.address 0.0.0.0` for a LAN (visitors then "
@@ -644,7 +646,8 @@ def cmd_validate_ranking(args: argparse.Namespace) -> int:
     candidates = _ranking_candidates(args) if (args.candidates or args.backbones) else None
     with _Interrupt(), training_slot("backbones --validate", CancelToken(), _say_waiting):
         report = validate_ranking(datasets, sizes, args.preset, args.seed, candidates,
-                                  progress=lambda m: print(m, file=sys.stderr, flush=True))
+                                  progress=lambda m: print(m, file=sys.stderr, flush=True),
+                                  strategies=[s.strip() for s in args.measure.split(",") if s.strip()])
     print(report.table().to_string(index=False))
     timing = report.timing()
     print(f"ranking {timing['ranking_seconds']} s against measuring {timing['measurement_seconds']} s: "

@@ -30,9 +30,10 @@ def _points(frame, columns: list[str]):
 def ranking_results(ranking: Ranking, key: str) -> None:
     st.success(ranking.statement, icon=":material/trophy:")
     st.plotly_chart(ranking_figure(ranking), key=f"{key}_chart")
-    table = _points(ranking_frame(ranking), ["predicted accuracy", "from", "to", "k-NN"])
+    table = _points(ranking_frame(ranking), ["predicted accuracy", "from", "to", "5-fold", "k-NN"])
     st.dataframe(table, hide_index=True, key=f"{key}_table",
-                 column_config={"predicted accuracy": PERCENT, "from": PERCENT, "to": PERCENT, "k-NN": PERCENT,
+                 column_config={"predicted accuracy": PERCENT, "from": PERCENT, "to": PERCENT, "5-fold": PERCENT,
+                                "k-NN": PERCENT,
                                 "LogME": st.column_config.NumberColumn(format="%.3f"),
                                 "H-score": st.column_config.NumberColumn(format="%.2f"),
                                 "params (M)": st.column_config.NumberColumn(format="%.2f"),

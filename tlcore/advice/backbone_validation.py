@@ -29,7 +29,8 @@ from tlcore.experiments.backbones import BackbonesConfig, Candidate, compare_bac
 from tlcore.experiments.config import build_config
 from tlcore.experiments.prepare import auto_image_size
 
-SCORES = {"fe_val_accuracy": "FE head val accuracy (the ranking)", "knn_accuracy": "k-NN accuracy",
+SCORES = {"fe_val_accuracy": "FE head val accuracy (the ranking)",
+          "cv_accuracy": "FE head 5-fold accuracy, training + val", "knn_accuracy": "k-NN accuracy",
           "logme": "LogME", "h_score": "H-score"}
 MEASURED = {"feature-extraction": "feature extraction", "fine-tune": "fine-tune"}
 RANKING_SIZES = (20, 100)
@@ -84,6 +85,8 @@ class RankingValidation:
         rows = []
         for score, words in SCORES.items():
             for kind, kind_words in MEASURED.items():
+                if not any(f"measured:{kind}" in row for case in self.cases for row in case.candidates):
+                    continue
                 taus = [t for t in (c.tau(score, kind) for c in self.cases) if t is not None]
                 tops = [t for t in (c.top_within(score, kind) for c in self.cases) if t is not None]
                 rows.append({"score": words, "measured": kind_words,
@@ -125,9 +128,11 @@ def _row(ranking: Ranking, label: str) -> dict:
 
 def validate_ranking(datasets: Sequence[DatasetSpec] = tuple(VALIDATION_SUITE), sizes: Sequence[int] = RANKING_SIZES,
                      preset: str = "quick", seed: int = 0, candidates: Optional[list[Candidate]] = None,
-                     progress: Optional[Callable[[str], None]] = None) -> RankingValidation:
+                     progress: Optional[Callable[[str], None]] = None,
+                     strategies: Sequence[str] = tuple(MEASURED)) -> RankingValidation:
     """Rank, then measure feature extraction and fine-tune (the preset's schedules) for every candidate, for each
-    dataset and size; both stored (a ranking and a multi-backbone comparison a case)."""
+    dataset and size; both stored (a ranking and a multi-backbone comparison a case). Runs already stored under the
+    same content key are reused, so running it again re-scores the rankings without training again."""
     out = RankingValidation(preset=preset)
     say = progress or (lambda _m: None)
     for spec in datasets:
@@ -141,8 +146,9 @@ def validate_ranking(datasets: Sequence[DatasetSpec] = tuple(VALIDATION_SUITE), 
             done = [c.candidate for c in ranking.completed]
             say(f"  {ranking.statement} ({ranking_seconds:.0f} s); measuring {len(done)} candidates")
             config = BackbonesConfig(build_config(preset, dataset=spec, per_class=size, seed=seed,
-                                                  strategies=list(MEASURED)), tuple(done), ranking=ranking.record_id)
-            measured = compare_backbones(config, label=f"ranking validation · {name} · {size}/class")
+                                                  strategies=list(strategies)), tuple(done),
+                                    ranking=ranking.record_id)
+            measured = compare_backbones(config, label=f"ranking validation · {name} · {size}/class", resume=True)
             rows = {c.label: _row(ranking, c.label) for c in done}
             for member in measured.members:
                 for run in member.runs():
@@ -153,6 +159,6 @@ def validate_ranking(datasets: Sequence[DatasetSpec] = tuple(VALIDATION_SUITE), 
                                ranking.record_id, measured.record_id)
             out.cases.append(case)
             taus = ", ".join(f"{k}: {case.tau('fe_val_accuracy', k):.2f}" if case.tau('fe_val_accuracy', k)
-                             is not None else f"{k}: -" for k in MEASURED)
+                             is not None else f"{k}: -" for k in strategies)
             say(f"  measured in {measured.wall_seconds:.0f} s; weighted tau of the ranking: {taus}")
     return out

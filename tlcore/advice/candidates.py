@@ -44,7 +44,7 @@ from tlcore.engine.features import (ExtractOptions, FeatureCache, FeatureContext
 from tlcore.engine.metrics import PeakMemory, wilson_interval
 from tlcore.engine.strategies import make_strategy
 from tlcore.engine.throughput import THROUGHPUT_IMAGES, WARMUP_IMAGES, Throughput, timed_pass
-from tlcore.engine.train import fit_linear_head, set_head
+from tlcore.engine.train import cross_validated_accuracy, fit_linear_head, set_head
 from tlcore.engine.weights import PACKAGED_WEIGHTS, weights_availability
 from tlcore.experiments.backbones import BackbonesConfig, Candidate
 from tlcore.experiments.config import ExperimentConfig, build_config, parse_size, size_label
@@ -79,6 +79,7 @@ class CandidateResult:
     fe_val_low: Optional[float] = None  # its 95% Wilson interval over the val images
     fe_val_high: Optional[float] = None
     head_l2: Optional[float] = None
+    cv_accuracy: Optional[float] = None  # the FE head's 5-fold cross-validated accuracy over training and val images
     knn_accuracy: Optional[float] = None
     logme: Optional[float] = None
     h_score: Optional[float] = None
@@ -160,8 +161,8 @@ class Ranking:
     def to_frame(self) -> pd.DataFrame:
         """One row a candidate, best first, failed ones last."""
         columns = ["rank", "backbone", "image_size", "weights", "status", "fe_val_accuracy", "fe_val_low",
-                   "fe_val_high", "knn_accuracy", "logme", "h_score", "params", "macs", "images_per_second",
-                   "peak_memory_mb", "pareto", "extract_seconds", "seconds", "reason"]
+                   "fe_val_high", "cv_accuracy", "knn_accuracy", "logme", "h_score", "params", "macs",
+                   "images_per_second", "peak_memory_mb", "pareto", "extract_seconds", "seconds", "reason"]
         return pd.DataFrame([{k: getattr(c, k) for k in columns} for c in self.candidates], columns=columns)
 
     def text(self) -> str:
@@ -173,6 +174,7 @@ class Ranking:
                 "rank": c.rank or "-", "backbone": c.backbone, "px": c.image_size,
                 "FE val": f"{c.fe_val_accuracy:.1%}" if ok else "",
                 "95% interval": f"{c.fe_val_low:.1%}-{c.fe_val_high:.1%}" if ok and c.fe_val_low is not None else "",
+                "5-fold": f"{c.cv_accuracy:.1%}" if c.cv_accuracy is not None else "",
                 "k-NN": f"{c.knn_accuracy:.1%}" if c.knn_accuracy is not None else "",
                 "LogME": f"{c.logme:.3f}" if c.logme is not None else "",
                 "H-score": f"{c.h_score:.2f}" if c.h_score is not None else "",
@@ -453,6 +455,10 @@ class _Measure:
             result.fe_val_accuracy, result.head_l2 = float(fit.val_accuracy), float(fit.l2)
             result.fe_val_low, result.fe_val_high = wilson_interval(correct, len(labels["val"]))
             self._scores(result, feats["train"].numpy(), labels["train"].numpy())
+            result.cv_accuracy = cross_validated_accuracy(torch.cat([feats["train"], feats["val"]]),
+                                                          torch.cat([labels["train"], labels["val"]]),
+                                                          ds.num_classes, fit.l2, max_iter=self.head.head_max_iter,
+                                                          seed=self.seed)
             self.cancel.check()
             self._costs(result, prepared, splits, fit, ds.num_classes)
         if not result.costs_from:

@@ -60,6 +60,35 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
 
 
+def cross_validated_accuracy(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, folds: int = 5,
+                             max_iter: int = 300, seed: int = 0) -> Optional[float]:
+    """The linear head's accuracy by stratified k-fold cross-validation over `x` (every labelled image a ranking has:
+    training and val), at one L2 strength: each image scored once, by a head that did not see it. Less noisy than
+    the val split alone where val is small; None when a class has fewer images than folds."""
+    y = y.long()
+    counts = torch.bincount(y, minlength=num_classes)
+    if int(counts[counts > 0].min()) < folds:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    fold = torch.empty(len(y), dtype=torch.long)
+    for c in torch.unique(y):  # stratified: each class dealt round-robin over the folds, in a seeded order
+        members = torch.nonzero(y == c).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        fold[members] = torch.arange(len(members)) % folds
+    x = x.float()
+    correct = 0
+    for k in range(folds):
+        train, test = fold != k, fold == k
+        mean = x[train].mean(0)
+        std = x[train].std(0, unbiased=False).clamp_min(1e-6)
+        w = torch.zeros(num_classes, x.shape[1], requires_grad=True)
+        b = torch.zeros(num_classes, requires_grad=True)
+        _lbfgs(w, b, (x[train] - mean) / std, y[train], l2, max_iter)
+        with torch.no_grad():
+            correct += int((((x[test] - mean) / std) @ w.T + b).argmax(1).eq(y[test]).sum())
+    return correct / len(y)
+
+
 def fit_linear_head(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                     num_classes: int, l2_grid: tuple[float, ...], max_iter: int = 300,
                     reporter: Optional[Reporter] = None, span: tuple[float, float] = (0.0, 1.0)) -> HeadFit:

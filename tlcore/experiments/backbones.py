@@ -239,10 +239,13 @@ def compare_backbones(config: BackbonesConfig, callbacks: Optional[list[Progress
                       cancel: Optional[CancelToken] = None, cache: Optional[FeatureCache] = None,
                       store: Optional[Store] = None, on_result: Optional[Callable[[RunResult], None]] = None,
                       label: str = "", record_id: Optional[str] = None,
-                      on_member: Optional[Callable[[Member], None]] = None) -> BackbonesResult:
+                      on_member: Optional[Callable[[Member], None]] = None,
+                      resume: Optional[bool] = None) -> BackbonesResult:
     """Run the base comparison (or sweep) for each candidate in order, each stored as its own record, all listed in
     one record of kind "backbones" (`record_id`: one created already, e.g. a queued job's). A member that fails does
-    not stop the others; a cancel stops after the current batch and lists the members not started."""
+    not stop the others; a cancel stops after the current batch and lists the members not started. `resume`: as for
+    `compare` (default off) and `run_sweep` (default on), runs already stored under the same content key are
+    reused."""
     store = store or default_store()
     cancel = cancel or CancelToken()
     started = time.perf_counter()
@@ -267,10 +270,12 @@ def compare_backbones(config: BackbonesConfig, callbacks: Optional[list[Progress
         if config.is_sweep:
             member.result = run_sweep(config.member(member.candidate), callbacks=relabelled, cancel=cancel,
                                       cache=cache, store=store, record_id=child, label=label,
-                                      on_cell=(lambda cell: on_result(cell.run)) if on_result else None)
+                                      on_cell=(lambda cell: on_result(cell.run)) if on_result else None,
+                                      resume=True if resume is None else resume)
         else:
             member.result = compare(config.member(member.candidate), callbacks=relabelled, cancel=cancel,
-                                    cache=cache, store=store, on_result=on_result, record_id=child)
+                                    cache=cache, store=store, on_result=on_result, record_id=child,
+                                    resume=bool(resume))
         member.status = member.result.status
         if on_member:
             on_member(member)

@@ -75,7 +75,7 @@ def ranking_frame(ranking: Ranking) -> pd.DataFrame:
     for c in ranking.candidates:
         rows.append({"rank": c.rank or None, "backbone": c.backbone, "px": c.image_size, "status": c.status,
                      "predicted accuracy": c.fe_val_accuracy, "from": c.fe_val_low, "to": c.fe_val_high,
-                     "k-NN": c.knn_accuracy, "LogME": c.logme, "H-score": c.h_score,
+                     "5-fold": c.cv_accuracy, "k-NN": c.knn_accuracy, "LogME": c.logme, "H-score": c.h_score,
                      "params (M)": c.params / 1e6 if c.params else None,
                      "multiply-adds (M)": c.macs / 1e6 if c.macs else None,
                      "ms / image": c.ms_per_image, "peak MB": c.peak_memory_mb, "front": c.pareto,
