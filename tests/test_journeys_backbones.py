@@ -60,7 +60,8 @@ def test_rank_look_at_the_chart_confirm_the_top_two_and_open_them_side_by_side(s
         expect(statement).to_be_visible(timeout=240_000)
         expect(page.get_by_text("nosuchnet at 32 px was not measured: 'nosuchnet' is not a timm model name"))\
             .to_be_visible()
-        expect(page.get_by_text("Predicted accuracy against inference cost (ringed: Pareto front)")).to_be_visible()
+        expect(page.get_by_text("Predicted accuracy against inference cost (ringed: Pareto front)")).to_be_visible(
+            timeout=30_000)
         table = page.locator("[data-testid='stDataFrame']").first
         expect(table).to_contain_text("nosuchnet", timeout=30_000)
         ranking_id = re.search(r"Ranking (\w+): completed", page.locator("body").inner_text()).group(1)
@@ -77,7 +78,7 @@ def test_rank_look_at_the_chart_confirm_the_top_two_and_open_them_side_by_side(s
         page.get_by_role("button", name="Confirm the top 2").dblclick()
         expect(page.get_by_text(re.compile(r"^Most accurate: "))).to_be_visible(timeout=400_000)
         expect(page.get_by_text("Test accuracy against inference time per image (ringed: Pareto front)"))\
-            .to_be_visible()
+            .to_be_visible(timeout=30_000)
         expect(page.get_by_text(re.compile(r"^Predicted against confirmed"))).to_be_visible()
         links = page.locator("[data-testid='stMain'] [data-testid='stPageLink']").filter(has_text="its comparison")
         expect(links).to_have_count(2, timeout=30_000)

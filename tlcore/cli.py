@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
     run.add_argument("--candidates", default=None, help="several backbones, each at its image size: "
                      "'name@size,name@size' (a weights file: name@size@path); the comparison runs once for each, "
-                     "side by side (replaces --backbone, --weights and --image-size)")
+                     "side by side (replaces --backbone, --weights and --image-size; not logged to MLflow)")
     _run_arguments(run, "comparison.json and comparison.csv")
 
     w = sub.add_parser("sweep", help="accuracy, time and cost against images per class, with repeats",
@@ -474,15 +474,21 @@ def _backbones_exit(result: BackbonesResult) -> int:
     return 1 if any(r.status == "failed" for m in result.members for r in m.runs()) else 0
 
 
+def _compare_candidates(config: ExperimentConfig | SweepConfig, args: argparse.Namespace) -> int:
+    """compare or sweep --candidates: the config once for each candidate; --out gets backbones.json."""
+    with _Interrupt() as cancel:
+        result = _run_backbones(BackbonesConfig(config, tuple(parse_candidates(args.candidates))), args, cancel)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "backbones.json").write_text(json.dumps(result.to_dict(), indent=1))
+        print(f"wrote {Path(args.out) / 'backbones.json'}")
+    return _backbones_exit(result)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.candidates:
-        with _Interrupt() as cancel:
-            result = _run_backbones(BackbonesConfig(config, tuple(parse_candidates(args.candidates))), args, cancel)
-        if args.out:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            (Path(args.out) / "backbones.json").write_text(json.dumps(result.to_dict(), indent=1))
-        return _backbones_exit(result)
+        return _compare_candidates(config, args)
     mlflow_uri = requested_uri(args.mlflow)  # --mlflow, else TLCORE_MLFLOW_URI
     _say_estimate(lambda: estimate_comparison(config))
     with _Interrupt() as cancel:
@@ -500,12 +506,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     config = sweep_config_from_args(args)
     if args.candidates:
-        with _Interrupt() as cancel:
-            result = _run_backbones(BackbonesConfig(config, tuple(parse_candidates(args.candidates))), args, cancel)
-        if args.out:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            (Path(args.out) / "backbones.json").write_text(json.dumps(result.to_dict(), indent=1))
-        return _backbones_exit(result)
+        return _compare_candidates(config, args)
     mlflow_uri = requested_uri(args.mlflow)  # --mlflow, else TLCORE_MLFLOW_URI
     _say_estimate(lambda: estimate_sweep(config))
     with _Interrupt() as cancel:

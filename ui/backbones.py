@@ -45,7 +45,9 @@ def ranking_results(ranking: Ranking, key: str) -> None:
             st.warning(f"{c.label} was not measured: {c.reason}", icon=":material/block:")
     st.caption(f"Predicted accuracy: the feature-extraction head's val accuracy on cached frozen features "
                f"({ranking.train_images} training and {ranking.val_images} val images, seed {ranking.seed}), the "
-               f"number a comparison's feature extraction reports; cost: {ranking.cost_basis}. "
+               f"number a comparison's feature extraction reports. 5-fold: the same head cross-validated over training "
+               f"and val images together (it trains on more images, so it reads higher); k-NN, LogME and H-score on "
+               f"the training images. Cost: {ranking.cost_basis}. "
                f"{ranking.timing_text()}.")
     if ranking.record_id:
         _share(ranking.record_id, "ranking", ranking_report_html(ranking), ranking.to_dict(), key)
