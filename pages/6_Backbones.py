@@ -84,6 +84,9 @@ else:
                 show_error(exc)
             chosen = st.multiselect("Candidates (every backbone with weights here, from the automatic CPU size to its "
                                     "pretrained size)", list(labels), default=list(labels), key="bb_candidates")
+            if not labels:
+                st.caption("Left empty, the ranking takes every backbone with weights here, from the automatic CPU "
+                           "size for these images to its pretrained size, as far as this machine's memory allows.")
             extra = st.text_input("More candidates: name@size, comma-separated", key="bb_extra",
                                   placeholder="tf_efficientnet_lite0@64, resnet18@112",
                                   help="Any timm name at a size in px; hub weights need the internet. A weights "
@@ -91,13 +94,13 @@ else:
         if st.button("Rank", type="primary", key="bb_rank"):
             try:
                 candidates = [labels[label] for label in chosen] + (parse_candidates(extra) if extra.strip() else [])
-                if not candidates:
+                if not candidates and labels:
                     raise TlcoreError("Choose at least one candidate, or type one as name@size.")
                 dataset = data.resolve()
                 config = RankingConfig(parse_dataset(dataset), tuple(dict.fromkeys(candidates)),
                                        int(per_class) or None, int(seed))
-                ranking_id = submit_once(config, f"ranking · {dataset_display(dataset)} · "
-                                         f"{len(config.candidates)} candidates", "bb_rank")
+                count = f"{len(config.candidates)} candidates" if config.candidates else "the default candidates"
+                ranking_id = submit_once(config, f"ranking · {dataset_display(dataset)} · {count}", "bb_rank")
                 st.session_state["bb_ranking"], st.query_params["ranking"] = ranking_id, ranking_id
                 st.session_state.pop("bb_confirm", None)
                 st.query_params.pop("confirm", None)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tlcore.advice.backbone_validation import RankingCase, RankingValidation
-from tlcore.advice.candidates import RankingConfig, check_confirmation, confirmation, rank_candidates
+from tlcore.advice.candidates import RankingConfig, confirmation
 from tlcore.core.errors import ConfigError
 from tlcore.core.progress import CancelToken
 from tlcore.experiments.backbones import (MAX_CANDIDATES, BackbonesConfig, Candidate, compare_backbones,
@@ -82,22 +82,23 @@ def test_a_cancel_keeps_what_finished_and_lists_the_rest(image_folder, tiny_weig
     assert load_backbones(result.record_id).members[1].status == "not started"
 
 
-@pytest.mark.slow
-def test_confirming_a_ranking_gives_the_predicted_feature_extraction_accuracy(image_folder, tiny_weights,
-                                                                              one_thread):
-    ranking = rank_candidates(str(image_folder), list(_candidates(tiny_weights)) + [Candidate("nosuchnet", 32)],
-                              per_class=None)
+def test_confirmation_takes_the_measured_candidates_best_first_on_the_rankings_data():
+    from tlcore.advice.candidates import CandidateResult, Ranking
+
+    done = [CandidateResult("b", 48, fe_val_accuracy=0.8, rank=1),
+            CandidateResult("a", 32, fe_val_accuracy=0.7, rank=2)]
+    ranking = Ranking(dataset="digits", data_fingerprint="", per_class=5, seed=3, device="cpu", classes=10,
+                      train_images=50, val_images=179, record_id="r1", source={"source": "digits", "classes": None},
+                      candidates=done + [CandidateResult("nosuchnet", 32, status="failed", reason="unknown")])
     config = confirmation(ranking, top=5, preset="quick", strategies=["feature-extraction"])
-    assert len(config.candidates) == 2  # the measured ones, best first; the unknown name is not confirmed
-    assert config.candidates[0] == ranking.best.candidate and config.ranking == ranking.record_id
-    assert config.experiment.dataset.per_class is None and config.experiment.seed == ranking.seed
-    result = compare_backbones(config)
-    checks = check_confirmation(ranking, result)
-    assert len(checks) == 2
-    for check in checks:
-        assert check.same_head and check.within_interval, check.text()  # the same head on the same features
+    assert [c.label for c in config.candidates] == ["b at 48 px", "a at 32 px"]  # the failed one is not confirmed
+    assert (config.ranking, config.experiment.seed, config.experiment.dataset.per_class) == ("r1", 3, 5)
+    assert config.experiment.dataset.source == "digits" and config.member(config.candidates[0]).image_size == 48
     with pytest.raises(ConfigError, match="at least 1"):
         confirmation(ranking, top=0)
+    with pytest.raises(ConfigError, match="no candidate"):
+        confirmation(Ranking(dataset="d", data_fingerprint="", per_class=5, seed=0, device="cpu", classes=2,
+                             train_images=0, val_images=0, candidates=[], source={"source": "digits"}))
 
 
 @pytest.mark.slow
@@ -125,13 +126,15 @@ def test_cli_ranks_confirms_and_writes_both(image_folder, tiny_weights, tmp_path
 
     out = tmp_path / "ranking.json"
     spec = ",".join(f"test_efficientnet@{s}@{tiny_weights}" for s in (32, 48))
-    code = main(["backbones", "--dataset", str(image_folder), "--per-class", "all", "--candidates", spec,
+    code = main(["backbones", "--dataset", str(image_folder), "--per-class", "all", "--candidates", spec + ",nosuch@32",
                  "--confirm", "2", "--preset", "quick", "--json", str(out)])
     text = capsys.readouterr().out
     assert code == 0, text
-    assert "Most accurate:" in text and "confirmed val the same" in text
+    assert "Most accurate:" in text and text.count("confirmed val the same (inside it)") == 2
     data = json.loads(out.read_text())
-    assert [c["rank"] for c in data["candidates"]] == [1, 2]
+    assert [c["rank"] for c in data["candidates"]] == [1, 2, 0] and data["candidates"][2]["status"] == "failed"
+    assert [m["candidate"]["image_size"] for m in data["confirmed"]["members"]] == \
+        [c["image_size"] for c in data["candidates"][:2]]  # best first, the failed one left out
     assert len(data["confirmed"]["runs"]) == 6 and all(c["same_head"] for c in data["confirmed"]["checks"])
     code = main(["compare", "--dataset", str(image_folder), "--per-class", "all", "--preset", "quick",
                  "--strategies", "feature-extraction", "--candidates", spec])
@@ -155,3 +158,27 @@ def test_validation_scores_on_constructed_cases():
     assert table.loc[("LogME", "feature extraction"), "published tau"] == 0.665
     assert report.timing() == {"ranking_seconds": 10, "measurement_seconds": 40, "ratio": 0.25}
     assert np.isnan(table.loc[("H-score", "fine-tune"), "mean weighted tau"])
+
+
+def test_the_recorded_validations_give_the_tables_in_the_docs():
+    """docs/benchmarks.md's figures are these files' numbers: on the large-split suite the ranking meets the issue's
+    targets (mean weighted tau >= 0.7 for FE accuracy, its top within a point in >= 80% of cases); on the small
+    built-in subsets no score does."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "docs" / "validation"
+
+    def report(*names):
+        cases = [RankingCase(**c) for n in names for c in json.loads((folder / n).read_text())["cases"]]
+        return RankingValidation(cases).table().set_index(["score", "measured"])
+
+    ranking = ("FE head val accuracy (the ranking)", "feature extraction")
+    large = report("ranking-validate-fashion-mnist-full.json", "ranking-validate-fashion-mnist-full-subtasks.json")
+    assert large.loc[ranking, "cases"] == 6
+    assert large.loc[ranking, "mean weighted tau"] == 0.827 and large.loc[ranking, "top within 1 point"] == 1.0
+    assert large["mean weighted tau"].max() == 0.827  # the ranking's own score ranked best of the five
+    small = report("ranking-validate-suite.json")
+    assert small.loc[ranking, "cases"] == 10 and small.loc[ranking, "mean weighted tau"] == 0.265
+    assert small["mean weighted tau"].max() < 0.7 and small["top within 1 point"].max() <= 0.5
+    first = json.loads((folder / "ranking-validate-suite-first-run.json").read_text())["timing"]
+    assert (first["ranking_seconds"], first["measurement_seconds"]) == (206.6, 561.5)

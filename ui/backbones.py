@@ -62,7 +62,10 @@ def backbones_results(result: BackbonesResult, ranking: Ranking | None, key: str
         "ms_per_image", "trainable_params"]
     accuracies = ["accuracy", "accuracy_low", "accuracy_high", "best_val_accuracy"]
     st.dataframe(_points(frame[columns], accuracies), hide_index=True, key=f"{key}_table",
-                 column_config={"accuracy": PERCENT, "accuracy_low": PERCENT, "accuracy_high": PERCENT,
+                 column_config={"accuracy": st.column_config.NumberColumn("test accuracy", format="%.1f%%"),
+                                "accuracy_low": st.column_config.NumberColumn("from", format="%.1f%%"),
+                                "accuracy_high": st.column_config.NumberColumn("to", format="%.1f%%"),
+                                "trainable_params": st.column_config.NumberColumn("trainable", format="%d"),
                                 "best_val_accuracy": st.column_config.NumberColumn("val accuracy", format="%.1f%%"),
                                 "train_seconds": st.column_config.NumberColumn("train s", format="%.1f"),
                                 "ms_per_image": st.column_config.NumberColumn("ms / image", format="%.2f")})
