@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from tlcore.advice.candidates import ranking_from_record
+from tlcore.advice.health import health_from_record
 from tlcore.advice.probe import probe_from_record
 from tlcore.advice.records import recommendation_from_record
 from tlcore.core.environment import read_only
@@ -68,6 +69,17 @@ if shared:
         ranking_results(ranking, "hist_ranking")
         page_link_to(BACKBONES_PAGE, "Open on the Backbones page (to confirm the top candidates)", None,
                      {"ranking": shared})
+    elif record["kind"] == "health" and record.get("summary"):  # `tlcore health`: likely label errors, outliers
+        health = health_from_record(record)
+        st.title(f"Data health {shared}")
+        st.caption(f"{dataset_display(record['dataset'])} · {health.backbone} at {health.image_size} px · stored "
+                   f"{pd.Timestamp(record['created_at'], unit='s'):%Y-%m-%d %H:%M} UTC · read-only view")
+        st.markdown(f"**{len(health.label_issues)} likely label errors** in {sum(health.checked_images.values())} "
+                    f"images ({', '.join(f'{n} {s}' for s, n in health.checked_images.items())}), from "
+                    f"{health.folds}-fold out-of-fold probabilities of the feature-extraction head (cleanlab).")
+        st.dataframe(health.frame("label issues"), hide_index=True, key="hist_health_labels")
+        st.markdown(f"**The {len(health.outliers)} most atypical images** (lowest cleanlab outlier scores)")
+        st.dataframe(health.frame("outliers"), hide_index=True, key="hist_health_outliers")
     elif record["kind"] == "backbones":  # a comparison (or sweep) run for several backbones
         result = load_backbones(shared, store)
         st.title(f"Backbones side by side {shared}: {record['status']}")

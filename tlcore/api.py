@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from tlcore.advice.probe import ProbeResult, layer_probe, probe_from_record, probe_table, save_probe
+from tlcore.advice.health import HealthReport, health_from_record
 from tlcore.advice.candidates import DEFAULT_PER_CLASS, Ranking, confirmation, rank_candidates, ranking_from_record
 from tlcore.advice.records import advise, recommendation_from_record
 from tlcore.advice.rules import Recommendation
@@ -496,7 +497,7 @@ def confirm(ranking: Ranking, top: int = 2, *, preset: str = DEFAULT_PRESET, str
 
 
 def load(record_id: str, store: Store | None = None) -> Comparison | Sweep | Advice | Probe | Ranking | \
-        BackbonesResult:
+        BackbonesResult | HealthReport:
     """A stored record, whatever its kind, as the result class its verb returns.
 
     Parameters
@@ -509,7 +510,7 @@ def load(record_id: str, store: Store | None = None) -> Comparison | Sweep | Adv
 
     Returns
     -------
-    Comparison, Sweep, Advice, Probe, Ranking or BackbonesResult
+    Comparison, Sweep, Advice, Probe, Ranking, BackbonesResult or HealthReport
         A comparison or sweep as stored so far (one still running or interrupted has the runs that finished).
 
     Raises
@@ -537,6 +538,8 @@ def load(record_id: str, store: Store | None = None) -> Comparison | Sweep | Adv
         return ranking_from_record(record)
     if kind == "backbones":
         return load_backbones(record_id, store)
+    if kind == "health":
+        return health_from_record(record)
     if record is None:
         raise ConfigError(f"No stored record '{record_id}' in {store.path}; `python -m tlcore history list` lists "
                           "the ids.")

@@ -23,6 +23,7 @@ from tlcore.advice.candidates import candidate_grid, check_confirmation, confirm
 from tlcore.advice.probe import layer_probe, save_probe
 from tlcore.advice.records import advise
 from tlcore.advice.depth import DEPTH_SIZES, validate_depth
+from tlcore.advice.health import health_check, noise_table, validate_health
 from tlcore.advice.validate import VALIDATION_SIZES, VALIDATION_SUITE, validate
 from tlcore.core.environment import hub_reachable
 from tlcore.core.errors import ConfigError, TlcoreError
@@ -275,6 +276,23 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("ids", nargs="*", help="record ids (delete, restore)")
 
     sub.add_parser("datasets", help="list built-in datasets and whether they can be loaded now")
+    he = sub.add_parser("health", help="likely label errors and the most atypical images, from the cached frozen "
+                        "features (no network trained)",
+                        description="Every labelled image (training subset, val and test) gets out-of-fold class "
+                        "probabilities from the feature-extraction head (5 folds); cleanlab flags the likely label "
+                        "errors with a suggested label, and ranks the most atypical images. Stored as a record. "
+                        "--validate flips known labels and measures precision and recall.")
+    he.add_argument("--dataset", default=DEFAULT_DATASET, help="built-in name or folder; 'name:classA|classB' too")
+    he.add_argument("--per-class", default=None, help="training images a class, or 'all' (default: all)")
+    he.add_argument("--backbone", default=DEFAULT_BACKBONE, help="any timm model name")
+    he.add_argument("--weights", default=DEFAULT_WEIGHTS, help="'pretrained' or a path to a state_dict")
+    he.add_argument("--image-size", type=int, default=None, help="default: automatic, as for compare")
+    he.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    he.add_argument("--limit", type=int, default=20, help="rows of each list printed (--json has them all)")
+    he.add_argument("--json", default=None, help="write the whole report here: every flagged image by path and type")
+    he.add_argument("--validate", action="store_true", help="flip 5, 10 and 20%% of the labels (at random and to "
+                    "the most confused class) of digits and fashion-mnist at 50 and 100 a class; print precision "
+                    "and recall of the flagged images")
     b = sub.add_parser("backbones", help="list timm backbones and where their weights can come from; with --dataset, "
                        "rank backbones at image sizes on the data without training",
                        description="Without --dataset: list backbones and where their weights come from. With "
@@ -659,6 +677,28 @@ def cmd_validate_ranking(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    if args.validate:
+        with _Interrupt(), training_slot("health --validate", CancelToken(), _say_waiting):
+            cases = validate_health(progress=lambda m: print(m, file=sys.stderr, flush=True))
+        table = noise_table(cases)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        if args.json:
+            Path(args.json).write_text(table.to_json(orient="records", indent=1))
+            print(f"wrote {args.json}")
+        return 0
+    with _Interrupt() as cancel, training_slot("health", cancel, _say_waiting):
+        report = health_check(parse_dataset(args.dataset), backbone=args.backbone, weights=args.weights,
+                              per_class=args.per_class, image_size=args.image_size, seed=args.seed, cancel=cancel)
+    print(report.text(args.limit))
+    if report.record_id:
+        print(f"stored as health {report.record_id}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_backbones(args: argparse.Namespace) -> int:
     if args.validate:
         return cmd_validate_ranking(args)
@@ -795,7 +835,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"history": cmd_history, "predict": cmd_predict, "export": cmd_export, "compare": cmd_compare,
-            "sweep": cmd_sweep, "recommend": cmd_recommend, "datasets": cmd_datasets, "backbones": cmd_backbones}
+            "sweep": cmd_sweep, "recommend": cmd_recommend, "datasets": cmd_datasets, "backbones": cmd_backbones,
+            "health": cmd_health}
 COMMANDS["anatomy"] = cmd_anatomy
 COMMANDS["dashboard"] = cmd_dashboard
 

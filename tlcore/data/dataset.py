@@ -439,6 +439,16 @@ class Dataset:
         suffix = f"[{','.join(self.spec.classes)}]" if self.spec.classes else ""
         return self.name[:-len(suffix)] if suffix and self.name.endswith(suffix) else self.name
 
+    def item_name(self, split: str, index: int) -> str:
+        """One image of a split (`index` into its pool) as results name it: its path inside the dataset folder (an
+        upload's: inside the archive), or 'name[index]' for an array dataset; never a server path."""
+        pool = self.pools[split]
+        if isinstance(pool, RelabeledPool):
+            pool = pool.base
+        if isinstance(pool, FilePool):
+            return self._relative(str(pool.paths[index]))
+        return pool.describe(index)
+
     def shown_path(self, path: str) -> str:
         """A file of this dataset as messages name it: in an upload, the archive's name and the path inside it."""
         return f"{self.label}/{self._relative(path)}" if self.label else path

@@ -60,11 +60,11 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
 
 
-def cross_validated_accuracy(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, folds: int = 5,
-                             max_iter: int = 300, seed: int = 0) -> Optional[float]:
-    """The linear head's accuracy by stratified k-fold cross-validation over `x` (every labelled image a ranking has:
-    training and val), at one L2 strength: each image scored once, by a head that did not see it. Less noisy than
-    the val split alone where val is small; None when a class has fewer images than folds."""
+def out_of_fold_probabilities(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, folds: int = 5,
+                              max_iter: int = 300, seed: int = 0) -> Optional[torch.Tensor]:
+    """Each image's class probabilities from the linear head (standardised features, L-BFGS at one L2 strength)
+    fitted on the other folds of a stratified k-fold split: no image is scored by a head that saw it (what cleanlab's
+    label-issue search needs). None when a class has fewer images than folds."""
     y = y.long()
     counts = torch.bincount(y, minlength=num_classes)
     if int(counts[counts > 0].min()) < folds:
@@ -76,7 +76,7 @@ def cross_validated_accuracy(x: torch.Tensor, y: torch.Tensor, num_classes: int,
         members = members[torch.randperm(len(members), generator=generator)]
         fold[members] = torch.arange(len(members)) % folds
     x = x.float()
-    correct = 0
+    probabilities = torch.zeros(len(y), num_classes)
     for k in range(folds):
         train, test = fold != k, fold == k
         mean = x[train].mean(0)
@@ -85,8 +85,19 @@ def cross_validated_accuracy(x: torch.Tensor, y: torch.Tensor, num_classes: int,
         b = torch.zeros(num_classes, requires_grad=True)
         _lbfgs(w, b, (x[train] - mean) / std, y[train], l2, max_iter)
         with torch.no_grad():
-            correct += int((((x[test] - mean) / std) @ w.T + b).argmax(1).eq(y[test]).sum())
-    return correct / len(y)
+            probabilities[test] = torch.softmax(((x[test] - mean) / std) @ w.T + b, dim=1)
+    return probabilities
+
+
+def cross_validated_accuracy(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, folds: int = 5,
+                             max_iter: int = 300, seed: int = 0) -> Optional[float]:
+    """The linear head's accuracy by stratified k-fold cross-validation over `x` (every labelled image a ranking has:
+    training and val), at one L2 strength: each image scored once, by a head that did not see it. Less noisy than
+    the val split alone where val is small; None when a class has fewer images than folds."""
+    probabilities = out_of_fold_probabilities(x, y, num_classes, l2, folds, max_iter, seed)
+    if probabilities is None:
+        return None
+    return float(probabilities.argmax(1).eq(y.long()).float().mean())
 
 
 def fit_linear_head(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,

@@ -1,0 +1,93 @@
+"""The data health check (tlcore.advice.health, issue 26's first part): label issues from out-of-fold probabilities
+found where labels were flipped on constructed features, classes too small for the folds named and never flagged,
+label flips as the validation makes them, and the check on real images: every image scored, names inside the
+dataset, the record and the CLI's JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from tlcore.advice.health import FOLDS, flip_labels, health_check, health_from_record, label_issues
+from tlcore.records.store import default_store
+
+
+def _clusters(per_class: int = 40, classes: int = 4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), per_class)
+    centres = rng.normal(0, 1, (classes, 16)) * 4
+    return torch.tensor(centres[y] + rng.normal(0, 1, (len(y), 16)), dtype=torch.float32), y
+
+
+def test_flipped_labels_are_found_and_small_classes_are_left_out():
+    x, y = _clusters()
+    noisy, flipped = flip_labels(y, 4, 0.1, np.random.default_rng(1))
+    assert len(flipped) == 16 and (noisy[flipped] != y[flipped]).all() and (np.delete(noisy, flipped) ==
+                                                                              np.delete(y, flipped)).all()
+    found, probabilities, skipped = label_issues(x, noisy, 4, l2=1e-3)
+    assert skipped == [] and probabilities.shape == (160, 4)
+    hits = np.isin(found, flipped).sum()
+    assert hits / len(found) >= 0.9 and hits / len(flipped) >= 0.9, (len(found), hits)
+    # a class with fewer images than the folds: named, never flagged, no probabilities
+    small = np.concatenate([np.arange(160), [0, 1, 2]])
+    y_small = np.concatenate([noisy, [4, 4, 4]])
+    found, probabilities, skipped = label_issues(x[small], y_small, 5, l2=1e-3)
+    assert skipped == [4] and not np.isin(found, [160, 161, 162]).any() and np.isnan(probabilities[160:]).all()
+
+
+def test_similar_flips_go_to_the_given_class():
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    similar = (y + 1) % 3
+    noisy, flipped = flip_labels(y, 3, 0.5, np.random.default_rng(0), similar)
+    assert len(flipped) == 5 and (noisy[flipped] == similar[flipped]).all()
+
+
+def test_health_check_on_real_images_stores_a_record_and_names_files_inside_the_dataset(
+        image_folder, tiny_weights, tmp_path, capsys, one_thread):
+    from tlcore.cli import main
+
+    report = health_check(str(image_folder), backbone="test_efficientnet", weights=str(tiny_weights),
+                          image_size=32)
+    assert sum(report.checked_images.values()) == 36 and report.folds == FOLDS
+    assert report.outliers and all(f.score is not None for f in report.outliers)
+    for flagged in report.label_issues + report.outliers:
+        assert not flagged.name.startswith("/") and str(tmp_path) not in flagged.name
+        assert flagged.given in report.classes
+    assert all(f.suggested in report.classes and f.suggested != f.given for f in report.label_issues)
+    stored = health_from_record(default_store().record(report.record_id))
+    assert stored.to_dict() == report.to_dict()
+    out = tmp_path / "health.json"
+    assert main(["health", "--dataset", str(image_folder), "--backbone", "test_efficientnet", "--weights",
+                 str(tiny_weights), "--image-size", "32", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "likely label errors:" in text and "most atypical images" in text and "stored as health" in text
+    data = json.loads(out.read_text())
+    assert data["rows_computed"] == 0  # the second check read every feature from the cache
+    assert {"split", "name", "given", "suggested", "confidence"} <= set(data["label_issues"][0] if
+                                                                     data["label_issues"] else data["outliers"][0])
+
+
+def test_a_stored_health_check_opens_by_its_share_link(tmp_path):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from tlcore.advice.health import FlaggedImage, HealthReport
+
+    report = HealthReport(dataset="photos", data_fingerprint="f", backbone="tf_efficientnet_lite0", image_size=48,
+                          per_class=None, seed=0, classes=["cat", "dog"], checked_images={"train": 8, "val": 2,
+                                                                                          "test": 2},
+                          label_issues=[FlaggedImage("train", 3, "cat/3.png", "cat", "dog", 0.02)],
+                          outliers=[FlaggedImage("test", 1, "dog/1.png", "dog", score=0.1)])
+    store = default_store()
+    record_id = store.create_record("health", {}, dataset="photos", status="completed")
+    store.update_record(record_id, summary=report.to_dict())
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "4_History.py"), default_timeout=60)
+    at.query_params["run"] = record_id
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == f"Data health {record_id}"
+    assert "1 likely label errors" in " ".join(m.value for m in at.markdown)
+    assert "cat/3.png" in at.dataframe[0].value.to_string()
