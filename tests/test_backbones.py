@@ -49,6 +49,7 @@ def test_config_is_checked_and_round_trips(image_folder, tiny_weights):
     assert sweep.member(sweep.candidates[0]).experiment.image_size == 32
 
 
+@pytest.mark.slow
 def test_each_candidate_is_a_stored_comparison_listed_in_one_record(image_folder, tiny_weights, one_thread):
     config = BackbonesConfig(_base(image_folder), _candidates(tiny_weights))
     events = []

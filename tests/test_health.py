@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from tlcore.advice.health import FOLDS, flip_labels, health_check, health_from_record, label_issues
@@ -44,6 +45,7 @@ def test_similar_flips_go_to_the_given_class():
     assert len(flipped) == 5 and (noisy[flipped] == similar[flipped]).all()
 
 
+@pytest.mark.slow
 def test_health_check_on_real_images_stores_a_record_and_names_files_inside_the_dataset(
         image_folder, tiny_weights, tmp_path, capsys, one_thread):
     from tlcore.cli import main
