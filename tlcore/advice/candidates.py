@@ -21,7 +21,7 @@ import copy
 import math
 import socket
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -47,7 +47,7 @@ from tlcore.engine.throughput import THROUGHPUT_IMAGES, WARMUP_IMAGES, Throughpu
 from tlcore.engine.train import cross_validated_accuracy, fit_linear_head, set_head
 from tlcore.engine.weights import PACKAGED_WEIGHTS, weights_availability
 from tlcore.experiments.backbones import BackbonesConfig, Candidate
-from tlcore.experiments.config import ExperimentConfig, build_config, parse_size, size_label
+from tlcore.experiments.config import ExperimentConfig, build_config, parse_size, size_label, stored_fields
 from tlcore.experiments.defaults import DEFAULT_DEVICE, DEFAULT_PRESET, DEFAULT_SEED, PRESETS, Size
 from tlcore.experiments.prepare import auto_image_size, prepare
 from tlcore.records.store import Store, default_store
@@ -117,8 +117,7 @@ class CandidateResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CandidateResult":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**stored_fields(cls, d))
 
 
 @dataclass
@@ -202,15 +201,11 @@ class Ranking:
                "passes"
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["per_class"] = size_label(self.per_class)
-        return d
+        return asdict(self) | {"per_class": size_label(self.per_class)}
 
     @classmethod
     def from_dict(cls, d: dict, record_id: str = "") -> "Ranking":
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in d.items() if k in names}
-        values["per_class"] = parse_size(values.get("per_class"))
+        values = stored_fields(cls, d)
         values["candidates"] = [CandidateResult.from_dict(c) for c in d.get("candidates", [])]
         ranking = cls(**values)
         ranking.record_id = record_id or ranking.record_id

@@ -34,7 +34,7 @@ from tlcore.engine import backbone as bb
 from tlcore.engine.features import FeatureCache, FeatureContext, default_cache, split_features
 from tlcore.engine.strategies import make_strategy
 from tlcore.engine.train import fit_linear_head, out_of_fold_probabilities
-from tlcore.experiments.config import ExperimentConfig, parse_size, size_label
+from tlcore.experiments.config import ExperimentConfig, parse_size, size_label, stored_fields
 from tlcore.experiments.defaults import DEFAULT_SEED, Size
 from tlcore.experiments.prepare import prepare
 from tlcore.records.store import Store, default_store
@@ -115,15 +115,11 @@ class HealthReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["per_class"] = size_label(self.per_class)
-        return d
+        return asdict(self) | {"per_class": size_label(self.per_class)}
 
     @classmethod
     def from_dict(cls, d: dict, record_id: str = "") -> "HealthReport":
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in d.items() if k in names}
-        values["per_class"] = parse_size(values.get("per_class"))
+        values = stored_fields(cls, d)
         values["label_issues"] = [FlaggedImage(**f) for f in d.get("label_issues", [])]
         values["outliers"] = [FlaggedImage(**f) for f in d.get("outliers", [])]
         report = cls(**values)

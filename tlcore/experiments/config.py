@@ -10,7 +10,7 @@ edges, by `parse_size`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -53,6 +53,16 @@ def parse_sizes(text: Union[str, Sequence]) -> tuple[Size, ...]:
 
 def size_label(size: Size) -> str:
     return "all" if size is ALL else str(size)
+
+
+def stored_fields(cls: type, d: dict) -> dict:
+    """The entries of a stored record's dict that are fields of dataclass `cls` (older or newer records may have
+    others), with 'per_class' back from its stored text ('all' or a number)."""
+    names = {f.name for f in fields(cls)}
+    values = {k: v for k, v in d.items() if k in names}
+    if "per_class" in names:
+        values["per_class"] = parse_size(values.get("per_class"))
+    return values
 
 
 @dataclass(frozen=True)
