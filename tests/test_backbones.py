@@ -183,3 +183,15 @@ def test_the_recorded_validations_give_the_tables_in_the_docs():
     assert small["mean weighted tau"].max() < 0.7 and small["top within 1 point"].max() <= 0.5
     first = json.loads((folder / "ranking-validate-suite-first-run.json").read_text())["timing"]
     assert (first["ranking_seconds"], first["measurement_seconds"]) == (206.6, 561.5)
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_for_several_backbones_too(image_folder, tiny_weights, one_thread):
+    base = SweepConfig(experiment=_base(image_folder), sizes=(2, 4), repeats=1)
+    result = compare_backbones(BackbonesConfig(base, _candidates(tiny_weights)), label="sweep two sizes")
+    store = default_store()
+    assert result.status == "completed"
+    assert [store.record(m.record_id)["kind"] for m in result.members] == ["sweep", "sweep"]
+    frame = result.to_frame()
+    assert list(zip(frame["image_size"], frame["images a class"])) == [(32, "2"), (32, "4"), (48, "2"), (48, "4")]
+    assert load_backbones(result.record_id).to_frame()["accuracy"].tolist() == frame["accuracy"].tolist()

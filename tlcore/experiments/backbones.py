@@ -222,7 +222,7 @@ class BackbonesResult:
 def _per_class(member: Member, run: RunResult) -> str:
     if isinstance(member.result, SweepResult):
         cell = next((c for c in member.result.cells if c.run is run), None)
-        return size_label(cell.per_class) if cell is not None else ""
+        return size_label(cell.size) if cell is not None else ""
     return size_label((run.dataset or {}).get("per_class"))
 
 
