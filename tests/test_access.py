@@ -90,8 +90,13 @@ def test_a_link_out_of_the_roots_is_refused_and_linked_files_are_skipped(roots, 
     assert not any(str(path).endswith("leak.png") for pool in ds.pools.values() for path in getattr(pool, "paths", []))
 
 
-def test_weights_file_outside_the_roots_is_refused(roots, tiny_weights):
+def test_weights_file_outside_the_roots_is_refused(roots, tiny_weights, monkeypatch):
     with pytest.raises(AccessError, match="weights file"):
+        load_template(BackboneSpec("test_efficientnet", str(tiny_weights)))
+    monkeypatch.delenv("TLCORE_SERVING")  # the operator's own script loads it, and the process keeps the model
+    load_template(BackboneSpec("test_efficientnet", str(tiny_weights)))
+    monkeypatch.setenv("TLCORE_SERVING", "1")
+    with pytest.raises(AccessError, match="weights file"):  # a visitor still may not use it
         load_template(BackboneSpec("test_efficientnet", str(tiny_weights)))
 
 
@@ -252,7 +257,7 @@ def test_loading_every_page_opens_no_connection(no_network):
         assert not at.exception, (page, [e.message for e in at.exception])
         assert at.title and at.title[0].value != "Access token needed", page
         titles.append(at.title[0].value)
-    assert len(set(titles)) == len(PAGES) == 5  # each page drew its own title
+    assert len(set(titles)) == len(PAGES) >= 6  # each page drew its own title
     assert no_network == []
 
 

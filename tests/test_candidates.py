@@ -125,13 +125,14 @@ def test_ranking_equals_the_comparisons_fe_head_and_reports_failures(tmp_path, t
             Candidate("test_resnet", 32, str(resnet_weights))]
     bad = [Candidate("no_such_backbone", 32), Candidate("resnet18", 64),  # a hub name, offline in tests
            Candidate("test_resnet", 32, str(tiny_weights)),  # another architecture's weights
-           Candidate("test_efficientnet", 4096, str(tiny_weights)),  # above the largest image size
            ]
+    with pytest.raises(ConfigError, match="image size must be between 16 and 1024 px"):  # refused when named
+        Candidate("test_efficientnet", 4096, str(tiny_weights))
     messages = []
     ranking = rank_candidates(str(folder), good + bad, per_class=10, progress=messages.append)
     by_label = {c.label: c for c in ranking.candidates}
     assert [c.status for c in ranking.candidates[:3]] == ["completed"] * 3
-    assert [c.rank for c in ranking.candidates] == [1, 2, 3, 0, 0, 0, 0]
+    assert [c.rank for c in ranking.candidates] == [1, 2, 3, 0, 0, 0]
     accs = [c.fe_val_accuracy for c in ranking.completed]
     assert accs == sorted(accs, reverse=True)
     reasons = [by_label[c.label].reason for c in bad]
@@ -139,7 +140,6 @@ def test_ranking_equals_the_comparisons_fe_head_and_reports_failures(tmp_path, t
     assert "'no_such_backbone' is not a timm model name" in reasons[0]
     assert "No pretrained weights for 'resnet18'" in reasons[1]
     assert "tensors but the model has" in reasons[2] or "do not fit" in reasons[2]
-    assert "image_size must be between" in reasons[3]
     for c in ranking.completed:
         assert c.params > 0 and c.macs > 0 and c.images_per_second > 0 and c.peak_memory_mb > 0
         assert c.knn_accuracy is not None and c.logme is not None and c.h_score is not None

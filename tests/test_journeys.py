@@ -283,17 +283,18 @@ def test_anatomy_switching_strategy_changes_the_frozen_part(server):
         trains = page.get_by_text(re.compile(r"parameters, [\d,]+ multiply-adds an image"))
         expect(trains).to_be_visible(timeout=60_000)
 
-        def trained() -> int:
+        def counts() -> tuple[int, int]:
+            """(trainable, total) from one reading of the caption: the page may still be redrawing the model."""
             text = trains.inner_text()
-            return int(re.search(r"([\d,]+) train under", text).group(1).replace(",", ""))
+            return tuple(int(re.search(pattern, text).group(1).replace(",", ""))
+                         for pattern in (r"([\d,]+) train under", r"^([\d,]+) parameters"))
 
-        total = int(re.search(r"^([\d,]+) parameters", trains.inner_text()).group(1).replace(",", ""))
-        seen = {}
+        seen, total = {}, None
         for strategy in ("feature-extraction", "fine-tune", "scratch"):
             page.get_by_text(strategy, exact=True).first.click()
             expect(trains).to_contain_text("train under", timeout=30_000)
             page.wait_for_timeout(1500)
-            seen[strategy] = trained()
+            seen[strategy], total = counts()
             stages = page.locator(".js-plotly-plot").nth(1)  # what each stage sees, titled by what trains
             expect(stages).to_contain_text("What each stage sees")
             if strategy == "feature-extraction":

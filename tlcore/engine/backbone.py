@@ -7,6 +7,7 @@ import copy
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import timm
@@ -19,6 +20,7 @@ from timm.utils.model import freeze
 from torch.nn import functional as F
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from tlcore.core.environment import require_within_data_roots
 from tlcore.core.errors import ConfigError
 from tlcore.engine.weights import PACKAGED_WEIGHTS, WeightsInfo, load_pretrained, weights_availability
 
@@ -116,6 +118,10 @@ def load_template(spec: BackboneSpec) -> tuple[torch.nn.Module, WeightsInfo]:
         info = load_pretrained(model, spec.name, spec.weights)
         return model.eval(), info
 
+    if spec.weights not in ("pretrained", "packaged", "hub", "none", "random", "scratch"):
+        # a file is checked on every use, not only when first read: a model cached for one caller is no way round
+        # the data roots for the next
+        require_within_data_roots(Path(spec.weights).expanduser(), "weights file")
     return _TEMPLATES.get(spec, build)
 
 
