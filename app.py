@@ -39,6 +39,8 @@ def home() -> None:
                  icon=ICONS["Recommend"])
     st.page_link(PAGES["Backbones"], label="Which backbone, at which image size? Rank them on your data without "
                  "training, then confirm the top ones side by side", icon=ICONS["Backbones"])
+    st.page_link(PAGES["Data"], label="Is my data clean? The dataset card, likely label errors and outliers; exclude "
+                 "or relabel images without touching the files, and compare before and after", icon=ICONS["Data"])
     st.page_link(HISTORY, label="History: every stored run, share links, reports, bundles", icon=ICONS["History"])
     st.page_link(PAGES["Anatomy"], label="Anatomy: the network as a stack, what each strategy freezes, and where "
                  "pretrained features stop transferring on your data", icon=ICONS["Anatomy"])
@@ -54,6 +56,7 @@ PAGE_FILES = [  # (script, title, icon, url path): every file in pages/, and not
     ("pages/4_History.py", "History", ICONS["History"], "History"),
     ("pages/5_Anatomy.py", "Anatomy", ICONS["Anatomy"], "Anatomy"),
     ("pages/6_Backbones.py", "Backbones", ICONS["Backbones"], "Backbones"),
+    ("pages/7_Data.py", "Data", ICONS["Data"], "Data"),
 ]
 PAGES = page_objects(home, PAGE_FILES)
 COMPARE, SWEEP, RECOMMEND, HISTORY = (PAGES[t] for t in ("Compare", "Sweep", "Recommend", "History"))

@@ -17,6 +17,7 @@ from tlcore.server.jobs import ACTIVE
 from tlcore.views import charts
 from tlcore.views.text import dataset_display
 from ui.backbones import BACKBONES_PAGE
+from ui.health import DATA_PAGE
 from ui.navigation import through_app
 from ui.results import page_link_to, progress_bars, show_job
 from ui.tracking import mlflow_note, mlflow_option, submitted_uri
@@ -74,6 +75,7 @@ else:
             st.subheader("Data")
             data = data_source()
             dataset_card_panel(data, "")
+            page_link_to(DATA_PAGE, "Is the data clean? Check its health", None, {})
             per_class = st.number_input("Training images per class (0 = all)", min_value=0, max_value=100_000,
                                         value=PRESETS[preset].per_class or 0, key=f"per_class_{preset}")
             image_size = st.number_input("Image size in pixels (0 = automatic: on a CPU about 1.75x native, 48-128; "

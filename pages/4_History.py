@@ -19,6 +19,7 @@ from tlcore.server.jobs import stored_snapshot
 from tlcore.views.side_by_side import probes_figure, recommendations_frame, runs_figure, side_by_side
 from tlcore.views.text import dataset_display, record_text
 from ui.backbones import BACKBONES_PAGE, backbones_results, ranking_results
+from ui.health import DATA_PAGE, health_summary
 from ui.navigation import through_app
 from ui.results import ANATOMY_PAGE, page_link_to, probe_results, record_subtitle, show_card, show_record
 from ui.widgets import job_queue, show_error
@@ -77,9 +78,12 @@ if shared:
         st.markdown(f"**{len(health.label_issues)} likely label errors** in {sum(health.checked_images.values())} "
                     f"images ({', '.join(f'{n} {s}' for s, n in health.checked_images.items())}), from "
                     f"{health.folds}-fold out-of-fold probabilities of the feature-extraction head (cleanlab).")
+        health_summary(health)
         st.dataframe(health.frame("label issues"), hide_index=True, key="hist_health_labels")
         st.markdown(f"**The {len(health.outliers)} most atypical images** (lowest cleanlab outlier scores)")
         st.dataframe(health.frame("outliers"), hide_index=True, key="hist_health_outliers")
+        page_link_to(DATA_PAGE, "Open on the Data page: the flagged images as pictures, to exclude or relabel them "
+                     "and compare before and after", None, {"health": shared})
     elif record["kind"] == "backbones":  # a comparison (or sweep) run for several backbones
         result = load_backbones(shared, store)
         st.title(f"Backbones side by side {shared}: {record['status']}")

@@ -3,8 +3,6 @@ answer against cost, then confirm the top ones with the real comparison, side by
 scores, charts and the comparison all come from tlcore."""
 
 import ui.preload  # noqa: F401  first: a deep link on a fresh server runs this page before app.py
-import json
-
 import streamlit as st
 
 from tlcore.advice.candidates import DEFAULT_PER_CLASS, RankingConfig, confirmation, default_candidates, \
@@ -19,23 +17,11 @@ from tlcore.views.text import dataset_display
 from ui.backbones import backbones_results, ranking_results
 from ui.navigation import through_app
 from ui.results import progress_bars
-from ui.widgets import data_source, job_queue, job_sidebar, session_id, show_error
+from ui.widgets import data_source, job_queue, job_sidebar, show_error, submit_once
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
 st.set_page_config(page_title="Backbones · tlcore", page_icon=":material/view_module:", layout="wide")
-
-
-def submit_once(config, label: str, key: str) -> str:
-    """Queue `config` unless this session's last job under `key` had the same config and is still queued or running
-    (a double click, or a click while the page reruns): then that job."""
-    same = json.dumps(config.to_dict(), sort_keys=True, default=str)
-    last = st.session_state.get(f"{key}_submitted")
-    if last and last[0] == same and (queue.get(last[1]) or {}).get("status") in ACTIVE:
-        return last[1]
-    job_id = queue.submit(config, label=label, session=session_id())
-    st.session_state[f"{key}_submitted"] = (same, job_id)
-    return job_id
 
 
 def record_id_from_link(name: str) -> str:
@@ -100,7 +86,7 @@ else:
                 config = RankingConfig(parse_dataset(dataset), tuple(dict.fromkeys(candidates)),
                                        int(per_class) or None, int(seed))
                 count = f"{len(config.candidates)} candidates" if config.candidates else "the default candidates"
-                ranking_id = submit_once(config, f"ranking · {dataset_display(dataset)} · {count}", "bb_rank")
+                ranking_id = submit_once(queue, config, f"ranking · {dataset_display(dataset)} · {count}", "bb_rank")
                 st.session_state["bb_ranking"], st.query_params["ranking"] = ranking_id, ranking_id
                 st.session_state.pop("bb_confirm", None)
                 st.query_params.pop("confirm", None)
@@ -162,8 +148,8 @@ if ranking is not None and ranking.completed and not read_only():
     if st.button(f"Confirm the top {int(top)}", type="primary", key="bb_confirm_button"):
         try:
             config = confirmation(ranking, int(top), preset)
-            confirm_id = submit_once(config, f"backbones · {dataset_display(ranking.dataset)} · top {int(top)} of "
-                                     f"{ranking.record_id}", "bb_confirm")
+            confirm_id = submit_once(queue, config, f"backbones · {dataset_display(ranking.dataset)} · top {int(top)} "
+                                     f"of {ranking.record_id}", "bb_confirm")
             st.session_state["bb_confirm"], st.query_params["confirm"] = confirm_id, confirm_id
         except TlcoreError as exc:
             show_error(exc)

@@ -137,9 +137,9 @@ def test_first_request_a_share_link_shows_exactly_the_pages(tmp_path, image_fold
                 page.goto(f"{url}/History?run={record_id}", wait_until="networkidle")
                 expect(page.get_by_text(f"?run={record_id}").first).to_be_visible(timeout=30_000)
                 nav = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink'] a")
-                expect(nav).to_have_count(7, timeout=10_000)
+                expect(nav).to_have_count(8, timeout=10_000)
                 titles = [text.split()[-1] for text in nav.all_inner_texts()]  # after the icon
-                assert titles == ["Home", "Compare", "Sweep", "Recommend", "History", "Anatomy", "Backbones"], \
+                assert titles == ["Home", "Compare", "Sweep", "Recommend", "History", "Anatomy", "Backbones", "Data"], \
                     nav.all_inner_texts()
                 expect(page.get_by_text("test_efficientnet").first).to_be_visible()  # the record's headline
                 page.screenshot(path=str(ARTIFACTS / "share-link-first.png"), full_page=True)

@@ -13,6 +13,7 @@ import torch
 
 from tlcore.advice.health import FOLDS, flip_labels, health_check, health_from_record, label_issues
 from tlcore.records.store import default_store
+from tlcore.views.report import health_report_html
 
 
 def _clusters(per_class: int = 40, classes: int = 4, seed: int = 0):
@@ -60,6 +61,11 @@ def test_health_check_on_real_images_stores_a_record_and_names_files_inside_the_
     assert all(f.suggested in report.classes and f.suggested != f.given for f in report.label_issues)
     stored = health_from_record(default_store().record(report.record_id))
     assert stored.to_dict() == report.to_dict()
+    page = health_report_html(stored)  # the flagged images as pictures, read back from the data checked
+    flagged = report.label_issues + report.outliers
+    assert page.count("data:image/png;base64,") == len(report.label_issues) + len(report.outliers)
+    shown = page.split("<h2>Report (JSON)</h2>")[0]  # the JSON keeps the source (the dashboard redacts it)
+    assert all(f.name in shown for f in flagged) and str(tmp_path) not in shown
     out = tmp_path / "health.json"
     assert main(["health", "--dataset", str(image_folder), "--backbone", "test_efficientnet", "--weights",
                  str(tiny_weights), "--image-size", "32", "--json", str(out)]) == 0
@@ -92,4 +98,51 @@ def test_a_stored_health_check_opens_by_its_share_link(tmp_path):
     assert not at.exception
     assert at.title[0].value == f"Data health {record_id}"
     assert "1 likely label errors" in " ".join(m.value for m in at.markdown)
-    assert "cat/3.png" in at.dataframe[0].value.to_string()
+    assert any("cat/3.png" in frame.value.to_string() for frame in at.dataframe)
+    assert [b.label for b in at.get("download_button")] == ["HTML report", "Report as JSON"]
+
+
+@pytest.mark.slow
+def test_a_health_job_runs_in_the_queue_and_opens_as_stored(image_folder, tiny_weights, tmp_path, one_thread):
+    from tlcore.advice.health import HealthConfig
+    from tlcore.data.load import parse_dataset
+    from tlcore.records.store import Store
+    from tlcore.server.jobs import JobQueue, stored_snapshot
+
+    queue = JobQueue(workers=1, store=Store(tmp_path / "jobs.db"))
+    config = HealthConfig(parse_dataset(str(image_folder)), "test_efficientnet", str(tiny_weights), None, 32)
+    job_id = queue.submit(config, label="health check")
+    snap = queue.wait(job_id, timeout=300)
+    assert snap["status"] == "completed" and snap["kind"] == "health" and snap["strategies"] == ["health"]
+    report = snap["result"]
+    assert sum(report.checked_images.values()) == 36 and report.record_id == job_id
+    assert report.source["source"] == str(image_folder)
+    record = queue.store.record(job_id)
+    assert record["status"] == "completed" and HealthConfig.from_dict(record["config"]) == config
+    assert stored_snapshot(job_id, queue.store)["result"].to_dict() == report.to_dict()  # as after a restart
+
+
+@pytest.mark.slow
+def test_image_checks_find_a_dark_image_and_copies_across_splits(tmp_path, tiny_weights, one_thread):
+    import shutil
+
+    from PIL import Image
+
+    from conftest import make_image_folder
+
+    folder = make_image_folder(tmp_path / "data", classes=3, per_class=20)
+    Image.new("RGB", (40, 40), (2, 2, 2)).save(folder / "class_1" / "black.png")
+    for i in range(20):  # every image of class_2 twice: wherever the split puts them, some copies cross splits
+        shutil.copy(folder / "class_2" / f"img_{i:03d}.png", folder / "class_2" / f"copy_{i:03d}.png")
+    report = health_check(str(folder), backbone="test_efficientnet", weights=str(tiny_weights), image_size=32)
+    dark = [f for f in report.image_issues if f.issue == "dark"]
+    assert [f.name for f in dark][:1] == ["class_1/black.png"] and dark[0].given == "class_1"
+    exact = [g for g in report.duplicates if g.kind == "exact"]
+    assert len(exact) == 20 and all(sorted(i.name[-7:] for i in g.images)[0] == sorted(
+        i.name[-7:] for i in g.images)[1] for g in exact)
+    crossing = [g for g in report.duplicates if g.crosses_splits]
+    assert crossing and report.duplicates[:len(crossing)] == crossing  # listed first
+    assert report.counts()["duplicate groups across splits"] == len(crossing)
+    stored = health_from_record(default_store().record(report.record_id))
+    assert stored.to_dict() == report.to_dict() and stored.duplicates[0].crosses_splits
+    assert "ACROSS SPLITS" in report.text()

@@ -42,11 +42,11 @@ def _sidebar_icons_are_material(page) -> None:
     from playwright.sync_api import expect
 
     links = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink']")
-    expect(links).to_have_count(7, timeout=30_000)
+    expect(links).to_have_count(8, timeout=30_000)
     icons = links.locator("[data-testid='stIconMaterial']")
-    expect(icons).to_have_count(7)
+    expect(icons).to_have_count(8)
     assert icons.all_inner_texts() == ["home", "balance", "trending_up", "explore", "history", "layers",
-                                       "view_module"]
+                                       "view_module", "fact_check"]
     assert page.evaluate("document.fonts.check('24px \"Material Symbols Rounded\"')")  # the font is there to draw them
     assert not EMOJI.search(page.locator("[data-testid='stSidebar']").inner_text())
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -23,14 +24,16 @@ from tlcore.advice.candidates import candidate_grid, check_confirmation, confirm
 from tlcore.advice.probe import layer_probe, save_probe
 from tlcore.advice.records import advise
 from tlcore.advice.depth import DEPTH_SIZES, validate_depth
-from tlcore.advice.health import health_check, noise_table, validate_health
+from tlcore.advice.health import (apply_fixes, cleaning_table, health_check, noise_table, suggested_fixes,
+                                  validate_cleaning, validate_health)
 from tlcore.advice.validate import VALIDATION_SIZES, VALIDATION_SUITE, validate
 from tlcore.core.environment import hub_reachable
 from tlcore.core.errors import ConfigError, TlcoreError
 from tlcore.core.progress import CancelToken, ProgressEvent
 from tlcore.data.builtin import BUILTIN_DATASETS, builtin_available
 from tlcore.data.dataset import DatasetSpec
-from tlcore.data.load import parse_dataset
+from tlcore.data.load import dataset_label, parse_dataset
+from tlcore.data.revision import read_changes
 from tlcore.deploy.export import FORMATS as EXPORT_FORMATS
 from tlcore.deploy.export import export_model
 from tlcore.deploy.load import Preprocessing
@@ -43,6 +46,7 @@ from tlcore.engine.strategies import KINDS
 from tlcore.engine.weights import PACKAGED_WEIGHTS, weights_availability
 from tlcore.experiments.backbones import (BackbonesConfig, BackbonesResult, Candidate, compare_backbones,
                                           parse_candidates)
+from tlcore.experiments.before_after import compare_before_after
 from tlcore.experiments.compare import compare
 from tlcore.experiments.estimate import estimate_comparison, estimate_sweep
 from tlcore.experiments.config import Choices, ExperimentConfig, SweepConfig, parse_sizes, saved_config, size_label
@@ -94,7 +98,8 @@ def _experiment_arguments(c: argparse.ArgumentParser, per_class: bool) -> None:
     data = c.add_argument_group("data")
     data.add_argument("--dataset", default=DEFAULT_DATASET,
                       help="built-in name (see `datasets`) or a folder of class sub-folders, optionally with "
-                      "train/ val/ test/ split folders; 'name:classA|classB' keeps only those classes")
+                      "train/ val/ test/ split folders; 'name:classA|classB' keeps only those classes; "
+                      "'name@ID' runs on a stored revision (tlcore health --apply)")
     if per_class:
         data.add_argument("--per-class", default=None,
                           help="training images a class (nested seeded subset), or 'all'; default: the preset's "
@@ -175,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--candidates", default=None, help="several backbones, each at its image size: "
                      "'name@size,name@size' (a weights file: name@size@path); the comparison runs once for each, "
                      "side by side (replaces --backbone, --weights and --image-size; not logged to MLflow)")
+    run.add_argument("--before-after", action="store_true", help="--dataset names a revision (SOURCE@ID, from "
+                     "`tlcore health --apply`): run the comparison on the original and on the revision, and print "
+                     "each strategy's change of test accuracy with its 95%% interval")
     _run_arguments(run, "comparison.json and comparison.csv")
 
     w = sub.add_parser("sweep", help="accuracy, time and cost against images per class, with repeats",
@@ -290,9 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     he.add_argument("--seed", type=int, default=DEFAULT_SEED)
     he.add_argument("--limit", type=int, default=20, help="rows of each list printed (--json has them all)")
     he.add_argument("--json", default=None, help="write the whole report here: every flagged image by path and type")
-    he.add_argument("--validate", action="store_true", help="flip 5, 10 and 20%% of the labels (at random and to "
-                    "the most confused class) of digits and fashion-mnist at 50 and 100 a class; print precision "
-                    "and recall of the flagged images")
+    he.add_argument("--fixes", default=None, help="write the likely label errors as an editable CSV of changes "
+                    "(name, action: exclude/relabel/keep, label): training and val images excluded, test images kept")
+    he.add_argument("--apply", default=None, metavar="FILE", help="store the changes in FILE (a --fixes CSV, edited) "
+                    "as a revision of --dataset without touching its files; prints the name to run on, SOURCE@ID")
+    he.add_argument("--validate", nargs="?", const="all", choices=["flags", "fixes", "all"], default=None,
+                    help="flags: flip 5, 10 and 20%% of the labels (at random and to the most confused class) of "
+                    "digits and fashion-mnist at 50 and 100 a class and print precision and recall of the flagged "
+                    "images; fixes: flip 10%% of the training and val labels, apply the suggested fixes, and print "
+                    "each strategy's test accuracy on the original, noisy and cleaned data; all (the default): both")
     b = sub.add_parser("backbones", help="list timm backbones and where their weights can come from; with --dataset, "
                        "rank backbones at image sizes on the data without training",
                        description="Without --dataset: list backbones and where their weights come from. With "
@@ -503,10 +517,30 @@ def _compare_candidates(config: ExperimentConfig | SweepConfig, args: argparse.N
     return _backbones_exit(result)
 
 
+def _before_after(config: ExperimentConfig, args: argparse.Namespace) -> int:
+    with _Interrupt() as cancel:
+        before, after, change = compare_before_after(config, callbacks=_progress(args), cancel=cancel,
+                                                     executor=_executor(args, config.device))
+    for name, result in (("before (original)", before), (f"after (revision {config.dataset.revision})", after)):
+        print(f"{name}: comparison {result.record_id}\n{comparison_table(result)}\n")
+    print(change.text())
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        before.save(args.out, "before")
+        after.save(args.out, "after")
+        (Path(args.out) / "before_after.json").write_text(json.dumps(change.to_dict(), indent=1))
+        print(f"wrote before.json, after.json and before_after.json in {args.out}")
+    if "cancelled" in (before.status, after.status):
+        return 130
+    return 1 if any(r.status == "failed" for r in before.runs + after.runs) else 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.candidates:
         return _compare_candidates(config, args)
+    if args.before_after:
+        return _before_after(config, args)
     mlflow_uri = requested_uri(args.mlflow)  # --mlflow, else TLCORE_MLFLOW_URI
     _say_estimate(lambda: estimate_comparison(config))
     with _Interrupt() as cancel:
@@ -679,13 +713,26 @@ def cmd_validate_ranking(args: argparse.Namespace) -> int:
 
 def cmd_health(args: argparse.Namespace) -> int:
     if args.validate:
+        say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        tables = {}
         with _Interrupt(), training_slot("health --validate", CancelToken(), _say_waiting):
-            cases = validate_health(progress=lambda m: print(m, file=sys.stderr, flush=True))
-        table = noise_table(cases)
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+            if args.validate in ("flags", "all"):
+                tables["flags"] = noise_table(validate_health(progress=say))
+            if args.validate in ("fixes", "all"):
+                tables["fixes"] = cleaning_table(validate_cleaning(progress=say))
+        for name, table in tables.items():
+            print(f"{name}:\n" + table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         if args.json:
-            Path(args.json).write_text(table.to_json(orient="records", indent=1))
+            Path(args.json).write_text(json.dumps({k: t.to_dict(orient="records") for k, t in tables.items()},
+                                                  indent=1))
             print(f"wrote {args.json}")
+        return 0
+    if args.apply:
+        exclude, relabel = read_changes(args.apply)
+        revision = apply_fixes(parse_dataset(args.dataset), exclude, relabel, note=f"from {Path(args.apply).name}")
+        label = dataset_label(replace(parse_dataset(args.dataset), revision=revision.id))
+        print(f"stored {revision.describe()}; the files are untouched.\n"
+              f"run on it with --dataset '{label}', e.g. tlcore compare --dataset '{label}' --before-after")
         return 0
     with _Interrupt() as cancel, training_slot("health", cancel, _say_waiting):
         report = health_check(parse_dataset(args.dataset), backbone=args.backbone, weights=args.weights,
@@ -696,6 +743,10 @@ def cmd_health(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
         print(f"wrote {args.json}")
+    if args.fixes:
+        suggested_fixes(report).to_csv(args.fixes, index=False)
+        print(f"wrote {args.fixes}: edit the actions, then tlcore health --dataset '{args.dataset}' --apply "
+              f"{args.fixes}")
     return 0
 
 

@@ -10,7 +10,8 @@ import streamlit as st
 # as a headless Chromium on Debian, draws emoji as empty boxes.
 ICONS = {"app": ":material/science:", "Home": ":material/home:", "Compare": ":material/balance:",
          "Sweep": ":material/trending_up:", "Recommend": ":material/explore:", "History": ":material/history:",
-         "Anatomy": ":material/layers:", "Backbones": ":material/view_module:"}
+         "Anatomy": ":material/layers:", "Backbones": ":material/view_module:",
+         "Data": ":material/fact_check:"}
 
 
 def icon_of(script: str) -> str | None:

@@ -3,6 +3,7 @@ sidebar, the dataset card. Layout only; the values are handed to tlcore."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Optional
@@ -14,13 +15,14 @@ from tlcore.core.errors import TlcoreError
 from tlcore.data.builtin import BUILTIN_DATASETS, builtin_available
 from tlcore.data.card import dataset_card
 from tlcore.data.load import parse_dataset
+from tlcore.data.revision import list_revisions
 from tlcore.data.uploads import extract_zip, skipped_files
 from tlcore.engine.backbone import backbone_catalog
 from tlcore.engine.weights import PACKAGED_WEIGHTS
 from tlcore.experiments.defaults import DEFAULT_BACKBONE, DEFAULT_DATASET
 from tlcore.records.store import default_store
 from tlcore.server.incidents import redact_paths, visitors_are_remote
-from tlcore.server.jobs import default_queue
+from tlcore.server.jobs import ACTIVE, default_queue
 from tlcore.views.text import dataset_display
 
 
@@ -38,6 +40,18 @@ def visible(text: str) -> str:
 def show_error(exc: Exception | str, where=st) -> None:
     """A refusal or failure, said on the page (`where`: st or a column) without server paths for remote visitors."""
     where.error(visible(str(exc)))
+
+
+def submit_once(queue, config, label: str, key: str) -> str:
+    """Queue `config` unless this session's last job under `key` had the same config and is still queued or running
+    (a double click, or a click while the page reruns): then that job."""
+    same = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    last = st.session_state.get(f"{key}_submitted")
+    if last and last[0] == same and (queue.get(last[1]) or {}).get("status") in ACTIVE:
+        return last[1]
+    job_id = queue.submit(config, label=label, session=session_id())
+    st.session_state[f"{key}_submitted"] = (same, job_id)
+    return job_id
 
 
 def session_id() -> str:
@@ -59,15 +73,16 @@ class DataChoice:
     builtin: Optional[str] = None
     folder: str = ""
     upload: object = None
+    revision: Optional[str] = None  # a stored revision of the built-in data or folder (tlcore.data.revision)
 
     def resolve(self) -> str:
         """The dataset argument for tlcore; extracts an upload (safely, see tlcore.uploads)."""
         if self.kind == "Built-in":
-            return self.builtin
+            return self.builtin + (f"@{self.revision}" if self.revision else "")
         if self.kind == "Folder on this server":
             if not self.folder.strip():
                 raise TlcoreError("Enter the path of a folder with one sub-folder per class.")
-            return self.folder.strip()
+            return self.folder.strip() + (f"@{self.revision}" if self.revision else "")
         if self.upload is None:
             raise TlcoreError("Choose a .zip file first.")
         with st.spinner("Extracting the archive..."):
@@ -98,6 +113,18 @@ def data_source(prefix: str = "") -> DataChoice:
         st.caption(f"Up to {st.get_option('server.maxUploadSize')} MB (uploads are held in memory while they "
                    "arrive). Larger datasets: put the folder under the data roots and choose 'Folder on this "
                    "server'.")
+        return choice
+    source = choice.builtin if kind == "Built-in" else choice.folder.strip()
+    revisions = {r.id: r for r in list_revisions(source)} if source else {}
+    if revisions:
+        chosen = st.selectbox("Version", ["original", *revisions], key=f"{prefix}revision",
+                              format_func=lambda r: "original (every image, labels as in the files)" if
+                              r == "original" else f"revision {r}: {len(revisions[r].exclude)} excluded, "
+                              f"{len(revisions[r].relabel)} relabelled" + (f" ({revisions[r].note})" if
+                                                                           revisions[r].note else ""),
+                              help="Revisions made on the Data page (or with tlcore health --apply): images "
+                              "excluded or relabelled without touching the files.")
+        choice.revision = None if chosen == "original" else chosen
     return choice
 
 

@@ -16,9 +16,11 @@ cleanlab's core (`cleanlab.filter`, `cleanlab.outlier`) is used without its Data
 
 from __future__ import annotations
 
+import contextlib
+import io
 import socket
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -27,14 +29,16 @@ import torch
 
 from tlcore.core.environment import read_only, require_writable
 from tlcore.core.errors import ConfigError
-from tlcore.core.progress import CancelToken, Reporter
+from tlcore.core.progress import CancelToken, ProgressCallback, ProgressEvent, Reporter
 from tlcore.data.dataset import DatasetSpec
-from tlcore.data.load import parse_dataset
+from tlcore.data.load import load_dataset, load_source, parse_dataset
+from tlcore.data.revision import Revision, load_revision, make_revision, save_revision
 from tlcore.engine import backbone as bb
 from tlcore.engine.features import FeatureCache, FeatureContext, default_cache, split_features
 from tlcore.engine.strategies import make_strategy
 from tlcore.engine.train import fit_linear_head, out_of_fold_probabilities
-from tlcore.experiments.config import ExperimentConfig, parse_size, size_label, stored_fields
+from tlcore.experiments.compare import compare
+from tlcore.experiments.config import ExperimentConfig, build_config, parse_size, size_label, stored_fields
 from tlcore.experiments.defaults import DEFAULT_SEED, Size
 from tlcore.experiments.prepare import prepare
 from tlcore.records.store import Store, default_store
@@ -45,7 +49,33 @@ OUTLIER_SHARE = 0.01  # the most atypical 1% of images are listed (at least one)
 # cleanlab's rule for which images are issues: of its seven, the one with the best precision (and recall) on the
 # flipped-label validation (docs/benchmarks.md, "Data health"); its default, prune_by_noise_rate, flagged 2x more.
 FILTER = "low_self_confidence"
+# cleanvision's image checks (its grayscale check is left out: a grey dataset is not an issue, and it would flag every
+# image of the built-in data); duplicates are its exact and near-duplicate checks
+IMAGE_CHECKS = ("dark", "light", "blurry", "low_information", "odd_size", "odd_aspect_ratio")
 SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """What a health check computes, as plain data (a queued job's, a record's config)."""
+
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    backbone: str = bb.DEFAULT_BACKBONE
+    weights: str = "pretrained"
+    per_class: Size = None
+    image_size: Optional[int] = None
+    seed: int = DEFAULT_SEED
+
+    def to_dict(self) -> dict:
+        return {"dataset": asdict(self.dataset), "backbone": self.backbone, "weights": self.weights,
+                "per_class": size_label(self.per_class), "image_size": self.image_size, "seed": self.seed,
+                "version": HEALTH_VERSION}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HealthConfig":
+        return cls(dataset=DatasetSpec(**d.get("dataset", {})), backbone=d.get("backbone", bb.DEFAULT_BACKBONE),
+                   weights=d.get("weights", "pretrained"), per_class=parse_size(d.get("per_class")),
+                   image_size=d.get("image_size"), seed=d.get("seed", DEFAULT_SEED))
 
 
 @dataclass
@@ -58,7 +88,21 @@ class FlaggedImage:
     given: str
     suggested: str = ""  # label issues: the head's most probable class
     confidence: Optional[float] = None  # label issues: the out-of-fold probability of the given label
-    score: Optional[float] = None  # outliers: cleanlab's outlier score (lower: more atypical)
+    score: Optional[float] = None  # lower is worse: cleanlab's outlier score, or cleanvision's for an image issue
+    issue: str = ""  # image issues: cleanvision's issue type (dark, light, blurry, ...)
+
+
+@dataclass
+class DuplicateGroup:
+    """Images cleanvision finds identical ('exact', by content hash) or nearly so ('near', by perceptual hash)."""
+
+    kind: str
+    images: list[FlaggedImage]
+
+    @property
+    def crosses_splits(self) -> bool:
+        """Copies in more than one split: a test image with its copy in training inflates test accuracy."""
+        return len({i.split for i in self.images}) > 1
 
 
 @dataclass
@@ -73,6 +117,9 @@ class HealthReport:
     checked_images: dict  # split -> images checked
     label_issues: list[FlaggedImage] = field(default_factory=list)  # most likely first
     outliers: list[FlaggedImage] = field(default_factory=list)  # most atypical first
+    image_issues: list[FlaggedImage] = field(default_factory=list)  # cleanvision's, by issue type, worst first
+    duplicates: list[DuplicateGroup] = field(default_factory=list)  # groups crossing splits first
+    image_seconds: float = 0.0  # cleanvision's share of `seconds`
     skipped_classes: list[str] = field(default_factory=list)  # fewer images than FOLDS: not label-checked
     folds: int = FOLDS
     head_l2: float = 0.0
@@ -80,16 +127,25 @@ class HealthReport:
     extract_seconds: float = 0.0
     rows_computed: int = 0  # feature rows computed (0: every feature from the cache)
     host: str = ""
+    source: dict = field(default_factory=dict)  # the DatasetSpec checked (asdict): where the images are read back
     record_id: str = ""
     version: int = HEALTH_VERSION
 
+    @property
+    def status(self) -> str:
+        """A report exists only once the check finished (a cancelled check stores none)."""
+        return "completed"
+
     def counts(self) -> dict:
         by_split = {s: sum(1 for f in self.label_issues if f.split == s) for s in SPLITS}
+        by_type = {t: sum(1 for f in self.image_issues if f.issue == t) for t in IMAGE_CHECKS}
         return {"label issues": len(self.label_issues), **{f"label issues in {s}": n for s, n in by_split.items()},
-                "outliers listed": len(self.outliers)}
+                "outliers listed": len(self.outliers), **{f"{t} images": n for t, n in by_type.items()},
+                **{f"{k} duplicate groups": sum(1 for g in self.duplicates if g.kind == k) for k in ("exact", "near")},
+                "duplicate groups across splits": sum(1 for g in self.duplicates if g.crosses_splits)}
 
     def frame(self, kind: str = "label issues") -> pd.DataFrame:
-        rows = self.label_issues if kind == "label issues" else self.outliers
+        rows = {"label issues": self.label_issues, "outliers": self.outliers, "image issues": self.image_issues}[kind]
         columns = [f.name for f in fields(FlaggedImage)]
         return pd.DataFrame([asdict(r) for r in rows], columns=columns)
 
@@ -108,6 +164,17 @@ class HealthReport:
         if self.outliers:
             lines.append(self.frame("outliers")[["split", "name", "given", "score"]].head(limit)
                          .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        kinds = ", ".join(f"{n} {t}" for t, n in ((t, sum(1 for f in self.image_issues if f.issue == t))
+                                                  for t in IMAGE_CHECKS) if n) or "none"
+        lines.append(f"image issues (cleanvision): {kinds}")
+        if self.image_issues:
+            lines.append(self.frame("image issues")[["issue", "split", "name", "given", "score"]].head(limit)
+                         .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        crossing = [g for g in self.duplicates if g.crosses_splits]
+        lines.append(f"duplicate groups: {len(self.duplicates)} ({len(crossing)} across splits: they bias the test)")
+        for group in self.duplicates[:limit]:
+            lines.append(f"  {group.kind}{' ACROSS SPLITS' if group.crosses_splits else ''}: "
+                         + ", ".join(f"{i.name} ({i.split})" for i in group.images))
         if self.skipped_classes:
             lines.append(f"not label-checked (fewer than {self.folds} images): {', '.join(self.skipped_classes)}")
         lines.append(f"{self.seconds:.1f} s" + (" (every feature from the cache)" if not self.rows_computed else
@@ -122,6 +189,9 @@ class HealthReport:
         values = stored_fields(cls, d)
         values["label_issues"] = [FlaggedImage(**f) for f in d.get("label_issues", [])]
         values["outliers"] = [FlaggedImage(**f) for f in d.get("outliers", [])]
+        values["image_issues"] = [FlaggedImage(**f) for f in d.get("image_issues", [])]
+        values["duplicates"] = [DuplicateGroup(g["kind"], [FlaggedImage(**f) for f in g["images"]])
+                                for g in d.get("duplicates", [])]
         report = cls(**values)
         report.record_id = record_id or report.record_id
         return report
@@ -139,7 +209,7 @@ class _Features:
 
 
 def _features(spec: DatasetSpec, backbone: bb.BackboneSpec, per_class: Size, seed: int, image_size: Optional[int],
-              cache: FeatureCache, cancel: CancelToken):
+              cache: FeatureCache, cancel: CancelToken, callbacks: Sequence[ProgressCallback] = ()):
     """The comparison's own frozen features (cached under the key a comparison uses) of every split, and the L2
     strength the feature-extraction head picks on val."""
     head = make_strategy("feature-extraction")
@@ -150,7 +220,7 @@ def _features(spec: DatasetSpec, backbone: bb.BackboneSpec, per_class: Size, see
     context = FeatureContext(model=prepared.reference, backbone_name=backbone.name, weights_sha=prepared.weights_id,
                              dataset=ds, splits=data.splits, cfg=data.cfg, transform_key=data.transform_key,
                              device=prepared.device, cache=cache)
-    reporter = Reporter("health", [], cancel)
+    reporter = Reporter("health", list(callbacks), cancel)
     rows_before, started = cache.stats.rows_computed, time.perf_counter()
     feats = {s: split_features(context, s, reporter) for s in SPLITS}
     timing = (time.perf_counter() - started, cache.stats.rows_computed - rows_before)
@@ -195,49 +265,132 @@ def outlier_scores(x: torch.Tensor) -> np.ndarray:
     return OutOfDistribution().fit_score(features=features, verbose=False)
 
 
+class _Images:
+    """What cleanvision reads (a torchvision-style dataset: (image, label) by position) over a dataset's images."""
+
+    def __init__(self, dataset, splits: np.ndarray, indices: np.ndarray) -> None:
+        self.dataset, self.splits, self.indices = dataset, splits, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset.pools[str(self.splits[i])].load(int(self.indices[i])), 0
+
+
+def image_issues(dataset, splits: np.ndarray, indices: np.ndarray) -> tuple[list[FlaggedImage],
+                                                                           list[DuplicateGroup]]:
+    """cleanvision's checks on every image (`splits[i]`, `indices[i]` into its pool): images that are dark, light,
+    blurry, nearly blank, or of an odd size or aspect ratio (worst first within a type), and groups of exact and near
+    duplicates (those that cross splits first)."""
+    from cleanvision import Imagelab
+
+    def flagged(i: int, issue: str = "", score: Optional[float] = None) -> FlaggedImage:
+        split, index = str(splits[i]), int(indices[i])
+        return FlaggedImage(split, index, dataset.item_name(split, index),
+                            dataset.classes[int(dataset.pools[split].labels[index])], score=score, issue=issue)
+
+    lab = Imagelab(torchvision_dataset=_Images(dataset, splits, indices), verbose=False)
+    with contextlib.redirect_stderr(io.StringIO()):  # its progress bars
+        lab.find_issues(issue_types={t: {} for t in (*IMAGE_CHECKS, "exact_duplicates", "near_duplicates")},
+                        n_jobs=1, verbose=False)
+    issues, found = lab.issues, []
+    for issue in IMAGE_CHECKS:
+        rows = np.flatnonzero(issues[f"is_{issue}_issue"].to_numpy())
+        scores = issues[f"{issue}_score"].to_numpy()
+        found += [flagged(int(i), issue, round(float(scores[i]), 4)) for i in rows[np.argsort(scores[rows],
+                                                                                               kind="stable")]]
+    groups = [DuplicateGroup(kind, [flagged(int(i)) for i in members])
+              for kind in ("exact", "near") for members in lab.info[f"{kind}_duplicates"]["sets"]]
+    groups.sort(key=lambda g: not g.crosses_splits)
+    return found, groups
+
+
 def health_check(dataset: DatasetSpec | str, *, backbone: str = bb.DEFAULT_BACKBONE, weights: str = "pretrained",
                  per_class: Size | str = None, image_size: Optional[int] = None, seed: int = DEFAULT_SEED,
                  cache: Optional[FeatureCache] = None, store: Optional[Store] = None, save: bool = True,
-                 cancel: Optional[CancelToken] = None) -> HealthReport:
+                 cancel: Optional[CancelToken] = None, callbacks: Sequence[ProgressCallback] = (),
+                 record_id: Optional[str] = None) -> HealthReport:
     """Check every labelled image of `dataset` (the `per_class` training subset and the whole val and test splits)
     for likely label errors and list the most atypical ones; store the report (kind "health") unless `save` is off
-    or the instance is read-only."""
+    or the instance is read-only. `record_id`: a record created already (a queued job's) to store it in;
+    `callbacks` get the frozen pass's progress (strategy 'health')."""
     started = time.perf_counter()
     spec = parse_dataset(dataset) if isinstance(dataset, str) else dataset
     per_class = parse_size(per_class) if isinstance(per_class, str) else per_class
     if weights in ("none", "random", "scratch"):
         raise ConfigError("The health check needs pretrained features: give pretrained weights or a weights file.")
+    config = HealthConfig(spec, backbone, weights, per_class, image_size, seed)
+    store = store or default_store()
+    if record_id and save:
+        store.claim(record_id)
     ds, size, every, (extract_seconds, rows) = _features(spec, bb.BackboneSpec(backbone, weights), per_class, seed,
-                                                        image_size, cache or default_cache(), cancel or CancelToken())
+                                                        image_size, cache or default_cache(), cancel or CancelToken(),
+                                                        callbacks)
+    for callback in callbacks:
+        callback(ProgressEvent("health", "label issues", fraction=0.95, message="out-of-fold heads and cleanlab"))
     found, probabilities, skipped = label_issues(every.x, every.y, ds.num_classes, every.head_l2, seed)
     report = HealthReport(dataset=ds.name, data_fingerprint=ds.source_fingerprint(), backbone=backbone,
                           image_size=int(size), per_class=per_class, seed=seed, classes=list(ds.classes),
                           checked_images={s: int((every.split == s).sum()) for s in SPLITS},
                           skipped_classes=[ds.classes[c] for c in skipped], head_l2=every.head_l2,
                           extract_seconds=round(extract_seconds, 3), rows_computed=int(rows),
-                          host=socket.gethostname())
+                          host=socket.gethostname(), source=asdict(spec))
     for i in found:
         report.label_issues.append(FlaggedImage(
             str(every.split[i]), int(every.index[i]), ds.item_name(str(every.split[i]), int(every.index[i])),
             ds.classes[every.y[i]], ds.classes[int(np.nanargmax(probabilities[i]))],
             round(float(probabilities[i, every.y[i]]), 4)))
+    for callback in callbacks:
+        callback(ProgressEvent("health", "image checks", fraction=0.97, message="cleanvision's image checks"))
+    image_started = time.perf_counter()
+    report.image_issues, report.duplicates = image_issues(ds, every.split, every.index)
+    report.image_seconds = round(time.perf_counter() - image_started, 3)
     scores = outlier_scores(every.x)
     for i in np.argsort(scores, kind="stable")[:max(1, int(round(OUTLIER_SHARE * len(scores))))]:
         report.outliers.append(FlaggedImage(str(every.split[i]), int(every.index[i]),
                                             ds.item_name(str(every.split[i]), int(every.index[i])),
                                             ds.classes[every.y[i]], score=round(float(scores[i]), 4)))
     report.seconds = round(time.perf_counter() - started, 3)
+    for callback in callbacks:
+        callback(ProgressEvent("health", "done", fraction=1.0, message=f"{len(report.label_issues)} likely label "
+                               "errors"))
     if save and not read_only():
         require_writable("store a health check")
-        store = store or default_store()
-        report.record_id = store.create_record("health", {"dataset": asdict(spec), "backbone": backbone,
-                                                          "weights": weights, "per_class": size_label(per_class),
-                                                          "image_size": image_size, "seed": seed,
-                                                          "version": HEALTH_VERSION},
-                                               label=f"health: {len(report.label_issues)} likely label errors",
-                                               dataset=ds.name, backbone=backbone, status="completed")
-        store.update_record(report.record_id, summary=report.to_dict())
+        label = f"health: {len(report.label_issues)} likely label errors"
+        if record_id is None:
+            record_id = store.create_record("health", config.to_dict(), label=label, dataset=ds.name,
+                                            backbone=backbone, status="completed")
+        report.record_id = record_id
+        store.update_record(record_id, status="completed", summary=report.to_dict())
     return report
+
+
+# -- fixes: a revision the user edits ---------------------------------------------------------------------------------
+def suggested_fixes(report: HealthReport) -> pd.DataFrame:
+    """The report's likely label errors as an editable list of changes (name, action, label, ...): exclude the
+    flagged training and validation images (confident learning's pruning), keep the flagged test images so that a
+    before-and-after comparison scores both versions on the same test set; `label` is the suggested class, used
+    when the action is changed to relabel."""
+    rows = [{"name": f.name, "action": "keep" if f.split == "test" else "exclude", "label": f.suggested,
+             "split": f.split, "given": f.given, "confidence": f.confidence} for f in report.label_issues]
+    return pd.DataFrame(rows, columns=["name", "action", "label", "split", "given", "confidence"])
+
+
+def apply_fixes(dataset: DatasetSpec | str, exclude: Sequence[str] = (), relabel: Sequence[tuple[str, str]] = (),
+                note: str = "") -> Revision:
+    """Store the changes as a revision of `dataset`'s source (the files are not touched) and return it; refused with
+    the names when an image is not in the data or a class is not one of its classes. Where `dataset` names a
+    revision already, the new revision has its changes and these (these win where both name an image)."""
+    spec = parse_dataset(dataset) if isinstance(dataset, str) else dataset
+    exclude, relabel = list(exclude), dict(relabel)
+    if spec.revision:
+        earlier = load_revision(spec.revision)
+        exclude += [n for n in earlier.exclude if n not in relabel]
+        relabel = {**{n: c for n, c in earlier.relabel if n not in exclude}, **relabel}
+    revision = make_revision(load_source(spec), exclude, relabel.items(), note)
+    save_revision(revision)
+    return revision
 
 
 def health_from_record(record: dict) -> HealthReport:
@@ -314,3 +467,95 @@ def validate_health(datasets: Sequence[str] = ("fashion-mnist", "digits"), sizes
 def noise_table(cases: list[NoiseCase]) -> pd.DataFrame:
     return pd.DataFrame([asdict(c) | {"precision": c.precision, "recall": c.recall} for c in cases])
 
+
+
+# -- validation: what the suggested fixes recover ----------------------------------------------------------------------
+@dataclass
+class CleaningCase:
+    """One dataset and size: the test accuracy of each strategy on the original labels, with `noise` of the training
+    and validation labels flipped at random, and with the check's suggested fixes applied to the noisy data."""
+
+    dataset: str
+    per_class: int
+    noise: float
+    flipped: int
+    flagged: int  # training and validation images the fixes exclude
+    true_positives: int
+    original: dict  # strategy -> test accuracy
+    noisy: dict
+    cleaned: dict
+    revisions: dict  # version -> revision id (each over the same subset: rerun with compare --dataset NAME@ID)
+    relabelled: dict = field(default_factory=dict)  # strategy -> accuracy with the flagged images relabelled instead
+    relabelled_back: int = 0  # flipped images the suggested label returns to their original class
+
+    def recovered(self, strategy: str, version: str = "cleaned") -> Optional[float]:
+        """The share of the accuracy the noise cost that the fixes won back (None when the noise cost nothing)."""
+        lost = self.original[strategy] - self.noisy[strategy]
+        fixed = getattr(self, version)[strategy]
+        return (fixed - self.noisy[strategy]) / lost if lost > 0 else None
+
+
+def validate_cleaning(datasets: Sequence[str] = ("fashion-mnist", "digits"), sizes: Sequence[int] = (50, 100),
+                      noise: float = 0.1, strategies: Sequence[str] = ("feature-extraction", "fine-tune"),
+                      preset: str = "default", seed: int = DEFAULT_SEED,
+                      progress: Optional[Callable[[str], None]] = None) -> list[CleaningCase]:
+    """Flip `noise` of the training and validation labels at random, run the health check on the noisy data, apply
+    its suggested fixes, and compare each strategy on the original, noisy and cleaned data against the same clean
+    test set. Every version is a stored revision over the same training subset (the other training images
+    excluded), so the three comparisons differ only in the labels and the images the fixes leave out."""
+    say = progress or (lambda _m: None)
+    cases = []
+    for name in datasets:
+        spec = parse_dataset(name)
+        full = load_source(spec)
+        for size in sizes:
+            subset = load_dataset(replace(spec, per_class=size), seed)
+            chosen = set(subset.indices["train"].tolist())
+            outside = [full.item_name("train", int(i)) for i in full.indices["train"] if int(i) not in chosen]
+            labelled = [(s, int(i)) for s in ("train", "val") for i in subset.indices[s]]
+            y = np.array([int(subset.pools[s].labels[i]) for s, i in labelled])
+            noisy_y, flipped = flip_labels(y, subset.num_classes, noise, np.random.default_rng(seed))
+            relabel = {subset.item_name(*labelled[k]): subset.classes[noisy_y[k]] for k in flipped}
+            original = save_revision(make_revision(full, outside))
+            noisy = save_revision(make_revision(full, outside, relabel.items()))
+            report = health_check(replace(spec, revision=noisy), per_class=None, seed=seed, save=False)
+            fixes = suggested_fixes(report)
+            fixed = fixes[fixes.action == "exclude"]
+            excluded = set(fixed.name)
+            cleaned = save_revision(make_revision(full, [*outside, *excluded],
+                                                  [(n, c) for n, c in relabel.items() if n not in excluded]))
+            relabelled = save_revision(make_revision(full, outside, {**relabel, **dict(zip(fixed.name,
+                                                                                          fixed.label))}.items()))
+            versions = {"original": original, "noisy": noisy, "cleaned": cleaned, "relabelled": relabelled}
+            accuracy = {}
+            for version, rid in versions.items():
+                config = build_config(preset, dataset=replace(spec, revision=rid), per_class="all",
+                                      strategies=list(strategies), seed=seed)
+                result = compare(config, resume=True)
+                accuracy[version] = {r.strategy: r.accuracy for r in result.runs}
+                say(f"{name} {size}/class {version}: " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                                   accuracy[version].items() if v is not None))
+            true = {subset.item_name(*e): subset.classes[y[k]] for k, e in enumerate(labelled)}
+            back = sum(1 for n, c in zip(fixed.name, fixed.label) if n in relabel and c == true[n])
+            case = CleaningCase(subset.name, size, noise, len(relabel), len(excluded),
+                                len(excluded & set(relabel)), accuracy["original"], accuracy["noisy"],
+                                accuracy["cleaned"], versions, accuracy["relabelled"], back)
+            cases.append(case)
+            say(f"{name} {size}/class: fixes exclude {case.flagged} ({case.true_positives} of {case.flipped} flips); "
+                + ", ".join(f"{s} recovered {case.recovered(s) if case.recovered(s) is not None else float('nan'):.2f}"
+                            for s in strategies))
+    return cases
+
+
+def cleaning_table(cases: list[CleaningCase]) -> pd.DataFrame:
+    rows = []
+    for c in cases:
+        for strategy in c.original:
+            rows.append({"dataset": c.dataset, "per_class": c.per_class, "noise": c.noise, "strategy": strategy,
+                         "original": c.original[strategy], "noisy": c.noisy[strategy],
+                         "cleaned": c.cleaned[strategy], "recovered": c.recovered(strategy),
+                         "relabelled": c.relabelled.get(strategy),
+                         "recovered by relabelling": c.recovered(strategy, "relabelled"),
+                         "flipped": c.flipped, "excluded": c.flagged, "flips excluded": c.true_positives,
+                         "flips relabelled back": c.relabelled_back, "cleaned revision": c.revisions["cleaned"]})
+    return pd.DataFrame(rows)

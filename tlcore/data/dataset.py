@@ -46,6 +46,7 @@ class DatasetSpec:
     test_fraction: float = 0.2
     split_seed: int = 0
     classes: Optional[tuple[str, ...]] = None  # keep only these classes (a sub-task); None = all
+    revision: Optional[str] = None  # a stored revision's id (tlcore.data.revision): images excluded or relabelled
 
     def __post_init__(self) -> None:
         if self.classes is not None:  # from JSON a list: keep the spec hashable
@@ -68,7 +69,12 @@ class ImagePool(ABC):
 
     @abstractmethod
     def fingerprint(self) -> str:
-        """Changes whenever pixels or labels change: part of every feature-cache key."""
+        """Changes whenever pixels or labels change: part of every stored cell's key."""
+
+    def feature_key(self) -> str:
+        """Identifies the pixels behind each index: the feature cache's key. A view that only changes labels (a
+        sub-task, a revision) shares its base pool's, so its frozen features are computed once."""
+        return self.fingerprint()
 
     def describe(self, index: int) -> str:
         return f"#{index}"
@@ -155,6 +161,9 @@ class RelabeledPool(ImagePool):
 
     def fingerprint(self) -> str:
         return hashlib.sha256(f"{self.base.fingerprint()}|{'|'.join(self.classes)}".encode()).hexdigest()[:16]
+
+    def feature_key(self) -> str:
+        return self.base.feature_key()
 
     def native_size(self) -> int:
         return self.base.native_size()
@@ -443,7 +452,7 @@ class Dataset:
         """One image of a split (`index` into its pool) as results name it: its path inside the dataset folder (an
         upload's: inside the archive), or 'name[index]' for an array dataset; never a server path."""
         pool = self.pools[split]
-        if isinstance(pool, RelabeledPool):
+        while getattr(pool, "base", None) is not None:  # a sub-task's or a revision's view of its pool
             pool = pool.base
         if isinstance(pool, FilePool):
             return self._relative(str(pool.paths[index]))

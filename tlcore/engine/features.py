@@ -1,8 +1,8 @@
 """Frozen-backbone features: one fast forward pass per image, cached in memory and on disk.
 
-The cache is keyed by backbone, weights sha256, the image pool's fingerprint and the preprocessing; it stores rows by
-pool index, so a smaller nested subset (or the val/test split of a second run) is served without any forward pass
-and a larger one computes only the rows it lacks.
+The cache is keyed by backbone, weights sha256, the image pool's pixels (`feature_key`) and the preprocessing; it
+stores rows by pool index, so a smaller nested subset (or the val/test split of a second run) is served without any
+forward pass and a larger one computes only the rows it lacks.
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def split_features(context: FeatureContext, split: str, reporter: Optional[Repor
     """Features of one prepared split of `context`, through its cache: only the rows not cached yet are computed."""
     prepared = context.splits[split]
     cache = context.cache or default_cache()
-    key = cache.key(context.backbone_name, context.weights_sha, context.dataset.pools[split].fingerprint(),
+    key = cache.key(context.backbone_name, context.weights_sha, context.dataset.pools[split].feature_key(),
                     context.transform_key)
     position = {int(i): p for p, i in enumerate(prepared.indices.tolist())}
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from tlcore.advice.candidates import Ranking, RankingConfig, rank_candidates, ranking_from_record
+from tlcore.advice.health import HealthConfig, HealthReport, health_check, health_from_record
 from tlcore.core.environment import require_within_data_roots, require_writable
-from tlcore.core.errors import AccessError, TlcoreError
+from tlcore.core.errors import AccessError, RunCancelled, TlcoreError
 from tlcore.data.builtin import BUILTIN_DATASETS
 from tlcore.core.progress import CancelToken, ProgressEvent
 from tlcore.core.results import ComparisonResult, RunResult
@@ -36,14 +37,17 @@ from tlcore.records.store import ACTIVE_STATUSES, Store, default_store
 
 ACTIVE = ACTIVE_STATUSES  # queued or running: what the pages poll
 MAX_JOBS, MAX_JOBS_PER_SESSION = 20, 3
-JobConfig = Union[ExperimentConfig, SweepConfig, RankingConfig, BackbonesConfig]
+JobConfig = Union[ExperimentConfig, SweepConfig, RankingConfig, BackbonesConfig, HealthConfig]
+STORED_KINDS = ("comparison", "sweep", "ranking", BACKBONES, "health")
 
 
 def job_kind(config: JobConfig) -> str:
-    """The record kind a job stores: comparison, sweep, ranking (backbones ranked without training) or backbones
-    (a comparison or sweep run for several backbones)."""
+    """The record kind a job stores: comparison, sweep, ranking (backbones ranked without training), backbones
+    (a comparison or sweep run for several backbones) or health (a data health check)."""
     if isinstance(config, RankingConfig):
         return "ranking"
+    if isinstance(config, HealthConfig):
+        return "health"
     if isinstance(config, BackbonesConfig):
         return BACKBONES
     return "sweep" if isinstance(config, SweepConfig) else "comparison"
@@ -53,6 +57,8 @@ def progress_names(config: JobConfig) -> list[str]:
     """What a job's progress is keyed by before anything started: strategies, or candidates (x strategies)."""
     if isinstance(config, RankingConfig):
         return [c.label for c in config.candidates]
+    if isinstance(config, HealthConfig):
+        return ["health"]
     if isinstance(config, BackbonesConfig):
         if config.is_sweep:
             return [c.label for c in config.candidates]
@@ -78,7 +84,7 @@ class Job:
     progress: dict[str, dict] = field(default_factory=dict)  # strategy -> last event
     live_curves: dict[str, list[dict]] = field(default_factory=dict)  # strategy -> per-epoch points so far
     runs: list[RunResult] = field(default_factory=list)  # finished strategies, as they finish
-    result: Optional[Union[ComparisonResult, SweepResult, Ranking, BackbonesResult]] = None
+    result: Optional[Union[ComparisonResult, SweepResult, Ranking, BackbonesResult, HealthReport]] = None
     cells: list[SweepCell] = field(default_factory=list)  # sweeps: finished cells, as they finish
     mlflow_uri: str = ""  # logged there once finished ('' not logged): tlcore.deploy.tracking
     mlflow: Optional[dict] = None  # the outcome (MlflowLog.to_dict()), as the record's summary keeps it
@@ -242,6 +248,17 @@ class JobQueue:
                                              per_class=config.per_class, seed=config.seed, device=config.device,
                                              cancel=job.cancel, store=self.store, callbacks=[job.on_event],
                                              record_id=job.id)
+            elif job.kind == "health":
+                config = job.config
+                try:
+                    job.result = health_check(config.dataset, backbone=config.backbone, weights=config.weights,
+                                              per_class=config.per_class, image_size=config.image_size,
+                                              seed=config.seed, cancel=job.cancel, store=self.store,
+                                              callbacks=[job.on_event], record_id=job.id)
+                except RunCancelled:  # nothing half-made is kept: a check is quick to run again
+                    job.status, job.error = "cancelled", "cancelled while the features were computed"
+                    self.store.update_record(job.id, status="cancelled", error=job.error)
+                    return
             elif job.kind == BACKBONES:
                 job.result = compare_backbones(job.config, callbacks=[job.on_event], cancel=job.cancel,
                                                store=self.store, on_result=job.on_result, label=job.label,
@@ -261,7 +278,7 @@ class JobQueue:
             job.status, job.error = job.result.status, (stored or {}).get("error")
         except Exception as exc:  # keep the worker alive; the message goes to the page (the record says failed)
             job.status, job.error = "failed", error_text(exc)
-            if job.kind in ("ranking", BACKBONES) and self.store.record(job.id) is not None:
+            if job.kind in ("ranking", BACKBONES, "health") and self.store.record(job.id) is not None:
                 self.store.update_record(job.id, status="failed", error=job.error)
             if not isinstance(exc, TlcoreError):
                 traceback.print_exc()
@@ -277,6 +294,8 @@ def _paths(config: JobConfig) -> tuple[str, list[str], list[str]]:
     """A job's dataset source, backbone names and weights (names or files)."""
     if isinstance(config, RankingConfig):
         return config.dataset.source, [c.backbone for c in config.candidates], [c.weights for c in config.candidates]
+    if isinstance(config, HealthConfig):
+        return config.dataset.source, [config.backbone], [config.weights]
     if isinstance(config, BackbonesConfig):
         return (config.experiment.dataset.source, [c.backbone for c in config.candidates],
                 [c.weights for c in config.candidates])
@@ -298,9 +317,12 @@ def stored_snapshot(record_id: str, store: Store) -> Optional[dict]:
     if not record_id or not record_id.isalnum():
         return None
     record = store.record(record_id)
-    if record is None or record["kind"] not in ("comparison", "sweep", "ranking", BACKBONES):
+    if record is None or record["kind"] not in STORED_KINDS:
         return None
-    if record["kind"] == "ranking":
+    if record["kind"] == "health":
+        result = health_from_record(record) if record.get("summary") else None
+        runs, cells, total, strategies = [], [], 0, ["health"]
+    elif record["kind"] == "ranking":
         config = RankingConfig.from_dict(record["config"])
         result = ranking_from_record(record) if record.get("summary") else None
         runs, cells, total = [], [], 0

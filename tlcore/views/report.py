@@ -4,6 +4,7 @@ environment."""
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import math
@@ -13,12 +14,14 @@ from typing import Union
 import pandas as pd
 
 from tlcore.advice.candidates import Ranking
+from tlcore.advice.health import HealthReport, suggested_fixes
 from tlcore.advice.probe import ProbeResult, probe_table
 from tlcore.advice.rules import Recommendation
 from tlcore.views import charts
 from tlcore.views.anatomy import probe_figure
 from tlcore.views.backbones import backbones_figure, ranking_figure, ranking_frame
-from tlcore.views.text import not_run_text, outlook_seconds, recommendation_report
+from tlcore.views.health import checked_dataset, gallery, issue_counts
+from tlcore.views.text import dataset_display, not_run_text, outlook_seconds, recommendation_report
 from tlcore.experiments.learning_curves import find_crossovers
 from tlcore.core.results import ComparisonResult
 from tlcore.experiments.backbones import BackbonesResult
@@ -152,3 +155,38 @@ def backbones_report_html(result: BackbonesResult, title: str = "") -> str:
     frame = result.to_frame().drop(columns=["record"])
     return _page(title, intro, [result.statement()], [frame], [backbones_figure(result)],
                  ["<h2>Config (JSON)</h2>", _pre(result.config.to_dict())])
+
+
+def _gallery_html(items: list[dict], kind: str) -> str:
+    cards = []
+    for item in items:
+        picture = (f"<img src='data:image/png;base64,{base64.b64encode(item['picture']).decode()}' width='72'>"
+                   if item["picture"] else "")
+        label = (f"<b>{html.escape(item['given'])}</b> &rarr; {html.escape(item['suggested'])}<br>p(given) "
+                 f"{item['confidence']:.3f}" if kind == "label issues" else
+                 f"<b>{html.escape(item['given'])}</b><br>score {item['score']:.3f}")
+        cards.append(f"<div style='display:inline-block;width:130px;margin:4px;vertical-align:top'>{picture}<br>"
+                     f"{label}<br><small>{html.escape(item['name'])} · {item['split']}</small></div>")
+    return "<div>" + "".join(cards) + "</div>"
+
+
+def health_report_html(report: HealthReport, title: str = "", limit: int = 100) -> str:
+    """A stored health check: counts per issue type, the flagged images as pictures beside their labels (where the
+    data can be read back), the suggested fixes and the command that checks again."""
+    shown = dataset_display(report.dataset)  # never the server's path
+    title = title or f"Data health: {shown}"
+    intro = (f"<p>tlcore health check <code>{html.escape(report.record_id or '(not stored)')}</code>, report made "
+             f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}: {sum(report.checked_images.values())} "
+             f"images, {html.escape(report.backbone)} at {report.image_size} px, {report.folds}-fold out-of-fold "
+             f"probabilities of the feature-extraction head, cleanlab's find_label_issues and OutOfDistribution, "
+             f"seed {report.seed}. Check again: <code>python -m tlcore health --dataset "
+             f"{html.escape(shown)} --per-class {report.per_class or 'all'} --seed {report.seed} --fixes "
+             "fixes.csv</code>.</p>")
+    dataset = checked_dataset(report)
+    extra = [f"<h2>Likely label errors ({len(report.label_issues)}, the first {limit})</h2>",
+             _gallery_html(gallery(report, dataset, limit=limit), "label issues"),
+             f"<h2>Most atypical images ({len(report.outliers)})</h2>",
+             _gallery_html(gallery(report, dataset, "outliers", limit=limit), "outliers"),
+             "<h2>Suggested fixes (exclude in training and val, keep in test)</h2>", _table(suggested_fixes(report)),
+             "<h2>Report (JSON)</h2>", _pre(report.to_dict())]
+    return _page(title, intro, [], [issue_counts(report)], [], extra)
