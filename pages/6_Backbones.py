@@ -17,20 +17,11 @@ from tlcore.views.text import dataset_display
 from ui.backbones import backbones_results, ranking_results
 from ui.navigation import through_app
 from ui.results import progress_bars
-from ui.widgets import data_source, job_queue, job_sidebar, show_error, submit_once
+from ui.widgets import data_source, id_from_link, job_queue, job_sidebar, show_error, submit_once
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
 st.set_page_config(page_title="Backbones · tlcore", page_icon=":material/view_module:", layout="wide")
-
-
-def record_id_from_link(name: str) -> str:
-    """A record id from the query (or the session); anything but letters and digits is not an id: ''."""
-    value = st.query_params.get(name) or st.session_state.get(f"bb_{name}") or ""
-    if value and not value.isalnum():
-        st.warning(f"The link's '{name}' is not a record id; open stored rankings from the History page.")
-        return ""
-    return value
 
 
 @st.cache_data(show_spinner="Listing the candidates this machine can hold...", max_entries=16, ttl=3600)
@@ -45,8 +36,8 @@ st.caption("Each candidate (a backbone at an image size) gets one frozen pass ov
            "comparison.")
 
 queue = job_queue()
-ranking_id = record_id_from_link("ranking")
-confirm_id = record_id_from_link("confirm")
+ranking_id = id_from_link("ranking", "bb_", "stored rankings")
+confirm_id = id_from_link("confirm", "bb_", "stored rankings")
 
 if read_only():
     st.info("This is a read-only demo (TLCORE_READ_ONLY=1): open stored rankings on the History page or through a "

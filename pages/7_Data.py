@@ -23,8 +23,8 @@ from ui.health import COMPARE_PAGE, before_after_table, galleries, health_summar
     save_revision_button
 from ui.navigation import through_app
 from ui.results import page_link_to, progress_bars
-from ui.widgets import backbone_and_weights, data_source, dataset_card_panel, job_queue, job_sidebar, show_error, \
-    submit_once
+from ui.widgets import backbone_and_weights, data_source, dataset_card_panel, id_from_link, job_queue, job_sidebar, \
+    show_error, submit_once
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
@@ -39,23 +39,14 @@ st.caption("Before trusting any accuracy: the dataset card (counts, sizes, dupli
 queue = job_queue()
 
 
-def from_link(name: str, check=str.isalnum) -> str:
-    """An id from the query (or the session); a value that is not one is refused without echoing it."""
-    value = st.query_params.get(name) or st.session_state.get(f"dh_{name}") or ""
-    if value and not check(value):
-        st.warning(f"The link's '{name}' is not an id; open stored checks from the History page.")
-        return ""
-    return value
-
-
 def remember(**ids: str) -> None:
     for name, value in ids.items():
         st.session_state[f"dh_{name}"], st.query_params[name] = value, value
 
 
-health_id = from_link("health")
-revision_id = from_link("revision", is_revision_id)
-before_id, after_id = from_link("before"), from_link("after")
+health_id = id_from_link("health", "dh_", "stored checks")
+revision_id = id_from_link("revision", "dh_", "stored checks", is_revision_id)
+before_id, after_id = (id_from_link(n, "dh_", "stored comparisons") for n in ("before", "after"))
 
 if read_only():
     st.info("This is a read-only demo (TLCORE_READ_ONLY=1): it shows stored health checks (open one from the History "

@@ -146,3 +146,33 @@ def test_image_checks_find_a_dark_image_and_copies_across_splits(tmp_path, tiny_
     stored = health_from_record(default_store().record(report.record_id))
     assert stored.to_dict() == report.to_dict() and stored.duplicates[0].crosses_splits
     assert "ACROSS SPLITS" in report.text()
+
+
+def test_what_the_fixes_recover_is_read_from_the_accuracies():
+    from tlcore.advice.health import CleaningCase, cleaning_summary, cleaning_table
+
+    def case(seed, noisy, cleaned):
+        return CleaningCase("digits", 50, 0.1, seed, 50, 40, 35, {"feature-extraction": 0.90},
+                            {"feature-extraction": noisy}, {"feature-extraction": cleaned}, {"cleaned": "abc"},
+                            {"feature-extraction": 0.90}, 30)
+
+    cases = [case(0, 0.86, 0.88), case(1, 0.88, 0.89), case(2, 0.90, 0.91)]  # the noise cost 4, 2 and 0 points
+    assert cases[0].recovered("feature-extraction") == pytest.approx(0.5)
+    assert cases[2].recovered("feature-extraction") is None  # nothing lost, nothing to recover
+    assert cases[0].recovered("feature-extraction", "relabelled") == pytest.approx(1.0)
+    assert len(cleaning_table(cases)) == 3
+    summary = cleaning_summary(cases).iloc[0]
+    assert summary.seeds == 3 and summary.noisy == pytest.approx(0.88)
+    assert summary.recovered == pytest.approx((0.89333 - 0.88) / (0.90 - 0.88), rel=1e-3)
+
+
+def test_the_check_picks_the_l2_the_comparisons_head_picks():
+    from tlcore.engine.train import choose_l2, fit_linear_head
+
+    x, y = _clusters(per_class=30, classes=4, seed=3)
+    noisy, _ = flip_labels(y, 4, 0.2, np.random.default_rng(2))
+    train, val = np.arange(len(y)) % 3 != 0, np.arange(len(y)) % 3 == 0
+    yt = torch.from_numpy(noisy)
+    grid = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)
+    fit = fit_linear_head(x[train], yt[train], x[val], yt[val], 4, grid)
+    assert choose_l2(x[train], yt[train], x[val], yt[val], 4, grid) == fit.l2

@@ -102,6 +102,6 @@ def test_check_the_data_exclude_three_images_and_compare_before_and_after(served
     with browser_page("journey-health-hostile", height=900) as page:
         page.goto(url + "/Data?health=../../etc/passwd&revision=%3Cscript%3E&before=x;y&after=1",
                   wait_until="networkidle")
-        expect(page.get_by_text("The link's 'health' is not an id").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("The link's 'health' is not a record id").first).to_be_visible(timeout=60_000)
         body = page.locator("body").inner_text()
         assert "etc/passwd" not in body and "<script>" not in body and str(home) not in body

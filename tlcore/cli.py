@@ -24,8 +24,8 @@ from tlcore.advice.candidates import candidate_grid, check_confirmation, confirm
 from tlcore.advice.probe import layer_probe, save_probe
 from tlcore.advice.records import advise
 from tlcore.advice.depth import DEPTH_SIZES, validate_depth
-from tlcore.advice.health import (apply_fixes, cleaning_table, health_check, noise_table, suggested_fixes,
-                                  validate_cleaning, validate_health)
+from tlcore.advice.health import (apply_fixes, cleaning_summary, cleaning_table, health_check, noise_table,
+                                  suggested_fixes, validate_cleaning, validate_health)
 from tlcore.advice.validate import VALIDATION_SIZES, VALIDATION_SUITE, validate
 from tlcore.core.environment import hub_reachable
 from tlcore.core.errors import ConfigError, TlcoreError
@@ -719,7 +719,8 @@ def cmd_health(args: argparse.Namespace) -> int:
             if args.validate in ("flags", "all"):
                 tables["flags"] = noise_table(validate_health(progress=say))
             if args.validate in ("fixes", "all"):
-                tables["fixes"] = cleaning_table(validate_cleaning(progress=say))
+                cases = validate_cleaning(progress=say)
+                tables["fixes"], tables["fixes over the seeds"] = cleaning_table(cases), cleaning_summary(cases)
         for name, table in tables.items():
             print(f"{name}:\n" + table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         if args.json:

@@ -54,6 +54,16 @@ def submit_once(queue, config, label: str, key: str) -> str:
     return job_id
 
 
+def id_from_link(name: str, prefix: str, what: str, check=str.isalnum) -> str:
+    """An id from the link's query (or this session's `prefix + name`); a value that is not one (`check`) is refused
+    with a warning that does not echo it, and gives ''. `what` names where stored ones open."""
+    value = st.query_params.get(name) or st.session_state.get(f"{prefix}{name}") or ""
+    if value and not check(value):
+        st.warning(f"The link's '{name}' is not a record id; open {what} from the History page.")
+        return ""
+    return value
+
+
 def session_id() -> str:
     """This browser session, for the per-session queue limit."""
     if "tlcore_session" not in st.session_state:

@@ -100,20 +100,14 @@ def cross_validated_accuracy(x: torch.Tensor, y: torch.Tensor, num_classes: int,
     return float(probabilities.argmax(1).eq(y.long()).float().mean())
 
 
-def fit_linear_head(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
-                    num_classes: int, l2_grid: tuple[float, ...], max_iter: int = 300,
-                    reporter: Optional[Reporter] = None, span: tuple[float, float] = (0.0, 1.0)) -> HeadFit:
-    """Multinomial logistic regression on standardised features, solved to convergence with L-BFGS for each L2
-    strength (strong to weak, warm-started); the best val accuracy wins, ties broken by the lower val log-loss."""
-    train_x, val_x = train_x.float(), val_x.float()
-    mean = train_x.mean(0)
-    std = train_x.std(0, unbiased=False).clamp_min(1e-6)
-    xs, vs = (train_x - mean) / std, (val_x - mean) / std
-    d = xs.shape[1]
-    w = torch.zeros(num_classes, d, requires_grad=True)
+def _grid(xs: torch.Tensor, train_y: torch.Tensor, vs: torch.Tensor, val_y: torch.Tensor, num_classes: int,
+          l2_grid: tuple[float, ...], max_iter: int, reporter: Optional[Reporter] = None, lo: float = 0.0,
+          hi: float = 1.0) -> tuple[float, list[dict]]:
+    """The L2 strength with the best val accuracy (ties: the lower val log-loss), solving strong to weak with warm
+    starts on standardised features; and each strength's figures."""
+    w = torch.zeros(num_classes, xs.shape[1], requires_grad=True)
     b = torch.zeros(num_classes, requires_grad=True)
     grid, best = [], None
-    lo, hi = span
     for k, l2 in enumerate(sorted(l2_grid, reverse=True)):
         loss = _lbfgs(w, b, xs, train_y, l2, max_iter)
         with torch.no_grad():
@@ -125,7 +119,31 @@ def fit_linear_head(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.T
         if reporter:
             reporter("head", lo + (hi - lo) * 0.6 * (k + 1) / len(l2_grid), loss=loss, val_accuracy=acc,
                      message=f"L2 {l2:g}")
-    l2 = best[0]
+    return best[0], grid
+
+
+def choose_l2(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
+              num_classes: int, l2_grid: tuple[float, ...], max_iter: int = 300) -> float:
+    """The L2 strength `fit_linear_head` picks on val, without its refit: for callers that need only the strength
+    (the health check's out-of-fold heads)."""
+    train_x, val_x = train_x.float(), val_x.float()
+    mean = train_x.mean(0)
+    std = train_x.std(0, unbiased=False).clamp_min(1e-6)
+    return _grid((train_x - mean) / std, train_y, (val_x - mean) / std, val_y, num_classes, l2_grid, max_iter)[0]
+
+
+def fit_linear_head(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
+                    num_classes: int, l2_grid: tuple[float, ...], max_iter: int = 300,
+                    reporter: Optional[Reporter] = None, span: tuple[float, float] = (0.0, 1.0)) -> HeadFit:
+    """Multinomial logistic regression on standardised features, solved to convergence with L-BFGS for each L2
+    strength (strong to weak, warm-started); the best val accuracy wins, ties broken by the lower val log-loss."""
+    train_x, val_x = train_x.float(), val_x.float()
+    mean = train_x.mean(0)
+    std = train_x.std(0, unbiased=False).clamp_min(1e-6)
+    xs, vs = (train_x - mean) / std, (val_x - mean) / std
+    d = xs.shape[1]
+    lo, hi = span
+    l2, grid = _grid(xs, train_y, vs, val_y, num_classes, l2_grid, max_iter, reporter, lo, hi)
     # Refit the chosen strength from zero, recording loss and val accuracy every 10 iterations: the curve the UI shows.
     w = torch.zeros(num_classes, d, requires_grad=True)
     b = torch.zeros(num_classes, requires_grad=True)
