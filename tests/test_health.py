@@ -176,3 +176,33 @@ def test_the_check_picks_the_l2_the_comparisons_head_picks():
     grid = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)
     fit = fit_linear_head(x[train], yt[train], x[val], yt[val], 4, grid)
     assert choose_l2(x[train], yt[train], x[val], yt[val], 4, grid) == fit.l2
+
+
+def test_the_read_only_demo_shows_a_stored_check_and_computes_nothing(monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from tlcore.advice.health import FlaggedImage, HealthReport
+
+    report = HealthReport(dataset="digits", data_fingerprint="not-the-data", backbone="tf_efficientnet_lite0",
+                          image_size=48, per_class=None, seed=0, classes=[str(d) for d in range(10)],
+                          checked_images={"train": 8, "val": 2, "test": 2},
+                          label_issues=[FlaggedImage("train", 3, "digits[3]", "3", "5", 0.02)],
+                          outliers=[FlaggedImage("test", 1, "digits[1]", "1", score=0.1)],
+                          source={"source": "digits"})
+    store = default_store()
+    record_id = store.create_record("health", {}, dataset="digits", status="completed")
+    store.update_record(record_id, summary=report.to_dict())
+    monkeypatch.setenv("TLCORE_READ_ONLY", "1")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "7_Data.py"), default_timeout=60)
+    at.query_params["health"] = record_id
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("read-only demo" in i.value for i in at.info)
+    labels = [b.label for b in at.button]
+    assert "Check data health" not in labels and "Store as a revision" not in labels
+    assert "Choose the suggestion" not in labels
+    assert at.selectbox and all(s.disabled for s in at.selectbox)  # each image's action, shown, not changeable
+    assert any("cannot be read back" in i.value for i in at.info)  # the data changed since: names, no pictures
+    assert store.records(kind="health")[0]["id"] == record_id and len(store.records()) == 1  # nothing new stored

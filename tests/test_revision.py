@@ -79,7 +79,7 @@ def test_a_revision_of_a_changed_folder_is_refused_not_applied(tmp_path):
     stat = victim.stat()
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched since
     with pytest.raises(DataError, match=rf"Revision {rid} was made on .* with fingerprint \w+, but the data now has "
-                                        r"\w+: files were added, removed or changed since\. It is not applied"):
+                                        r"\w+: files were added, removed or changed since .*It is not applied"):
         load_dataset(DatasetSpec(str(folder), revision=rid))
 
 
@@ -187,3 +187,32 @@ def test_fixes_apply_and_before_after_from_the_cli(tmp_path, tiny_weights, capsy
         after["runs"][0]["accuracy"] - before["runs"][0]["accuracy"], abs=1e-9)
     assert row["change_low"] <= row["change"] <= row["change_high"]
     assert _tree(folder) == before_files
+
+
+def test_the_change_is_paired_on_the_same_test_images_and_newcombe_otherwise():
+    from tlcore.core.results import ComparisonResult, RunResult
+    from tlcore.experiments.before_after import changes
+
+    labels = [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]
+
+    def result(predictions, test_labels=labels, record="r"):
+        correct = sum(p == t for p, t in zip(predictions, test_labels))
+        run = RunResult(run_id=record, strategy="feature-extraction", kind="feature-extraction", status="completed",
+                        accuracy=correct / len(test_labels), accuracy_low=0.3, accuracy_high=0.95,
+                        test_predictions=list(predictions))
+        return ComparisonResult(config={"dataset": {"revision": "0123456789ab"}}, dataset={"notes": []}, runs=[run],
+                                test_indices=list(range(len(test_labels))), test_labels=list(test_labels),
+                                record_id=record)
+
+    before = result([0, 1, 0, 1, 0, 1, 1, 0, 1, 0])  # 6 of 10
+    after = result([0, 1, 0, 1, 0, 1, 0, 1, 1, 0])  # 8 of 10: the same images, two more right
+    paired = changes(before, after)
+    row = paired.changes[0]
+    assert paired.same_test_set and row.paired and row.change == pytest.approx(0.2)
+    assert row.change_low < 0.2 < row.change_high and "on the same test images" in paired.statement()
+    other = result([0, 1, 0, 1, 0, 1, 0, 1, 0], labels[:9], "s")  # the revision removed a test image
+    unpaired = changes(before, other)
+    row = unpaired.changes[0]
+    assert not unpaired.same_test_set and not row.paired and row.change == pytest.approx(1.0 - 0.6)
+    assert row.change_low == pytest.approx(0.4 - ((1.0 - 0.3) ** 2 + (0.95 - 0.6) ** 2) ** 0.5)  # p2-l2, u1-p1
+    assert "different test sets" in unpaired.to_frame().to_string()

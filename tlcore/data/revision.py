@@ -211,8 +211,8 @@ def apply_revision(full: Dataset, revision: Revision) -> Dataset:
     if revision.base_fingerprint != full.source_fingerprint():
         raise DataError(f"Revision {revision.id} was made on {revision.source} with fingerprint "
                         f"{revision.base_fingerprint}, but the data now has {full.source_fingerprint()}: files were "
-                        "added, removed or changed since. It is not applied; run the health check again and make a "
-                        "new revision.")
+                        "added, removed or changed since (or the split's val and test fractions or seed differ). It "
+                        "is not applied; run the health check again and make a new revision.")
     names = _names(full)
     _check(full, revision, names)
     excluded: dict[str, set[int]] = {s: set() for s in SPLIT_NAMES}
