@@ -51,6 +51,18 @@ def test_every_verb_stores_and_load_gives_back_every_kind(image_folder, tiny_wei
     assert [m.candidate.image_size for m in both.members] == [c.image_size for c in ranking.completed]
     assert list(both.to_frame()["best_val_accuracy"]) == [c.fe_val_accuracy for c in ranking.completed]
 
+    report = tlcore.health(dataset=str(image_folder), backbone="test_efficientnet", weights=str(tiny_weights),
+                           image_size=32)
+    assert report.record_id and sum(report.checked_images.values()) == 36
+    data = tlcore.load_dataset(str(image_folder))
+    train = [data.item_name("train", int(data.indices["train"][0]))]  # a training image
+    revised = tlcore.revise(str(image_folder), exclude=train, note="api")
+    assert revised.startswith(f"{image_folder}@")
+    after = tlcore.compare(dataset=revised, per_class="all", strategies=["feature-extraction"],
+                           backbone="test_efficientnet", weights=str(tiny_weights), image_size=32)
+    assert after.dataset["sizes"]["train"] == r.dataset["sizes"]["train"] - 1
+    assert tlcore.load(report.record_id).to_dict() == report.to_dict()
+
     for made in (r, s, p, rec, ranking, both):
         loaded = tlcore.load(made.record_id)
         assert type(loaded) is type(made)

@@ -33,12 +33,12 @@ from tlcore.engine.strategies import StrategySpec, default_strategies, make_stra
 from tlcore.experiments.compare import load_comparison
 from tlcore.experiments.config import ALL, ExperimentConfig, SweepConfig, build_config, build_sweep_config
 from tlcore.experiments.sweep import SweepResult, load_sweep, run_sweep
-from tlcore.api import (Advice, Comparison, Probe, Sweep, compare, confirm, load, load_model, probe, rank, recommend,
-                        sweep)
+from tlcore.api import (Advice, Comparison, Probe, Sweep, compare, confirm, health, load, load_model, probe, rank,
+                        recommend, revise, sweep)
 
 __all__ = ["ALL", "Advice", "BackboneSpec", "CancelToken", "Comparison", "ComparisonResult", "ConfigError", "DataError",
            "DatasetSpec", "ExperimentConfig", "Probe", "ProgressEvent", "RunCancelled", "RunFailed", "RunResult",
            "StrategySpec", "Sweep", "SweepConfig", "SweepResult", "TlcoreError", "WeightsUnavailable", "__version__",
            "advise", "build_config", "build_sweep_config", "compare", "default_strategies", "load", "load_comparison",
            "load_dataset", "load_model", "load_sweep", "make_strategy", "probe", "rank", "confirm", "recommend",
-           "run_sweep", "sweep"]
+           "health", "revise", "run_sweep", "sweep"]

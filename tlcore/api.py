@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
 
 from tlcore.advice.probe import ProbeResult, layer_probe, probe_from_record, probe_table, save_probe
-from tlcore.advice.health import HealthReport, health_from_record
+from tlcore.advice.health import HealthReport, apply_fixes, health_check, health_from_record
 from tlcore.advice.candidates import DEFAULT_PER_CLASS, Ranking, confirmation, rank_candidates, ranking_from_record
 from tlcore.advice.records import advise, recommendation_from_record
 from tlcore.advice.rules import Recommendation
@@ -39,7 +39,7 @@ from tlcore.core.errors import ConfigError
 from tlcore.core.progress import CancelToken, ProgressCallback
 from tlcore.core.results import ComparisonResult, RunResult, _jsonable
 from tlcore.data.dataset import DatasetSpec
-from tlcore.data.load import parse_dataset
+from tlcore.data.load import dataset_label, parse_dataset
 from tlcore.deploy.load import load_model  # re-exported: `model, preprocessing = tlcore.load_model(run_id)`
 from tlcore.deploy.tracking import log_to_mlflow, requested_uri
 from tlcore.engine.backbone import BackboneSpec
@@ -64,7 +64,8 @@ from tlcore.records.slot import training_slot
 from tlcore.records.store import Store, default_store
 from tlcore.views.report import outlook_frame, probe_report_html, recommendation_report_html, report_html
 
-__all__ = ["Advice", "Comparison", "Probe", "Sweep", "compare", "load", "load_model", "probe", "recommend", "sweep"]
+__all__ = ["Advice", "Comparison", "Probe", "Sweep", "compare", "health", "load", "load_model", "probe", "recommend",
+           "revise", "sweep"]
 
 # What `compare` and `sweep` take as **options, by the CLI's names: the choices that are not keywords of their own
 # (the strategies' options and the split's).
@@ -494,6 +495,69 @@ def confirm(ranking: Ranking, top: int = 2, *, preset: str = DEFAULT_PRESET, str
     >>> print(both.statement())
     """
     return compare_backbones(confirmation(ranking, top, preset, strategies), store=store)
+
+
+def health(dataset: str | DatasetSpec = DEFAULT_DATASET, *, per_class: Size | str = None,
+           backbone: str = DEFAULT_BACKBONE, weights: str = DEFAULT_WEIGHTS, image_size: int | None = None,
+           seed: int = DEFAULT_SEED, store: Store | None = None) -> HealthReport:
+    """Check the data: likely label errors, the most atypical images, image issues and duplicates; store the report.
+
+    The same as ``python -m tlcore health``: out-of-fold probabilities of the feature-extraction head on cached
+    frozen features, cleanlab's label issues and outliers, cleanvision's image checks and duplicate groups.
+
+    Parameters
+    ----------
+    dataset : str or DatasetSpec, default 'fashion-mnist'
+        As for `compare` ('name@<revision id>' checks a revision).
+    per_class : int or 'all', optional
+        Training images a class (default: all); val and test are always checked whole.
+    backbone, weights, image_size, seed
+        As for `compare`.
+    store : Store, optional
+
+    Returns
+    -------
+    HealthReport
+        ``.label_issues``, ``.outliers``, ``.image_issues``, ``.duplicates``, ``.counts()``, ``.text()``,
+        ``.record_id``.
+
+    Examples
+    --------
+    >>> report = tlcore.health(dataset="digits")
+    >>> print(report.counts())
+    """
+    return health_check(dataset, backbone=backbone, weights=weights, per_class=per_class, image_size=image_size,
+                        seed=seed, store=store)
+
+
+def revise(dataset: str | DatasetSpec, *, exclude: Sequence[str] = (), relabel: dict[str, str] | None = None,
+           note: str = "") -> str:
+    """Store a revision of the data (images excluded or relabelled, the files untouched) and return its name.
+
+    Parameters
+    ----------
+    dataset : str or DatasetSpec
+        The original data (a built-in name or a folder; a name with '@<id>' adds to that revision's changes).
+    exclude : list of str
+        Images to leave out, named as a health report names them (``FlaggedImage.name``).
+    relabel : dict, optional
+        {image name: new class}.
+    note : str, optional
+
+    Returns
+    -------
+    str
+        'name@<revision id>': pass it as ``dataset=`` to any verb, e.g. `compare`.
+
+    Examples
+    --------
+    >>> report = tlcore.health(dataset="digits")
+    >>> revised = tlcore.revise("digits", exclude=[f.name for f in report.label_issues if f.split == "train"])
+    >>> after = tlcore.compare(dataset=revised, per_class="all", strategies=["feature-extraction"])
+    """
+    spec = parse_dataset(dataset) if isinstance(dataset, str) else dataset
+    revision = apply_fixes(spec, exclude, (relabel or {}).items(), note)
+    return dataset_label(replace(spec, revision=revision.id))
 
 
 def load(record_id: str, store: Store | None = None) -> Comparison | Sweep | Advice | Probe | Ranking | \
