@@ -175,6 +175,9 @@ def save_revision_button(report: HealthReport, actions: dict[str, str], key: str
                        key=f"{key}_csv", help="Edit it and store it with tlcore health --dataset ... --apply FILE")
     if not st.button("Store as a revision", type="primary", key=f"{key}_store", disabled=not (exclude or relabel)):
         return None
+    if not report.source.get("source"):
+        show_error("This check was stored before checks recorded their data: run the check again to revise it.")
+        return None
     try:
         spec = DatasetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in report.source.items()
                               if k in DatasetSpec.__dataclass_fields__})
