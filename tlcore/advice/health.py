@@ -22,8 +22,6 @@ the fixes on labels flipped on purpose.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import socket
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -300,9 +298,9 @@ def image_issues(dataset, splits: np.ndarray, indices: np.ndarray) -> tuple[list
                             dataset.classes[int(dataset.pools[split].labels[index])], score=score, issue=issue)
 
     lab = Imagelab(torchvision_dataset=_Images(dataset, splits, indices), verbose=False)
-    with contextlib.redirect_stderr(io.StringIO()):  # its progress bars
-        lab.find_issues(issue_types={t: {} for t in (*IMAGE_CHECKS, "exact_duplicates", "near_duplicates")},
-                        n_jobs=1, verbose=False)
+    # its progress bars go to stderr (not redirected: that would silence every thread of a serving process)
+    lab.find_issues(issue_types={t: {} for t in (*IMAGE_CHECKS, "exact_duplicates", "near_duplicates")}, n_jobs=1,
+                    verbose=False)
     issues, found = lab.issues, []
     for issue in IMAGE_CHECKS:
         rows = np.flatnonzero(issues[f"is_{issue}_issue"].to_numpy())
