@@ -493,10 +493,13 @@ class _Measure:
         set_head(model, fit)
         anatomy = describe(model.cpu(), result.image_size, result.backbone)
         result.params, result.macs = anatomy.total_params, anatomy.total_macs
-        images = PreparedImages(images=torch.cat([splits["val"].images, splits["train"].images]),
-                                labels=torch.cat([splits["val"].labels, splits["train"].labels]),
-                                indices=np.arange(len(splits["val"].labels) + len(splits["train"].labels)))
-        count = min(len(images.labels), THROUGHPUT_IMAGES + WARMUP_IMAGES)
+        count = min(len(splits["val"]) + len(splits["train"]), THROUGHPUT_IMAGES + WARMUP_IMAGES)
+        from_val = min(count, len(splits["val"]))  # only what is timed is read (the splits may be on disk)
+        images = PreparedImages(images=torch.cat([splits["val"].images[:from_val],
+                                                  splits["train"].images[:count - from_val]]),
+                                labels=torch.cat([splits["val"].labels[:from_val],
+                                                  splits["train"].labels[:count - from_val]]),
+                                indices=np.arange(count))
         norm = Normalizer(prepared.data_cfg, prepared.device, channels_last=True)
         deployed = model.to(prepared.device).to(memory_format=torch.channels_last)
         _, measured = timed_pass(deployed, lambda s: norm(images.images[s]), count, self.cancel.check)

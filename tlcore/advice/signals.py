@@ -107,9 +107,11 @@ def feature_lead_text(lead: float) -> str:
     return f"raw pixels lead the features by {points:.1f} points"
 
 
-def _pixels(images: torch.Tensor, size: int = 16) -> np.ndarray:
-    x = F.adaptive_avg_pool2d(images.float().mean(1, keepdim=True), size)
-    return x.flatten(1).numpy()
+def _pixels(images, size: int = 16, rows: int = 2048) -> np.ndarray:
+    """Grey 16x16 thumbnails, a chunk of images at a time (the images may be read from disk)."""
+    out = [F.adaptive_avg_pool2d(images[start:start + rows].float().mean(1, keepdim=True), size).flatten(1).numpy()
+           for start in range(0, len(images), rows)]
+    return np.concatenate(out) if out else np.zeros((0, size * size), dtype=np.float32)
 
 
 def measure(dataset: DatasetSpec | str, backbone: bb.BackboneSpec | str = bb.BackboneSpec(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -107,20 +108,44 @@ class CacheStats:
     rows_reused: int = 0
 
 
+# rows computed and written at a time: what a run killed part way loses at most
+CHUNK_ROWS = int(os.environ.get("TLCORE_FEATURE_CHUNK", "2048"))
+MEMORY_BYTES = 128 * 2**20  # features a cache keeps in memory; beyond it parts are read back from disk when asked
+
+
+@dataclass
+class _Part:
+    """Rows computed together, written to disk as one file (atomically: a part is whole or absent)."""
+
+    indices: np.ndarray
+    path: Optional[Path] = None
+    features: Optional[torch.Tensor] = None  # None: on disk only (read when asked)
+
+    def load(self) -> torch.Tensor:
+        if self.features is not None:
+            return self.features
+        return torch.load(self.path, map_location="cpu", weights_only=True)["features"]
+
+
 @dataclass
 class _Entry:
-    rows: dict[int, int] = field(default_factory=dict)  # pool index -> row in features
-    features: Optional[torch.Tensor] = None
+    rows: dict[int, tuple[int, int]] = field(default_factory=dict)  # pool index -> (part, row in the part)
+    parts: list[_Part] = field(default_factory=list)
+    seen: set = field(default_factory=set)  # part files read
 
 
 class FeatureCache:
-    """Rows of features by pool index under a key; thread-safe; on disk under TLCORE_HOME/cache/features."""
+    """Rows of features by pool index under a key; thread-safe; on disk under TLCORE_HOME/cache/features, one
+    directory a key and one file per part of at most CHUNK_ROWS rows, so that an interrupted extraction keeps what
+    it finished, a reader never sees half a part, and no more than MEMORY_BYTES of features stay in memory."""
 
-    def __init__(self, root: Optional[Path] = None, use_disk: bool = True) -> None:
+    def __init__(self, root: Optional[Path] = None, use_disk: bool = True, memory_bytes: int = MEMORY_BYTES) -> None:
         self.root = root
         self.use_disk = use_disk
+        self.memory_bytes = memory_bytes
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.RLock()
+        self._held = 0  # bytes of features held in memory
         self.stats = CacheStats()
 
     def _dir(self) -> Path:
@@ -133,53 +158,83 @@ class FeatureCache:
         raw = f"v{FEATURE_VERSION}|{backbone}|{weights_sha}|{pool_fingerprint}|{transform_key}"
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
+    def _add(self, entry: _Entry, part: _Part, features: torch.Tensor) -> None:
+        number = len(entry.parts)
+        for row, i in enumerate(part.indices.tolist()):
+            entry.rows.setdefault(int(i), (number, row))
+        if part.path is None or self._held + features.numel() * 4 <= self.memory_bytes:
+            part.features = features
+            self._held += features.numel() * 4
+        entry.parts.append(part)
+
     def _load(self, key: str) -> _Entry:
+        """The key's entry, with any part written since (by this process or another) added."""
         entry = self._entries.get(key)
         if entry is not None:
             self.stats.memory_hits += 1
+        else:
+            entry = self._entries[key] = _Entry()
+        if not self.use_disk:
             return entry
-        entry = _Entry()
-        path = self._dir() / f"{key}.pt" if self.use_disk else None
-        if path is not None and path.exists():
+        legacy = self._dir() / f"{key}.pt"  # a whole cache file, as versions before parts wrote it
+        folder = self._dir() / key
+        paths = ([legacy] if legacy.exists() else []) + (sorted(folder.glob("part-*.pt")) if folder.is_dir() else [])
+        for path in paths:
+            if path.name in entry.seen:
+                continue
+            entry.seen.add(path.name)
             try:
                 blob = torch.load(path, map_location="cpu", weights_only=True)
-                entry = _Entry({int(i): r for r, i in enumerate(blob["indices"].tolist())}, blob["features"])
-                self.stats.disk_hits += 1
+                indices, features = blob["indices"].numpy(), blob["features"]
             except Exception:  # a torn or stale cache file is only a cache miss
-                entry = _Entry()
-        self._entries[key] = entry
+                continue
+            self._add(entry, _Part(indices, path), features)
+            self.stats.disk_hits += 1
         return entry
 
-    def get_or_compute(self, key: str, indices: np.ndarray, compute) -> torch.Tensor:
-        """Features for `indices`, computing (via `compute(missing_indices)`) only the rows not cached yet."""
+    def _write(self, key: str, indices: np.ndarray, features: torch.Tensor) -> Optional[Path]:
+        if not self.use_disk:
+            return None
+        folder = self._dir() / key
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}.pt"
+        tmp = folder / f".tmp-{name}"
+        torch.save({"indices": torch.as_tensor(indices, dtype=torch.long), "features": features}, tmp)
+        os.replace(tmp, folder / name)  # atomic: readers see the whole part or none of it
+        return folder / name
+
+    def get_or_compute(self, key: str, indices: np.ndarray, compute, chunk_rows: Optional[int] = None) -> torch.Tensor:
+        """Features for `indices`, computing only the rows not cached yet: `compute(missing, done, total)` for at
+        most `chunk_rows` of them at a time (`done` of `total` missing rows computed before), each chunk written
+        before the next starts."""
         with self._lock:
             entry = self._load(key)
-            missing = [int(i) for i in indices if int(i) not in entry.rows]
-        if missing:
-            missing_arr = np.asarray(sorted(set(missing)), dtype=np.int64)
-            new = compute(missing_arr)
+            missing = np.asarray(sorted({int(i) for i in indices if int(i) not in entry.rows}), dtype=np.int64)
+        chunk_rows = max(1, chunk_rows or CHUNK_ROWS)
+        for start in range(0, len(missing), chunk_rows):
+            chunk = missing[start:start + chunk_rows]
+            new = compute(chunk, start, len(missing)).contiguous()
             with self._lock:
-                entry = self._load(key)
-                start = 0 if entry.features is None else len(entry.features)
-                entry.features = new if entry.features is None else torch.cat([entry.features, new])
-                for offset, i in enumerate(missing_arr.tolist()):
-                    entry.rows[i] = start + offset
-                self.stats.rows_computed += len(missing_arr)
-                self._save(key, entry)
+                path = self._write(key, chunk, new)
+                if path is not None:
+                    entry.seen.add(path.name)
+                self._add(entry, _Part(chunk, path), new)
+                self.stats.rows_computed += len(chunk)
         with self._lock:
-            self.stats.rows_reused += len(indices) - len(set(missing))
-            rows = torch.as_tensor([entry.rows[int(i)] for i in indices], dtype=torch.long)
-            return entry.features[rows]
-
-    def _save(self, key: str, entry: _Entry) -> None:
-        if not self.use_disk:
-            return
-        order = sorted(entry.rows.items(), key=lambda kv: kv[1])
-        blob = {"indices": torch.as_tensor([i for i, _ in order], dtype=torch.long), "features": entry.features}
-        path = self._dir() / f"{key}.pt"
-        tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
-        torch.save(blob, tmp)
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
+            entry = self._load(key)
+            self.stats.rows_reused += len(indices) - len(missing)
+            where = np.array([entry.rows[int(i)] for i in indices], dtype=np.int64).reshape(-1, 2)
+            out = None
+            for number in np.unique(where[:, 0]).tolist():
+                features = entry.parts[number].load()
+                if out is None:
+                    out = torch.empty((len(where), *features.shape[1:]), dtype=features.dtype)
+                mine = np.flatnonzero(where[:, 0] == number)
+                out[torch.from_numpy(mine)] = features[torch.from_numpy(where[mine, 1])]
+            if out is None:  # nothing asked: the width of any part, if there is one
+                shape = next((p.load().shape[1:] for p in entry.parts), (0,))
+                out = torch.zeros((0, *shape))
+            return out
 
 
 _DEFAULT_CACHE: Optional[FeatureCache] = None
@@ -223,10 +278,12 @@ def split_features(context: FeatureContext, split: str, reporter: Optional[Repor
                     context.transform_key)
     position = {int(i): p for p, i in enumerate(prepared.indices.tolist())}
 
-    def compute(missing: np.ndarray) -> torch.Tensor:
+    def compute(missing: np.ndarray, done: int, total: int) -> torch.Tensor:
         rows = torch.as_tensor([position[int(i)] for i in missing], dtype=torch.long)
+        lo, hi = progress_span
+        span = (lo + (hi - lo) * done / total, lo + (hi - lo) * (done + len(missing)) / total)
         return extract_features(context.model, prepared.images[rows], context.cfg, context.device, context.options,
-                                reporter=reporter, progress_span=progress_span, embedding=context.embedding,
+                                reporter=reporter, progress_span=span, embedding=context.embedding,
                                 phase=context.phase)
 
     return cache.get_or_compute(key, prepared.indices, compute)

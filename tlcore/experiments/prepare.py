@@ -2,12 +2,15 @@
 checks, timm's transform for the backbone, and the reference model's weights. Comparisons, sweeps, a Ray worker
 and the recommendation all start here, so they load, check and preprocess data the same way.
 
-Images are decoded and resized once per process and reused by every cell that needs them (`cell_data`).
+Images are decoded and resized once and reused by every cell that needs them (`cell_data`): in memory while the
+process's decoded pixels stay under `IN_MEMORY_BYTES`, and beyond it on disk (tlcore.data.decoded), read back a
+batch at a time, so that memory does not grow with the number of images.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from dataclasses import dataclass, field, replace
 
@@ -15,8 +18,9 @@ import numpy as np
 import torch
 from timm.data import resolve_model_data_config
 
-from tlcore.core.environment import require_writable, resolve_device
+from tlcore.core.environment import cache_dir, require_writable, resolve_device
 from tlcore.data.dataset import Dataset, PreparedImages, prepare_split
+from tlcore.data.decoded import DecodedStore, LazyImages
 from tlcore.data.load import load_dataset
 from tlcore.engine import backbone as bb
 from tlcore.engine.weights import WeightsInfo
@@ -24,6 +28,9 @@ from tlcore.experiments.config import ALL, ExperimentConfig, Size
 
 AUTO_MIN, AUTO_MAX = 48, 128  # AUTO_MAX: the cap where there is no GPU
 SPLITS = ("train", "val", "test")
+# decoded pixels a process keeps in memory; a split that would take it past this is decoded to disk and read back in
+# batches instead (docs/benchmarks.md, "Memory flat in dataset size": the built-in default stays in memory)
+IN_MEMORY_BYTES = int(os.environ.get("TLCORE_IN_MEMORY_MB", "512")) * 2**20
 
 
 def auto_image_size(native: int, device_type: str = "cpu", backbone_size: int = 0) -> int:
@@ -97,6 +104,7 @@ class Prepared:
     device: torch.device
     _transform: object = None
     _decoded: dict = field(default_factory=dict)  # split -> {pool index: uint8 CHW tensor}
+    _stores: dict = field(default_factory=dict)  # split -> DecodedStore, for splits beyond IN_MEMORY_BYTES
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -108,8 +116,46 @@ class Prepared:
         """The nested per-class subset of the training images for `seed` (val and test unchanged)."""
         return self.dataset.subset(None if size is ALL else size, seed)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.data_cfg["input_size"])
+
+    def _in_memory_bytes(self) -> int:
+        return sum(len(done) for done in self._decoded.values()) * int(np.prod(self.image_shape))
+
+    def streams(self, split: str, indices: np.ndarray) -> bool:
+        """Whether `split`'s images are served from disk: once a split goes there it stays (one copy of each)."""
+        with self._lock:
+            if split in self._stores:
+                return True
+            done = self._decoded.get(split, {})
+            new = sum(1 for i in np.unique(indices) if int(i) not in done)
+            return self._in_memory_bytes() + new * int(np.prod(self.image_shape)) > IN_MEMORY_BYTES
+
+    def store(self, split: str) -> DecodedStore:
+        """The on-disk decoded images of `split` (opened once per process)."""
+        with self._lock:
+            if split not in self._stores:
+                pool = self.dataset.pools[split]
+                key = hashlib.sha256(f"{pool.feature_key()}|{self.transform_key}|{self.image_shape}".encode())
+                shape = self.image_shape
+
+                def decode(indices: np.ndarray, split=split) -> np.ndarray:
+                    images = prepare_split(self.dataset, split, self._transform, indices=indices).images
+                    if tuple(images.shape[1:]) != shape:
+                        raise ValueError(f"decoded images are {tuple(images.shape[1:])}, expected {shape}")
+                    return images.numpy()
+
+                self._stores[split] = DecodedStore(cache_dir() / "decoded" / key.hexdigest()[:24], len(pool),
+                                                   shape, decode)
+            return self._stores[split]
+
     def decode(self, split: str, indices: np.ndarray) -> None:
-        """Decode and resize the images of `split` at `indices` that are not decoded yet."""
+        """Decode and resize the images of `split` at `indices` that are not decoded yet (in memory, or on disk for
+        a split beyond IN_MEMORY_BYTES)."""
+        if self.streams(split, indices):
+            self.store(split).ensure(indices)
+            return
         with self._lock:
             done = self._decoded.setdefault(split, {})
             missing = np.array([i for i in np.unique(indices) if int(i) not in done], dtype=np.int64)
@@ -119,22 +165,31 @@ class Prepared:
 
     def _images(self, ds: Dataset, split: str) -> PreparedImages:
         indices = np.asarray(ds.indices[split])
+        labels = torch.from_numpy(ds.pools[split].labels[indices].astype(np.int64))
+        if self.streams(split, indices):
+            return PreparedImages(images=LazyImages(self.store(split), indices), labels=labels, indices=indices)
         self.decode(split, indices)
         done = self._decoded[split]
         images = torch.stack([done[int(i)] for i in indices]) if len(indices) else torch.zeros(0)
-        labels = torch.from_numpy(ds.pools[split].labels[indices].astype(np.int64))
         return PreparedImages(images=images, labels=labels, indices=indices)
+
+    def _digests(self, split: str, indices: np.ndarray) -> list[str]:
+        if split in self._stores:
+            store, out = self.store(split), []
+            for start in range(0, len(indices), 2048):
+                chunk = np.asarray(indices[start:start + 2048])
+                store.ensure(chunk)
+                out += [hashlib.sha1(row.numpy().tobytes()).hexdigest() for row in store.read(chunk)]
+            return out
+        return [hashlib.sha1(self._decoded[split][int(i)].numpy().tobytes()).hexdigest() for i in indices]
 
     def overlap(self, ds: Dataset) -> dict[str, int]:
         """How many val and test images have the very pixels (after preprocessing) of an image in `ds`'s training
         subset: a duplicate in the test set makes its score optimistic."""
-        def digest(split: str, index: int) -> str:
-            return hashlib.sha1(self._decoded[split][int(index)].numpy().tobytes()).hexdigest()
-
         for split in SPLITS:
             self.decode(split, np.asarray(ds.indices[split]))
-        train = {digest("train", i) for i in ds.indices["train"]}
-        return {s: int(sum(digest(s, i) in train for i in ds.indices[s])) for s in ("val", "test")}
+        train = set(self._digests("train", np.asarray(ds.indices["train"])))
+        return {s: int(sum(d in train for d in self._digests(s, np.asarray(ds.indices[s])))) for s in ("val", "test")}
 
     def cell_data(self, ds: Dataset, splits: tuple[str, ...] = ("train", "val", "test")) -> CellData:
         return CellData(ds, self.data_cfg, self.transform_key, {s: self._images(ds, s) for s in splits})

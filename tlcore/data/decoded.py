@@ -1,0 +1,122 @@
+"""Decoded images on disk: what lets a 100k-photo folder run in the memory of a small one.
+
+A split's images, decoded, resized and cropped by the eval transform (uint8 CHW), are written by pool index into one
+file per pool and preprocessing under the cache directory, in batches, and read back in batches by position
+(`os.pread`, not a memory map, so that what was read does not stay in the process's resident memory). A second
+file holds one byte a row, set only after its row was written: a process killed part way leaves rows unmarked, which
+the next run decodes again, so a half-written row is never read back as complete. Any number of processes may share
+the files (they write the same bytes for the same row).
+
+`LazyImages` is the view a cell gets instead of a stacked tensor: indexing it decodes what is missing and reads the
+rows asked for, so training and feature extraction hold one batch of pixels at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+DECODE_BATCH = 256  # images decoded (and written) at a time: bounds the pixels held while decoding
+
+
+class DecodedStore:
+    """One pool's decoded images at one preprocessing, by pool index, on disk."""
+
+    def __init__(self, path: Path, pool_size: int, shape: Sequence[int],
+                 decode: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self.row_bytes = int(np.prod(self.shape))
+        self.pool_size = int(pool_size)
+        self._decode = decode  # pool indices -> uint8 array (n, *shape)
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.pixels_path, self.done_path = path.with_suffix(".u8"), path.with_suffix(".done")
+        flags = os.O_RDWR | os.O_CREAT
+        self._pixels = os.open(self.pixels_path, flags, 0o600)
+        self._done = os.open(self.done_path, flags, 0o600)
+        if os.fstat(self._pixels).st_size < self.pool_size * self.row_bytes:
+            os.ftruncate(self._pixels, self.pool_size * self.row_bytes)  # sparse: only written rows take disk
+        if os.fstat(self._done).st_size < self.pool_size:
+            os.ftruncate(self._done, self.pool_size)
+
+    def close(self) -> None:
+        for fd in (self._pixels, self._done):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __del__(self) -> None:
+        self.close()
+
+    def done(self) -> np.ndarray:
+        """Which rows are complete (re-read: another process may have written some)."""
+        return np.frombuffer(os.pread(self._done, self.pool_size, 0), dtype=np.uint8).astype(bool)
+
+    def ensure(self, indices: np.ndarray, on_batch: Callable[[int, int], None] | None = None) -> int:
+        """Decode and write the rows of `indices` not on disk yet, a batch at a time; how many were decoded."""
+        with self._lock:
+            wanted = np.unique(np.asarray(indices, dtype=np.int64))
+            missing = wanted[~self.done()[wanted]] if len(wanted) else wanted
+            for start in range(0, len(missing), DECODE_BATCH):
+                batch = missing[start:start + DECODE_BATCH]
+                pixels = np.ascontiguousarray(self._decode(batch), dtype=np.uint8)
+                for row, index in zip(pixels, batch.tolist()):
+                    os.pwrite(self._pixels, row.tobytes(), index * self.row_bytes)
+                for index in batch.tolist():  # marked only once its pixels are written
+                    os.pwrite(self._done, b"\x01", index)
+                if on_batch:
+                    on_batch(start + len(batch), len(missing))
+            return len(missing)
+
+    def read(self, indices: np.ndarray) -> torch.Tensor:
+        """The rows of `indices`, in that order, as one uint8 tensor (n, *shape); every row must be complete."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = np.empty((len(indices), *self.shape), dtype=np.uint8)
+        flat = out.reshape(len(indices), -1)
+        for position, index in enumerate(indices.tolist()):
+            flat[position] = np.frombuffer(os.pread(self._pixels, self.row_bytes, index * self.row_bytes),
+                                           dtype=np.uint8)
+        return torch.from_numpy(out)
+
+
+class LazyImages:
+    """A split's images as a read-only, indexable stand-in for a uint8 (N, C, H, W) tensor: `images[idx]` decodes
+    what is missing and returns those rows, stacked; nothing else stays in memory."""
+
+    dtype = torch.uint8
+
+    def __init__(self, store: DecodedStore, indices: np.ndarray) -> None:
+        self.store = store
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.indices), *self.store.shape))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        if isinstance(idx, torch.Tensor):
+            idx = idx.cpu().numpy()
+        chosen = self.indices[idx]
+        if np.ndim(chosen) == 0:
+            return self[[int(idx)]][0]
+        self.store.ensure(chosen)
+        return self.store.read(chosen)
+
+    def chunks(self, rows: int = DECODE_BATCH * 8):
+        """The images in order, `rows` at a time (positions, pixels): for passes over the whole split."""
+        for start in range(0, len(self), rows):
+            positions = np.arange(start, min(start + rows, len(self)))
+            yield positions, self[positions]
+
+
+def images_nbytes(count: int, shape: Sequence[int]) -> int:
+    return int(count) * int(np.prod(shape))
