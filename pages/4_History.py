@@ -77,9 +77,13 @@ if shared:
                    f"{pd.Timestamp(record['created_at'], unit='s'):%Y-%m-%d %H:%M} UTC · read-only view")
         st.markdown(f"**{len(health.label_issues)} likely label errors** in {sum(health.checked_images.values())} "
                     f"images ({', '.join(f'{n} {s}' for s, n in health.checked_images.items())}), from "
-                    f"{health.folds}-fold out-of-fold probabilities of the feature-extraction head (cleanlab).")
+                    f"{health.folds}-fold out-of-fold probabilities of the feature-extraction head and the nearest "
+                    f"images' labels (cleanlab); {len(health.label_doubts)} more worth a look.")
         health_summary(health)
         st.dataframe(health.frame("label issues"), hide_index=True, key="hist_health_labels")
+        if health.label_doubts:
+            st.markdown("**Labels worth a look** (one of the two rejects the label)")
+            st.dataframe(health.frame("label doubts"), hide_index=True, key="hist_health_doubts")
         st.markdown(f"**The {len(health.outliers)} most atypical images** (lowest cleanlab outlier scores)")
         st.dataframe(health.frame("outliers"), hide_index=True, key="hist_health_outliers")
         page_link_to(DATA_PAGE, "Open on the Data page: the flagged images as pictures, to exclude or relabel them "

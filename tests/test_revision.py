@@ -155,7 +155,7 @@ def test_fixes_apply_and_before_after_from_the_cli(tmp_path, tiny_weights, capsy
     fixes = tmp_path / "fixes.csv"
     assert main(["health", "--dataset", str(folder), *model, "--fixes", str(fixes)]) == 0
     table = pd.read_csv(fixes, keep_default_na=False)
-    assert list(table.columns) == ["name", "action", "label", "split", "given", "confidence"]
+    assert list(table.columns) == ["name", "action", "label", "split", "given", "confidence", "likely"]
     assert len(table) >= 1 and set(table.action) <= {"exclude", "keep"}
     assert (table.action == (table.split.map(lambda s: "keep" if s == "test" else "exclude"))).all()
     assert "--apply" in capsys.readouterr().out

@@ -24,8 +24,8 @@ from tlcore.advice.candidates import candidate_grid, check_confirmation, confirm
 from tlcore.advice.probe import layer_probe, save_probe
 from tlcore.advice.records import advise
 from tlcore.advice.depth import DEPTH_SIZES, validate_depth
-from tlcore.advice.health import (apply_fixes, cleaning_summary, cleaning_table, health_check, noise_table,
-                                  suggested_fixes, validate_cleaning, validate_health)
+from tlcore.advice.health import (apply_fixes, cleaning_summary, cleaning_table, health_check, noise_summary,
+                                  noise_table, suggested_fixes, validate_cleaning, validate_health)
 from tlcore.advice.validate import VALIDATION_SIZES, VALIDATION_SUITE, validate
 from tlcore.core.environment import hub_reachable
 from tlcore.core.errors import ConfigError, TlcoreError
@@ -717,7 +717,8 @@ def cmd_health(args: argparse.Namespace) -> int:
         tables = {}
         with _Interrupt(), training_slot("health --validate", CancelToken(), _say_waiting):
             if args.validate in ("flags", "all"):
-                tables["flags"] = noise_table(validate_health(progress=say))
+                flags = validate_health(progress=say)
+                tables["flags"], tables["flags over the seeds"] = noise_table(flags), noise_summary(flags)
             if args.validate in ("fixes", "all"):
                 cases = validate_cleaning(progress=say)
                 tables["fixes"], tables["fixes over the seeds"] = cleaning_table(cases), cleaning_summary(cases)

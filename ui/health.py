@@ -30,11 +30,11 @@ PER_ROW, PAGE = 6, 24
 
 
 @st.cache_data(show_spinner="Reading the flagged images back...", max_entries=8, ttl=3600)
-def _galleries(report_dict: dict) -> tuple[list[dict], list[dict], list[dict], list[dict], bool]:
+def _galleries(report_dict: dict) -> tuple[list[dict], list[dict], list[dict], list[dict], list[dict], bool]:
     report = HealthReport.from_dict(report_dict)
     dataset = checked_dataset(report)
-    return (gallery(report, dataset), gallery(report, dataset, "outliers"), gallery(report, dataset, "image issues"),
-            duplicate_gallery(report, dataset), dataset is not None)
+    return (gallery(report, dataset), gallery(report, dataset, "label doubts"), gallery(report, dataset, "outliers"),
+            gallery(report, dataset, "image issues"), duplicate_gallery(report, dataset), dataset is not None)
 
 
 @st.cache_data(show_spinner=False, max_entries=8, ttl=3600)
@@ -47,7 +47,7 @@ def health_summary(report: HealthReport) -> None:
     st.markdown(f"**{dataset_display(report.dataset)}**: {checked:,} images checked "
                 f"({', '.join(f'{n:,} {s}' for s, n in report.checked_images.items())}) with {report.backbone} at "
                 f"{report.image_size} px, {report.folds}-fold out-of-fold probabilities of the feature-extraction "
-                f"head (cleanlab), seed {report.seed}; {report.seconds:.1f} s"
+                f"head and the nearest images' labels (cleanlab), seed {report.seed}; {report.seconds:.1f} s"
                 + (" (every feature from the cache)." if not report.rows_computed else "."))
     st.dataframe(issue_counts(report), hide_index=True, key=f"health_counts_{report.record_id}")
     c1, c2 = st.columns(2)
@@ -86,7 +86,7 @@ def _cards(items: list[dict], key: str, kind: str, classes: list[str], elsewhere
             with col, st.container(border=True):
                 if item["picture"]:
                     st.image(item["picture"], width=96)
-                if kind == "label issues":
+                if kind in ("label issues", "label doubts"):
                     st.markdown(f"**{item['given']}** → {item['suggested']}  \np(given) {item['confidence']:.3f}")
                     relabel = [f"relabel:{c}" for c in [item["suggested"], *classes] if c != item["given"]]
                     options = ["keep", "exclude", *dict.fromkeys(relabel)]
@@ -109,7 +109,7 @@ def galleries(report: HealthReport, key: str, revision: Optional[Revision] = Non
     """The likely label errors and the most atypical images as galleries (picture, labels, an action each); returns
     the actions chosen so far ({image name: 'keep' | 'exclude' | 'relabel:<class>'}). A `revision` (from a link)
     fills the choices of a session that has made none."""
-    labels, outliers, images, duplicates, pictures = _galleries(report.to_dict())
+    labels, doubts, outliers, images, duplicates, pictures = _galleries(report.to_dict())
     actions_key = f"{key}_actions"
     if not st.session_state.get(actions_key) and revision is not None:
         st.session_state[actions_key] = {**{n: "exclude" for n in revision.exclude},
@@ -120,28 +120,33 @@ def galleries(report: HealthReport, key: str, revision: Optional[Revision] = Non
                 "galleries name them without pictures.")
     if not read_only():
         c1, c2 = st.columns(2)
-        if c1.button("Choose the suggestion", key=f"{key}_suggest", help="Exclude the flagged training and val "
-                     "images and keep the flagged test images, so that before and after are scored on the same test "
-                     "set; change any of them below."):
-            st.session_state[actions_key] = {i["name"]: i["suggestion"] for i in labels}
+        if c1.button("Choose the suggestion", key=f"{key}_suggest", help="Exclude the listed training and val "
+                     "images (likely errors and those worth a look) and keep the flagged test images, so that before "
+                     "and after are scored on the same test set; change any of them below."):
+            st.session_state[actions_key] = {i["name"]: i["suggestion"] for i in labels + doubts}
             _forget_widgets(key)
         if c2.button("Keep every image (clear the choices)", key=f"{key}_clear"):
             st.session_state[actions_key] = {}
             _forget_widgets(key)
     crossing = sum(1 for g in duplicates if g["crosses_splits"])
     label_tab, outlier_tab, image_tab, duplicate_tab = st.tabs([
-        f"Likely label errors ({len(report.label_issues)})", f"Most atypical images ({len(report.outliers)})",
+        f"Likely label errors ({len(report.label_issues)}, {len(report.label_doubts)} more worth a look)",
+        f"Most atypical images ({len(report.outliers)})",
         f"Image issues ({len(report.image_issues)})",
         f"Duplicates ({len(report.duplicates)} groups, {crossing} across splits)"])
     with label_tab:
-        st.caption("Most likely first: the given label → the label the head suggests, and the out-of-fold "
-                   "probability of the given label.")
+        st.caption("Both the head (fitted on the other folds) and the 10 nearest images reject the given label; "
+                   "most likely first: the given label → the suggested one, and the probability of the given label.")
         _cards(labels, actions_key, "label issues", report.classes)
+        st.markdown(f"**Worth a look ({len(doubts)})**: one of the two rejects the label. The suggestion excludes "
+                    "them from training and val too: dropping a correct but confusing image costs less than keeping "
+                    "a wrong label.")
+        _cards(doubts, actions_key, "label doubts", report.classes)
     with outlier_tab:
         st.caption("Lowest cleanlab outlier score first: images unlike the rest of the data (a ranking, not a "
                    "verdict).")
-        _cards(outliers, actions_key, "outliers", report.classes, frozenset(i["name"] for i in labels))
-    listed = frozenset(i["name"] for i in labels + outliers)
+        _cards(outliers, actions_key, "outliers", report.classes, frozenset(i["name"] for i in labels + doubts))
+    listed = frozenset(i["name"] for i in labels + doubts + outliers)
     with image_tab:
         st.caption("cleanvision's checks: dark, light, blurry, nearly blank (low information), odd size or aspect "
                    "ratio; the lowest score first within each type.")

@@ -2,10 +2,15 @@
 frozen features (cached) and the feature-extraction head.
 
 Label issues: every labelled image (training, val and test: a wrong test label biases the score as much as a wrong
-training label misleads the model) gets class probabilities from the FE head fitted on the other folds of a
-stratified 5-fold split (out-of-fold, the same L-BFGS head at the L2 strength the comparison's head picks on val),
-then cleanlab's `find_label_issues` (confident learning, Northcutt et al. 2021; rule `FILTER`) flags the images whose
-given label disagrees with them, ranked by self-confidence; the suggested label is the head's most probable class.
+training label misleads the model) gets two independent views of its class: probabilities from the FE head fitted on
+the other folds of a stratified 5-fold split (out-of-fold, the same L-BFGS head at the L2 strength the comparison's
+head picks on val), and the labels of its `NEIGHBOURS` nearest images in feature space. cleanlab's
+`find_label_issues` (confident learning, Northcutt et al. 2021; rule `FILTER`) on the two views' average lists the
+images whose given label disagrees, ranked by self-confidence; the suggested label is the average's most probable
+class. Of those, an image is a *likely* label error when both views reject its label on their own (no neighbour
+shares it and the head gives it less than `HEAD_REJECTS`); the rest are *worth a look*. The likely ones are what
+the check counts and the suggested fixes exclude: at 10% of labels flipped at random they are at least 0.8 precise,
+where the head alone flagged as many clean images as flipped ones (docs/benchmarks.md, "Data health").
 Outliers: cleanlab's `OutOfDistribution` scores each image by its distance to its nearest neighbours in feature
 space; the report lists the lowest-scoring share (`OUTLIER_SHARE`) as the most atypical images, a ranking, not a
 verdict.
@@ -56,6 +61,10 @@ OOF_MAX_ITER = 100
 # cleanlab's rule for which images are issues: of its seven, the one with the best precision (and recall) on the
 # flipped-label validation (docs/benchmarks.md, "Data health"); its default, prune_by_noise_rate, flagged 2x more.
 FILTER = "low_self_confidence"
+NEIGHBOURS = 10  # nearest images (cosine, standardised features) whose labels vote for an image's class
+# the head's out-of-fold probability of the given label under which, with no neighbour sharing that label, a listed
+# image is a likely label error rather than worth a look (chosen on the flipped-label validation: docs/benchmarks.md)
+HEAD_REJECTS = 0.05
 # cleanvision's image checks (its grayscale check is left out: a grey dataset is not an issue, and it would flag every
 # image of the built-in data); duplicates are its exact and near-duplicate checks
 IMAGE_CHECKS = ("dark", "light", "blurry", "low_information", "odd_size", "odd_aspect_ratio")
@@ -93,8 +102,8 @@ class FlaggedImage:
     index: int  # into its split's pool (the feature cache's row key)
     name: str  # its path inside the dataset (or 'name[index]')
     given: str
-    suggested: str = ""  # label issues: the head's most probable class
-    confidence: Optional[float] = None  # label issues: the out-of-fold probability of the given label
+    suggested: str = ""  # label issues: the most probable class (head and neighbours averaged)
+    confidence: Optional[float] = None  # label issues: the head's and neighbours' average probability of the label
     score: Optional[float] = None  # lower is worse: cleanlab's outlier score, or cleanvision's for an image issue
     issue: str = ""  # image issues: cleanvision's issue type (dark, light, blurry, ...)
 
@@ -122,7 +131,8 @@ class HealthReport:
     seed: int
     classes: list[str]
     checked_images: dict  # split -> images checked
-    label_issues: list[FlaggedImage] = field(default_factory=list)  # most likely first
+    label_issues: list[FlaggedImage] = field(default_factory=list)  # likely label errors, most likely first
+    label_doubts: list[FlaggedImage] = field(default_factory=list)  # worth a look: one view rejects the label
     outliers: list[FlaggedImage] = field(default_factory=list)  # most atypical first
     image_issues: list[FlaggedImage] = field(default_factory=list)  # cleanvision's, by issue type, worst first
     duplicates: list[DuplicateGroup] = field(default_factory=list)  # groups crossing splits first
@@ -147,12 +157,14 @@ class HealthReport:
         by_split = {s: sum(1 for f in self.label_issues if f.split == s) for s in SPLITS}
         by_type = {t: sum(1 for f in self.image_issues if f.issue == t) for t in IMAGE_CHECKS}
         return {"label issues": len(self.label_issues), **{f"label issues in {s}": n for s, n in by_split.items()},
-                "outliers listed": len(self.outliers), **{f"{t} images": n for t, n in by_type.items()},
+                "labels worth a look": len(self.label_doubts), "outliers listed": len(self.outliers),
+                **{f"{t} images": n for t, n in by_type.items()},
                 **{f"{k} duplicate groups": sum(1 for g in self.duplicates if g.kind == k) for k in ("exact", "near")},
                 "duplicate groups across splits": sum(1 for g in self.duplicates if g.crosses_splits)}
 
     def frame(self, kind: str = "label issues") -> pd.DataFrame:
-        rows = {"label issues": self.label_issues, "outliers": self.outliers, "image issues": self.image_issues}[kind]
+        rows = {"label issues": self.label_issues, "label doubts": self.label_doubts, "outliers": self.outliers,
+                "image issues": self.image_issues}[kind]
         columns = [f.name for f in fields(FlaggedImage)]
         return pd.DataFrame([asdict(r) for r in rows], columns=columns)
 
@@ -161,11 +173,16 @@ class HealthReport:
         checked = ", ".join(f"{n} {s}" for s, n in self.checked_images.items())
         in_splits = ", ".join(f"{sum(1 for f in self.label_issues if f.split == s)} in {s}" for s in SPLITS)
         lines = [f"{self.dataset}: {total} images checked ({checked}), {len(self.classes)} classes; {self.backbone} at "
-                 f"{self.image_size} px, {self.folds}-fold out-of-fold probabilities, seed {self.seed}",
-                 f"likely label errors: {len(self.label_issues)} ({in_splits})"]
-        if self.label_issues:
-            frame = self.frame()[["split", "name", "given", "suggested", "confidence"]].head(limit)
-            lines.append(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+                 f"{self.image_size} px, {self.folds}-fold out-of-fold head and {NEIGHBOURS} nearest neighbours, "
+                 f"seed {self.seed}",
+                 f"likely label errors (head and neighbours both reject the label): {len(self.label_issues)} "
+                 f"({in_splits})"]
+        for kind in ("label issues", "label doubts"):
+            if kind == "label doubts":
+                lines.append(f"labels worth a look (one of the two rejects it): {len(self.label_doubts)}")
+            if len(self.frame(kind)):
+                frame = self.frame(kind)[["split", "name", "given", "suggested", "confidence"]].head(limit)
+                lines.append(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         lines.append(f"most atypical images (lowest {OUTLIER_SHARE:.0%} of cleanlab's outlier score): "
                      f"{len(self.outliers)}")
         if self.outliers:
@@ -195,6 +212,7 @@ class HealthReport:
     def from_dict(cls, d: dict, record_id: str = "") -> "HealthReport":
         values = stored_fields(cls, d)
         values["label_issues"] = [FlaggedImage(**f) for f in d.get("label_issues", [])]
+        values["label_doubts"] = [FlaggedImage(**f) for f in d.get("label_doubts", [])]
         values["outliers"] = [FlaggedImage(**f) for f in d.get("outliers", [])]
         values["image_issues"] = [FlaggedImage(**f) for f in d.get("image_issues", [])]
         values["duplicates"] = [DuplicateGroup(g["kind"], [FlaggedImage(**f) for f in g["images"]])
@@ -240,10 +258,36 @@ def _features(spec: DatasetSpec, backbone: bb.BackboneSpec, per_class: Size, see
     return ds, data.cfg["input_size"][-1], every, timing
 
 
+@dataclass
+class LabelCheck:
+    """What the label check finds among the rows it was given (indices into them, most likely first)."""
+
+    likely: np.ndarray  # both views reject the given label
+    doubts: np.ndarray  # cleanlab lists them, one view keeps the label
+    probabilities: np.ndarray  # the two views' average; NaN rows: classes left out
+    skipped: list[int]  # classes with fewer images than the folds
+
+
+def neighbour_votes(x: torch.Tensor, y: np.ndarray, num_classes: int, k: int = NEIGHBOURS) -> np.ndarray:
+    """How many of each image's `k` nearest other images (cosine on standardised features) carry each class: a kNN
+    view of the labels that shares no fit with the head (cleanlab's Datalab builds its kNN label view the same
+    way)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(k, len(y) - 1)
+    z = x.float()
+    z = ((z - z.mean(0)) / z.std(0, unbiased=False).clamp_min(1e-6)).numpy()
+    neighbours = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(z).kneighbors(z, return_distance=False)
+    others = np.array([row[row != i][:k] for i, row in enumerate(neighbours)])  # itself out, also among ties
+    votes = np.zeros((len(y), num_classes))
+    np.add.at(votes, (np.repeat(np.arange(len(y)), k), y[others].ravel()), 1.0)
+    return votes
+
+
 def label_issues(x: torch.Tensor, y: np.ndarray, num_classes: int, l2: float, seed: int = 0,
-                 folds: int = FOLDS) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(indices of likely label errors, most likely first; out-of-fold probabilities; classes left out because they
-    have fewer than `folds` images). Rows of left-out classes get no probabilities (NaN) and are never flagged."""
+                 folds: int = FOLDS) -> LabelCheck:
+    """The likely label errors and those worth a look, most likely first. Rows of classes with fewer than `folds`
+    images get no probabilities (NaN), are never listed, and are left out of the neighbours too."""
     from cleanlab.filter import find_label_issues
 
     counts = np.bincount(y, minlength=num_classes)
@@ -251,16 +295,23 @@ def label_issues(x: torch.Tensor, y: np.ndarray, num_classes: int, l2: float, se
     keep = ~np.isin(y, skipped)
     present = [c for c in range(num_classes) if counts[c] >= folds]
     probabilities = np.full((len(y), num_classes), np.nan)
+    none = np.array([], dtype=int)
     if len(present) < 2:
-        return np.array([], dtype=int), probabilities, skipped
+        return LabelCheck(none, none, probabilities, skipped)
     compact = {c: i for i, c in enumerate(present)}
     yk = np.array([compact[c] for c in y[keep]])
-    probs = out_of_fold_probabilities(x[torch.from_numpy(keep)], torch.from_numpy(yk), len(present), l2, folds,
-                                      max_iter=OOF_MAX_ITER, seed=seed).numpy()
-    found = find_label_issues(yk, probs, filter_by=FILTER, return_indices_ranked_by="self_confidence")
+    xk = x[torch.from_numpy(keep)]
+    head = out_of_fold_probabilities(xk, torch.from_numpy(yk), len(present), l2, folds, max_iter=OOF_MAX_ITER,
+                                     seed=seed).numpy()
+    votes = neighbour_votes(xk, yk, len(present))
+    # a 0.1 pseudo-count a class, so that no class is impossible for the neighbours
+    average = (head + (votes + 0.1) / (votes + 0.1).sum(1, keepdims=True)) / 2
+    listed = find_label_issues(yk, average, filter_by=FILTER, return_indices_ranked_by="self_confidence")
+    given = np.arange(len(yk)), yk
+    rejected = (head[given] < HEAD_REJECTS) & (votes[given] == 0)
     rows = np.flatnonzero(keep)
-    probabilities[np.ix_(rows, present)] = probs
-    return rows[found], probabilities, skipped
+    probabilities[np.ix_(rows, present)] = average
+    return LabelCheck(rows[listed[rejected[listed]]], rows[listed[~rejected[listed]]], probabilities, skipped)
 
 
 def outlier_scores(x: torch.Tensor) -> np.ndarray:
@@ -336,18 +387,18 @@ def health_check(dataset: DatasetSpec | str, *, backbone: str = bb.DEFAULT_BACKB
                                                         callbacks)
     for callback in callbacks:
         callback(ProgressEvent("health", "label issues", fraction=0.95, message="out-of-fold heads and cleanlab"))
-    found, probabilities, skipped = label_issues(every.x, every.y, ds.num_classes, every.head_l2, seed)
+    check = label_issues(every.x, every.y, ds.num_classes, every.head_l2, seed)
     report = HealthReport(dataset=ds.name, data_fingerprint=ds.source_fingerprint(), backbone=backbone,
                           image_size=int(size), per_class=per_class, seed=seed, classes=list(ds.classes),
                           checked_images={s: int((every.split == s).sum()) for s in SPLITS},
-                          skipped_classes=[ds.classes[c] for c in skipped], head_l2=every.head_l2,
+                          skipped_classes=[ds.classes[c] for c in check.skipped], head_l2=every.head_l2,
                           extract_seconds=round(extract_seconds, 3), rows_computed=int(rows),
                           host=socket.gethostname(), source=asdict(spec))
-    for i in found:
-        report.label_issues.append(FlaggedImage(
+    for rows, listed in ((check.likely, report.label_issues), (check.doubts, report.label_doubts)):
+        listed.extend(FlaggedImage(
             str(every.split[i]), int(every.index[i]), ds.item_name(str(every.split[i]), int(every.index[i])),
-            ds.classes[every.y[i]], ds.classes[int(np.nanargmax(probabilities[i]))],
-            round(float(probabilities[i, every.y[i]]), 4)))
+            ds.classes[every.y[i]], ds.classes[int(np.nanargmax(check.probabilities[i]))],
+            round(float(check.probabilities[i, every.y[i]]), 4)) for i in rows)
     for callback in callbacks:
         callback(ProgressEvent("health", "image checks", fraction=0.97, message="cleanvision's image checks"))
     image_started = time.perf_counter()
@@ -375,13 +426,16 @@ def health_check(dataset: DatasetSpec | str, *, backbone: str = bb.DEFAULT_BACKB
 
 # -- fixes: a revision the user edits ---------------------------------------------------------------------------------
 def suggested_fixes(report: HealthReport) -> pd.DataFrame:
-    """The report's likely label errors as an editable list of changes (name, action, label, ...): exclude the
-    flagged training and validation images (confident learning's pruning), keep the flagged test images so that a
-    before-and-after comparison scores both versions on the same test set; `label` is the suggested class, used
-    when the action is changed to relabel."""
+    """The report's listed labels as an editable list of changes (name, action, label, ...): exclude every listed
+    training and validation image, the likely errors and those worth a look (confident learning's pruning: dropping a
+    correct but confusing image costs less than keeping a wrong label, and excluding only the likely ones won back
+    less on the validation, docs/benchmarks.md), and keep the flagged test images so that a before-and-after
+    comparison scores both versions on the same test set; `label` is the suggested class, used when the action is
+    changed to relabel; `likely` tells the two apart."""
     rows = [{"name": f.name, "action": "keep" if f.split == "test" else "exclude", "label": f.suggested,
-             "split": f.split, "given": f.given, "confidence": f.confidence} for f in report.label_issues]
-    return pd.DataFrame(rows, columns=["name", "action", "label", "split", "given", "confidence"])
+             "split": f.split, "given": f.given, "confidence": f.confidence, "likely": likely}
+            for likely, listed in ((True, report.label_issues), (False, report.label_doubts)) for f in listed]
+    return pd.DataFrame(rows, columns=["name", "action", "label", "split", "given", "confidence", "likely"])
 
 
 def apply_fixes(dataset: DatasetSpec | str, exclude: Sequence[str] = (), relabel: Sequence[tuple[str, str]] = (),
@@ -415,8 +469,11 @@ class NoiseCase:
     kind: str  # "random" (to any other class) or "similar" (to the class the clean head confuses it with most)
     images: int
     flipped: int
-    flagged: int
+    flagged: int  # likely label errors
     true_positives: int
+    seed: int = 0  # of the flips and the folds
+    listed: int = 0  # likely ones and those worth a look
+    listed_true_positives: int = 0
 
     @property
     def precision(self) -> Optional[float]:
@@ -425,6 +482,14 @@ class NoiseCase:
     @property
     def recall(self) -> Optional[float]:
         return self.true_positives / self.flipped if self.flipped else None
+
+    @property
+    def listed_precision(self) -> Optional[float]:
+        return self.listed_true_positives / self.listed if self.listed else None
+
+    @property
+    def listed_recall(self) -> Optional[float]:
+        return self.listed_true_positives / self.flipped if self.flipped else None
 
 
 def flip_labels(y: np.ndarray, num_classes: int, fraction: float, rng: np.random.Generator,
@@ -443,10 +508,11 @@ def flip_labels(y: np.ndarray, num_classes: int, fraction: float, rng: np.random
 
 def validate_health(datasets: Sequence[str] = ("fashion-mnist", "digits"), sizes: Sequence[int] = (50, 100),
                     noise: Sequence[float] = (0.05, 0.1, 0.2), seed: int = DEFAULT_SEED,
+                    seeds: Sequence[int] = (0, 1, 2),
                     progress: Optional[Callable[[str], None]] = None) -> list[NoiseCase]:
     """Flip a known share of the labels (at random, and between similar classes) of every labelled image and
-    measure the precision and recall of the label issues found. The features are computed once per dataset and size
-    (cached); only the labels change."""
+    measure the precision and recall of the likely label errors, and of everything listed. The features are computed
+    once per dataset and size (the subset drawn with `seed`, cached); each of `seeds` draws other flips and folds."""
     say = progress or (lambda _m: None)
     cases = []
     for name in datasets:
@@ -454,25 +520,42 @@ def validate_health(datasets: Sequence[str] = ("fashion-mnist", "digits"), sizes
         for size in sizes:
             ds, _, every, _ = _features(spec, bb.BackboneSpec(bb.DEFAULT_BACKBONE, "pretrained"), size, seed, None,
                                         default_cache(), CancelToken())
-            _, clean, _ = label_issues(every.x, every.y, ds.num_classes, every.head_l2, seed)
-            ranked = np.argsort(-np.nan_to_num(clean), axis=1)  # the clean head's classes, most probable first
+            clean = label_issues(every.x, every.y, ds.num_classes, every.head_l2, seed).probabilities
+            ranked = np.argsort(-np.nan_to_num(clean), axis=1)  # the clean check's classes, most probable first
             similar = np.where(ranked[:, 0] == every.y, ranked[:, 1], ranked[:, 0])
-            for fraction in noise:
-                for kind in ("random", "similar"):
-                    rng = np.random.default_rng(seed)
-                    noisy, flipped = flip_labels(every.y, ds.num_classes, fraction, rng,
-                                                 similar if kind == "similar" else None)
-                    found, _, _ = label_issues(every.x, noisy, ds.num_classes, every.head_l2, seed)
-                    case = NoiseCase(ds.name, size, fraction, kind, len(noisy), len(flipped), len(found),
-                                     int(np.isin(found, flipped).sum()))
-                    cases.append(case)
-                    say(f"{ds.name} {size}/class {fraction:.0%} {kind}: precision {case.precision or 0:.2f}, recall "
-                        f"{case.recall or 0:.2f} ({case.flagged} flagged, {case.flipped} flipped)")
+            for flip_seed in seeds:
+                for fraction in noise:
+                    for kind in ("random", "similar"):
+                        rng = np.random.default_rng(flip_seed)
+                        noisy, flipped = flip_labels(every.y, ds.num_classes, fraction, rng,
+                                                     similar if kind == "similar" else None)
+                        check = label_issues(every.x, noisy, ds.num_classes, every.head_l2, flip_seed)
+                        listed = np.concatenate([check.likely, check.doubts])
+                        case = NoiseCase(ds.name, size, fraction, kind, len(noisy), len(flipped), len(check.likely),
+                                         int(np.isin(check.likely, flipped).sum()), flip_seed, len(listed),
+                                         int(np.isin(listed, flipped).sum()))
+                        cases.append(case)
+                        say(f"{ds.name} {size}/class {fraction:.0%} {kind} seed {flip_seed}: likely: precision "
+                            f"{case.precision or 0:.2f}, recall {case.recall or 0:.2f} ({case.flagged} of "
+                            f"{case.flipped} flipped); with those worth a look: {case.listed_precision or 0:.2f} / "
+                            f"{case.listed_recall or 0:.2f}")
     return cases
 
 
 def noise_table(cases: list[NoiseCase]) -> pd.DataFrame:
-    return pd.DataFrame([asdict(c) | {"precision": c.precision, "recall": c.recall} for c in cases])
+    return pd.DataFrame([asdict(c) | {"precision": c.precision, "recall": c.recall,
+                                      "listed_precision": c.listed_precision, "listed_recall": c.listed_recall}
+                         for c in cases])
+
+
+def noise_summary(cases: list[NoiseCase]) -> pd.DataFrame:
+    """Per data, size, noise and kind: the mean and the lowest precision and recall over the seeds."""
+    table = noise_table(cases)
+    keys = ["dataset", "per_class", "noise", "kind"]
+    metrics = ["precision", "recall", "listed_precision", "listed_recall"]
+    summary = table.groupby(keys, sort=False)[metrics].agg(["mean", "min"])
+    summary.columns = [f"{m} {a}" for m, a in summary.columns]
+    return summary.reset_index().assign(seeds=table.groupby(keys, sort=False).size().values)
 
 
 

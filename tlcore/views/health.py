@@ -61,6 +61,9 @@ def issue_counts(report: HealthReport) -> pd.DataFrame:
     rows = [{"issue": "likely label errors", "images": len(report.label_issues),
              "where": ", ".join(f"{sum(1 for f in report.label_issues if f.split == s)} in {s}"
                                 for s in report.checked_images)},
+            {"issue": "labels worth a look (head or neighbours reject it)", "images": len(report.label_doubts),
+             "where": ", ".join(f"{sum(1 for f in report.label_doubts if f.split == s)} in {s}"
+                                for s in report.checked_images)},
             {"issue": "most atypical images (outliers)", "images": len(report.outliers),
              "where": ", ".join(f"{sum(1 for f in report.outliers if f.split == s)} in {s}"
                                 for s in report.checked_images)}]
@@ -82,14 +85,15 @@ def issue_counts(report: HealthReport) -> pd.DataFrame:
 
 def gallery(report: HealthReport, dataset: Optional[Dataset], kind: str = "label issues",
             limit: int = 200) -> list[dict]:
-    """The flagged images of `kind` ('label issues', most likely first, or 'outliers', most atypical first), each
+    """The flagged images of `kind` ('label issues', most likely first, 'label doubts', worth a look, or 'outliers',
+    most atypical first), each
     with its picture (PNG bytes; None where it cannot be read back), name, split, given label, and the suggested
     label and confidence (label issues) or the outlier score, and the action the suggestion proposes
     (`suggested_fixes`: exclude in training and val, keep in test; outliers: keep)."""
-    rows = {"label issues": report.label_issues, "outliers": report.outliers,
+    rows = {"label issues": report.label_issues, "label doubts": report.label_doubts, "outliers": report.outliers,
             "image issues": report.image_issues}[kind][:limit]
-    suggested = ({r.name: r.action for r in suggested_fixes(report).itertuples()} if kind == "label issues"
-                 else {})
+    suggested = ({r.name: r.action for r in suggested_fixes(report).itertuples()}
+                 if kind in ("label issues", "label doubts") else {})
     return [{"picture": picture, "name": f.name, "split": f.split, "given": f.given, "suggested": f.suggested,
              "confidence": f.confidence, "score": f.score, "issue": f.issue,
              "suggestion": suggested.get(f.name, "keep")}

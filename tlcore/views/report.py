@@ -163,7 +163,7 @@ def _gallery_html(items: list[dict], kind: str) -> str:
         picture = (f"<img src='data:image/png;base64,{base64.b64encode(item['picture']).decode()}' width='72'>"
                    if item["picture"] else "")
         label = (f"<b>{html.escape(item['given'])}</b> &rarr; {html.escape(item['suggested'])}<br>p(given) "
-                 f"{item['confidence']:.3f}" if kind == "label issues" else
+                 f"{item['confidence']:.3f}" if kind in ("label issues", "label doubts") else
                  f"<b>{html.escape(item['given'])}</b><br>score {item['score']:.3f}")
         cards.append(f"<div style='display:inline-block;width:130px;margin:4px;vertical-align:top'>{picture}<br>"
                      f"{label}<br><small>{html.escape(item['name'])} · {item['split']}</small></div>")
@@ -178,15 +178,20 @@ def health_report_html(report: HealthReport, title: str = "", limit: int = 100) 
     intro = (f"<p>tlcore health check <code>{html.escape(report.record_id or '(not stored)')}</code>, report made "
              f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}: {sum(report.checked_images.values())} "
              f"images, {html.escape(report.backbone)} at {report.image_size} px, {report.folds}-fold out-of-fold "
-             f"probabilities of the feature-extraction head, cleanlab's find_label_issues and OutOfDistribution, "
+             f"probabilities of the feature-extraction head and the nearest images' labels, cleanlab's "
+             f"find_label_issues and OutOfDistribution, "
              f"seed {report.seed}. Check again: <code>python -m tlcore health --dataset "
              f"{html.escape(shown)} --per-class {report.per_class or 'all'} --seed {report.seed} --fixes "
              "fixes.csv</code>.</p>")
     dataset = checked_dataset(report)
     extra = [f"<h2>Likely label errors ({len(report.label_issues)}, the first {limit})</h2>",
              _gallery_html(gallery(report, dataset, limit=limit), "label issues"),
+             f"<h2>Labels worth a look ({len(report.label_doubts)}, the first {limit}): one of the head and the "
+             "nearest images rejects the label</h2>",
+             _gallery_html(gallery(report, dataset, "label doubts", limit=limit), "label doubts"),
              f"<h2>Most atypical images ({len(report.outliers)})</h2>",
              _gallery_html(gallery(report, dataset, "outliers", limit=limit), "outliers"),
-             "<h2>Suggested fixes (exclude in training and val, keep in test)</h2>", _table(suggested_fixes(report)),
+             "<h2>Suggested fixes (exclude the listed training and val images, likely errors and those worth a "
+             "look; keep those in test)</h2>", _table(suggested_fixes(report)),
              "<h2>Report (JSON)</h2>", _pre(report.to_dict())]
     return _page(title, intro, [], [issue_counts(report)], [], extra)
