@@ -2,21 +2,19 @@
 side. Layout only: configs, jobs, charts and galleries all come from tlcore."""
 
 import ui.preload  # noqa: F401  first: a deep link on a fresh server runs this page before app.py
-from dataclasses import replace
 
 import streamlit as st
 
 from tlcore.core.environment import read_only
 from tlcore.core.errors import TlcoreError
 from tlcore.engine.strategies import KINDS
-from tlcore.experiments.config import ExperimentConfig, build_config, preset_strategy, size_label
+from tlcore.experiments.config import build_config, preset_strategy, size_label
 from tlcore.experiments.defaults import DEFAULT_PRESET, DEFAULT_SEED, DEFAULT_STRATEGIES, PRESETS
-from tlcore.engine.rates import machine_busy
-from tlcore.experiments.estimate import estimate_comparison
 from tlcore.server.jobs import ACTIVE
 from tlcore.views import charts
 from tlcore.views.text import dataset_display
 from ui.backbones import BACKBONES_PAGE
+from ui.estimates import current_estimate, require_fits
 from ui.health import DATA_PAGE
 from ui.navigation import through_app
 from ui.results import page_link_to, progress_bars, show_job
@@ -35,22 +33,6 @@ from ui.widgets import (
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
 st.set_page_config(page_title="Compare · tlcore", page_icon=":material/balance:", layout="wide")
-
-
-@st.cache_data(show_spinner="Estimating the time on this machine...", max_entries=64, ttl=3600)
-def _estimate(config: dict):
-    return estimate_comparison(ExperimentConfig.from_dict(config), check_load=False)
-
-
-@st.cache_data(show_spinner=False, ttl=10)
-def _busy() -> str:
-    return machine_busy()
-
-
-def estimated(config: dict) -> str:
-    """The estimate for these choices (scanning the data takes seconds: kept an hour), and whether the machine is
-    busy now (checked at most every 10 seconds)."""
-    return replace(_estimate(config), busy=_busy()).text()
 
 
 st.title("Compare strategies")
@@ -120,7 +102,7 @@ else:
 
         if strategies and data.kind == "Built-in":  # its size is known without reading a file: estimate right away
             try:
-                st.caption(estimated(chosen_config(data.resolve()).to_dict()))
+                st.caption(current_estimate("comparison", chosen_config(data.resolve()).to_dict()).text())
             except TlcoreError as exc:
                 show_error(exc)
         mlflow_uri = mlflow_option()
@@ -128,7 +110,7 @@ else:
             try:
                 dataset = data.resolve()
                 config = chosen_config(dataset)
-                estimate = estimated(config.to_dict())
+                estimate = require_fits("comparison", config.to_dict())
                 size = size_label(config.dataset.per_class)
                 job_id = job_queue().submit(config, label=f"{dataset_display(dataset)} · {backbone} · {size}/class",
                                             session=session_id(), mlflow_uri=submitted_uri(mlflow_uri))

@@ -12,6 +12,7 @@ from tlcore.experiments.config import ALL, build_sweep_config, parse_sizes, pres
 from tlcore.experiments.defaults import DEFAULT_PRESET, DEFAULT_SEED, DEFAULT_STRATEGIES, SWEEP_PRESETS
 from tlcore.server.jobs import ACTIVE
 from tlcore.views.text import adaptive_text, dataset_display, not_run_text
+from ui.estimates import current_estimate, require_fits
 from ui.navigation import through_app
 from ui.results import progress_bars, show_job, sweep_figures
 from ui.widgets import (backbone_and_weights, data_source, job_queue, job_sidebar, require_weights, session_id,
@@ -82,15 +83,24 @@ else:
                 st.caption(not_run)
         except TlcoreError as exc:
             show_error(exc)
+        def chosen(dataset):
+            return build_sweep_config(
+                preset, sizes=parse_sizes(sizes_text), repeats=int(repeats), dataset=dataset, backbone=backbone,
+                weights=require_weights(weights), strategies=strategies, image_size=int(image_size) or None,
+                seed=int(seed),  # an untouched epochs field keeps the preset's schedules (both of scratch's)
+                strategy_options={"fine-tune": {"epochs": int(ft_epochs) if ft_epochs != ft.epochs else None},
+                                  "scratch": {"epochs": int(sc_epochs) if sc_epochs != sc_shown else None}})
+
+        if strategies and data.kind == "Built-in":  # its size is known without reading a file: estimate right away
+            try:
+                st.caption(current_estimate("sweep", chosen(data.resolve()).to_dict()).text())
+            except TlcoreError as exc:
+                show_error(exc)
         if st.button("Run sweep", type="primary", key="sw_run", disabled=not strategies):
             try:
                 dataset = data.resolve()
-                config = build_sweep_config(
-                    preset, sizes=parse_sizes(sizes_text), repeats=int(repeats), dataset=dataset, backbone=backbone,
-                    weights=require_weights(weights), strategies=strategies, image_size=int(image_size) or None,
-                    seed=int(seed),  # an untouched epochs field keeps the preset's schedules (both of scratch's)
-                    strategy_options={"fine-tune": {"epochs": int(ft_epochs) if ft_epochs != ft.epochs else None},
-                                      "scratch": {"epochs": int(sc_epochs) if sc_epochs != sc_shown else None}})
+                config = chosen(dataset)
+                require_fits("sweep", config.to_dict())
                 label = f"sweep {dataset_display(dataset)} · {backbone} · {sizes_text}"
                 job_id = job_queue().submit(config, label=label, session=session_id())
                 st.session_state["sweep"] = job_id

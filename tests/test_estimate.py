@@ -62,3 +62,34 @@ def test_rates_measured_on_a_busy_machine_are_used_not_kept_and_the_estimate_say
     result = estimate_comparison(_config(image_folder, tiny_weights))
     assert result.rates.busy == busy and not (isolated_home / "calibration.json").exists()
     assert result.text().endswith(f"The machine is busy now ({busy}): expect longer.")
+
+
+def test_memory_and_disk_are_estimated_and_a_run_that_cannot_fit_is_refused_before_it_starts(
+        image_folder, tiny_weights, isolated_home, monkeypatch, capsys):
+    from tlcore.cli import main
+    from tlcore.experiments import estimate as estimate_module
+    from tlcore.experiments import prepare as prepare_module
+    from tlcore.experiments.estimate import resources
+
+    fe = [make_strategy("feature-extraction")]
+    # 1,000 images of 96 px (27,648 bytes each) at 1,280 features: what stays in memory and what goes to disk
+    small = resources({"train": 600, "val": 200, "test": 200}, 96, 1280, fe)
+    assert small.decoded_mb == 0 and small.feature_cache_mb == round(1000 * 1280 * 4 / 2**20, 3)
+    monkeypatch.setattr(prepare_module, "IN_MEMORY_BYTES", 700 * 27648)  # train fits, val and test stream
+    streamed = resources({"train": 600, "val": 200, "test": 200}, 96, 1280, fe)
+    assert streamed.decoded_mb == round(400 * 27648 / 2**20, 3)
+    big = resources({"train": 50000, "val": 6000, "test": 10000}, 96, 1280, fe)
+    assert big.peak_memory_mb > small.peak_memory_mb and "of memory at its peak" in big.text()
+
+    monkeypatch.setattr(rates_module, "machine_busy", lambda *a, **k: "")
+    monkeypatch.setattr(estimate_module, "available_memory_bytes", lambda: 100 * 2**20)
+    code = main(["compare", "--dataset", str(image_folder), "--backbone", "test_efficientnet", "--weights",
+                 str(tiny_weights), "--image-size", "32", "--strategies", "feature-extraction", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not fit this machine" in err and "100 MB available" in err
+    assert not (isolated_home / "cache" / "features").exists()  # refused before anything was computed
+    monkeypatch.setattr(estimate_module, "available_memory_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr(estimate_module, "free_disk_bytes", lambda path: 0)
+    assert main(["compare", "--dataset", str(image_folder), "--backbone", "test_efficientnet", "--weights",
+                 str(tiny_weights), "--image-size", "32", "--strategies", "feature-extraction", "--no-progress"]) == 2
+    assert "of disk under TLCORE_HOME and 0 MB is free" in capsys.readouterr().err

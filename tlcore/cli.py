@@ -48,7 +48,7 @@ from tlcore.experiments.backbones import (BackbonesConfig, BackbonesResult, Cand
                                           parse_candidates)
 from tlcore.experiments.before_after import compare_before_after
 from tlcore.experiments.compare import compare
-from tlcore.experiments.estimate import estimate_comparison, estimate_sweep
+from tlcore.experiments.estimate import estimate_comparison, estimate_sweep, require_resources
 from tlcore.experiments.config import Choices, ExperimentConfig, SweepConfig, parse_sizes, saved_config, size_label
 from tlcore.experiments.defaults import (DEFAULT_DATASET, DEFAULT_DEVICE, DEFAULT_PRESET, DEFAULT_SEED,
                                          DEFAULT_STRATEGIES, DEFAULT_WEIGHTS, PRESETS, SWEEP_PRESETS)
@@ -468,11 +468,14 @@ def _executor(args: argparse.Namespace, device: str):
 
 
 def _say_estimate(estimate) -> None:
-    """The time it will take on this machine, before it starts (stderr: the table stays clean on stdout)."""
+    """The time, memory and disk it will take on this machine, before it starts (stderr: the table stays clean on
+    stdout); a run this machine cannot hold is refused here, before anything is computed."""
     try:
-        print(estimate().text(), file=sys.stderr, flush=True)
+        said = estimate()
     except TlcoreError:
-        pass  # the run itself says what is wrong with its input
+        return  # the run itself says what is wrong with its input
+    print(said.text(), file=sys.stderr, flush=True)
+    require_resources(said)
 
 
 def _log_mlflow(result, uri: str) -> None:

@@ -118,6 +118,38 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = HUB_CHECK_TIMEO
     return reachable
 
 
+def available_memory_bytes() -> int | None:
+    """Memory a new run can still take: the kernel's MemAvailable, or less under a cgroup's limit (a container's)."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+            available = min(available or 2**62, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def free_disk_bytes(path: Path) -> int | None:
+    """Free space where `path` is (its nearest existing parent), for this user."""
+    import shutil
+
+    for candidate in [path, *path.parents]:
+        if candidate.exists():
+            try:
+                return shutil.disk_usage(candidate).free
+            except OSError:
+                return None
+    return None
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """'auto' picks CUDA, then Apple MPS, then CPU."""
     if device == "auto":

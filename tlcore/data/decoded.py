@@ -85,37 +85,65 @@ class DecodedStore:
         return torch.from_numpy(out)
 
 
-class LazyImages:
-    """A split's images as a read-only, indexable stand-in for a uint8 (N, C, H, W) tensor: `images[idx]` decodes
-    what is missing and returns those rows, stacked; nothing else stays in memory."""
+class ImageView:
+    """A split's images as a read-only, indexable stand-in for a uint8 (N, C, H, W) tensor: `images[idx]` returns
+    those rows, stacked, and nothing else is copied; subclasses say where a row comes from."""
 
     dtype = torch.uint8
 
-    def __init__(self, store: DecodedStore, indices: np.ndarray) -> None:
-        self.store = store
+    def __init__(self, indices: np.ndarray, shape: Sequence[int]) -> None:
         self.indices = np.asarray(indices, dtype=np.int64)
+        self.image_shape = tuple(int(s) for s in shape)
 
     @property
     def shape(self) -> torch.Size:
-        return torch.Size((len(self.indices), *self.store.shape))
+        return torch.Size((len(self.indices), *self.image_shape))
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def _rows(self, pool_indices: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
 
     def __getitem__(self, idx) -> torch.Tensor:
         if isinstance(idx, torch.Tensor):
             idx = idx.cpu().numpy()
         chosen = self.indices[idx]
         if np.ndim(chosen) == 0:
-            return self[[int(idx)]][0]
-        self.store.ensure(chosen)
-        return self.store.read(chosen)
+            return self._rows(np.array([chosen]))[0]
+        return self._rows(chosen)
 
     def chunks(self, rows: int = DECODE_BATCH * 8):
         """The images in order, `rows` at a time (positions, pixels): for passes over the whole split."""
         for start in range(0, len(self), rows):
             positions = np.arange(start, min(start + rows, len(self)))
             yield positions, self[positions]
+
+
+class LazyImages(ImageView):
+    """Rows from a DecodedStore: indexing decodes what is missing, then reads the rows asked for."""
+
+    def __init__(self, store: DecodedStore, indices: np.ndarray) -> None:
+        super().__init__(indices, store.shape)
+        self.store = store
+
+    def _rows(self, pool_indices: np.ndarray) -> torch.Tensor:
+        self.store.ensure(pool_indices)
+        return self.store.read(pool_indices)
+
+
+class MemoryImages(ImageView):
+    """Rows decoded in memory ({pool index: uint8 CHW tensor}, shared by every cell of the process): a batch is
+    stacked when asked for, so a cell never holds a second copy of its split."""
+
+    def __init__(self, decoded: dict, indices: np.ndarray, shape: Sequence[int]) -> None:
+        super().__init__(indices, shape)
+        self.decoded = decoded
+
+    def _rows(self, pool_indices: np.ndarray) -> torch.Tensor:
+        if not len(pool_indices):
+            return torch.zeros((0, *self.image_shape), dtype=torch.uint8)
+        return torch.stack([self.decoded[int(i)] for i in pool_indices.tolist()])
 
 
 def images_nbytes(count: int, shape: Sequence[int]) -> int:

@@ -7,6 +7,7 @@ forward pass and a larger one computes only the rows it lacks.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import threading
@@ -70,6 +71,11 @@ def _use_bf16(options: ExtractOptions, device: torch.device) -> bool:
     return bool(device.type == "cpu" and amx is not None and amx())
 
 
+def computed_as(options: ExtractOptions, device: torch.device) -> str:
+    """'cpu|fp32', 'cuda|bf16', ...: how features are computed, part of their cache key."""
+    return f"{device.type}|{'bf16' if _use_bf16(options, device) else 'fp32'}"
+
+
 def extract_features(model: torch.nn.Module, images: torch.Tensor, cfg: dict, device: torch.device,
                      options: Optional[ExtractOptions] = None, reporter: Optional[Reporter] = None,
                      progress_span: tuple[float, float] = (0.0, 1.0), embedding=None,
@@ -83,21 +89,38 @@ def extract_features(model: torch.nn.Module, images: torch.Tensor, cfg: dict, de
         return torch.zeros(0, width)
     norm = Normalizer(cfg, device, options.channels_last)
     bs = options.batch_size
-    model = model.eval().to(device)
-    if options.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    modes = {m: m.training for m in model.modules()}
+    model = _placed(model, device, options.channels_last).eval()
     embed = _Embed(model) if embedding is None else embedding(model)
     use_autocast = _use_bf16(options, device)
     out = []
     n_batches = (len(images) + bs - 1) // bs
     lo, hi = progress_span
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
-        for b, start in enumerate(range(0, len(images), bs)):
-            x = norm(images[start:start + bs])
-            out.append(embed(x).float().cpu())
-            if reporter:
-                reporter(phase, lo + (hi - lo) * (b + 1) / n_batches, batch=b + 1, batches=n_batches)
+    try:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
+            for b, start in enumerate(range(0, len(images), bs)):
+                x = norm(images[start:start + bs])
+                out.append(embed(x).float().cpu())
+                if reporter:
+                    reporter(phase, lo + (hi - lo) * (b + 1) / n_batches, batch=b + 1, batches=n_batches)
+    finally:
+        for module, training in modes.items():  # the caller's model keeps its modes (a shared template's too)
+            module.training = training
     return torch.cat(out)
+
+
+def _placed(model: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    """`model` on `device` in the memory format asked for, without changing the caller's: `nn.Module.to` moves a
+    module in place, and the model may be the process's shared template (tlcore.engine.backbone.load_template), which
+    another thread may be using on another device. A copy is made only when something must change."""
+    tensors = [*model.parameters(), *model.buffers()]
+    on_device = all(t.device == device or (t.device.type == device.type and device.index is None) for t in tensors)
+    in_format = not channels_last or all(t.dim() != 4 or t.is_contiguous(memory_format=torch.channels_last)
+                                         for t in model.parameters())
+    if on_device and in_format:
+        return model
+    placed = copy.deepcopy(model).to(device)
+    return placed.to(memory_format=torch.channels_last) if channels_last else placed
 
 
 @dataclass
@@ -110,7 +133,7 @@ class CacheStats:
 
 # rows computed and written at a time: what a run killed part way loses at most
 CHUNK_ROWS = int(os.environ.get("TLCORE_FEATURE_CHUNK", "2048"))
-MEMORY_BYTES = 128 * 2**20  # features a cache keeps in memory; beyond it parts are read back from disk when asked
+MEMORY_BYTES = 64 * 2**20  # features a cache keeps in memory; beyond it parts are read back from disk when asked
 
 
 @dataclass
@@ -154,8 +177,13 @@ class FeatureCache:
         return root
 
     @staticmethod
-    def key(backbone: str, weights_sha: str, pool_fingerprint: str, transform_key: str) -> str:
+    def key(backbone: str, weights_sha: str, pool_fingerprint: str, transform_key: str,
+            computed_as: str = "cpu|fp32") -> str:
+        """`computed_as`: the device type and precision (`precision_of`): bf16 rows from one machine and fp32 rows
+        from another are different numbers and never share a matrix, also under one shared TLCORE_HOME."""
         raw = f"v{FEATURE_VERSION}|{backbone}|{weights_sha}|{pool_fingerprint}|{transform_key}"
+        if computed_as != "cpu|fp32":  # the key CPU fp32 rows always had: caches made before stay valid
+            raw += f"|{computed_as}"
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
     def _add(self, entry: _Entry, part: _Part, features: torch.Tensor) -> None:
@@ -275,7 +303,7 @@ def split_features(context: FeatureContext, split: str, reporter: Optional[Repor
     prepared = context.splits[split]
     cache = context.cache or default_cache()
     key = cache.key(context.backbone_name, context.weights_sha, context.dataset.pools[split].feature_key(),
-                    context.transform_key)
+                    context.transform_key, computed_as(context.options, context.device))
     position = {int(i): p for p, i in enumerate(prepared.indices.tolist())}
 
     def compute(missing: np.ndarray, done: int, total: int) -> torch.Tensor:

@@ -134,13 +134,17 @@ def choose_l2(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
 
 def fit_linear_head(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                     num_classes: int, l2_grid: tuple[float, ...], max_iter: int = 300,
-                    reporter: Optional[Reporter] = None, span: tuple[float, float] = (0.0, 1.0)) -> HeadFit:
+                    reporter: Optional[Reporter] = None, span: tuple[float, float] = (0.0, 1.0),
+                    overwrite_train: bool = False) -> HeadFit:
     """Multinomial logistic regression on standardised features, solved to convergence with L-BFGS for each L2
-    strength (strong to weak, warm-started); the best val accuracy wins, ties broken by the lower val log-loss."""
+    strength (strong to weak, warm-started); the best val accuracy wins, ties broken by the lower val log-loss.
+    `overwrite_train`: standardise `train_x` in place (the same numbers, without a second copy of the largest
+    matrix; the caller's tensor is left standardised)."""
     train_x, val_x = train_x.float(), val_x.float()
     mean = train_x.mean(0)
     std = train_x.std(0, unbiased=False).clamp_min(1e-6)
-    xs, vs = (train_x - mean) / std, (val_x - mean) / std
+    xs = train_x.sub_(mean).div_(std) if overwrite_train else (train_x - mean) / std
+    vs = (val_x - mean) / std
     d = xs.shape[1]
     lo, hi = span
     l2, grid = _grid(xs, train_y, vs, val_y, num_classes, l2_grid, max_iter, reporter, lo, hi)

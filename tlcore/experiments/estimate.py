@@ -9,15 +9,110 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from tlcore.core.environment import resolve_device
+from tlcore.core.environment import available_memory_bytes, cache_dir, free_disk_bytes, resolve_device
+from tlcore.core.errors import ConfigError
 from tlcore.data.load import load_dataset
 from tlcore.engine.rates import MachineRates, machine_busy, machine_rates
 from tlcore.engine.strategies import StrategySpec
 from tlcore.experiments.config import ALL, ExperimentConfig, Size, SweepConfig
+from tlcore.experiments import prepare as prepare_module
 from tlcore.experiments.prepare import auto_image_size
 
 HEAD_FIT_SECONDS = 1.0  # the L-BFGS head on cached features: about a second at these sizes
+MB = 2**20
+# What a run's peak resident memory is made of (fitted to benchmarks/bench_memory.py's runs, docs/benchmarks.md
+# "Memory flat in dataset size"): the process with torch (a CUDA build), timm, the data's index and the model
+# running a batch; the decoded pixels kept in memory (up to prepare.IN_MEMORY_BYTES); a chunk of decoded images read
+# back when a split streams; the features of every split, about FEATURE_COPIES times (the head standardises the
+# training features in place), plus what the cache keeps in memory; and, for a trained strategy, its activations and
+# optimizer state, per image of a batch at 96 px (scaled by area).
+BASE_MB = 1720.0
+FEATURE_COPIES = 1.0
+TRAIN_MB_PER_IMAGE_96PX = 12.0
 THROUGHPUT_IMAGES = 256 + 32  # every trained model is timed on this many test images (tlcore.engine.train)
+
+
+@dataclass
+class Resources:
+    """What a run will need besides time, said before it starts, and what this machine has."""
+
+    peak_memory_mb: float
+    feature_cache_mb: float  # frozen features written to disk (TLCORE_HOME/cache/features)
+    decoded_mb: float  # decoded images written to disk for splits beyond the in-memory budget
+    available_memory_mb: float | None = None
+    free_disk_mb: float | None = None
+
+    @property
+    def disk_mb(self) -> float:
+        return self.feature_cache_mb + self.decoded_mb
+
+    def now(self) -> "Resources":
+        """The same needs against what this machine has at this moment."""
+        memory, disk = available_memory_bytes(), free_disk_bytes(cache_dir())
+        return replace(self, available_memory_mb=None if memory is None else round(memory / MB),
+                       free_disk_mb=None if disk is None else round(disk / MB))
+
+    def problems(self) -> list[str]:
+        """Why this machine cannot hold the run ('' when it can): checked before anything is computed."""
+        out = []
+        if self.available_memory_mb is not None and self.peak_memory_mb > self.available_memory_mb:
+            out.append(f"it needs about {_size(self.peak_memory_mb)} of memory at its peak and this machine has "
+                       f"{_size(self.available_memory_mb)} available")
+        if self.free_disk_mb is not None and self.disk_mb > self.free_disk_mb:
+            out.append(f"its caches need about {_size(self.disk_mb)} of disk under TLCORE_HOME and "
+                       f"{_size(self.free_disk_mb)} is free there")
+        return out
+
+    def text(self) -> str:
+        have = ", ".join(part for part in (
+            f"{_size(self.available_memory_mb)} of memory available" if self.available_memory_mb is not None else "",
+            f"{_size(self.free_disk_mb)} of disk free" if self.free_disk_mb is not None else "") if part)
+        return (f"Needs about {_size(self.peak_memory_mb)} of memory at its peak and {_size(self.disk_mb)} of disk "
+                f"for its caches ({_size(self.feature_cache_mb)} of features, {_size(self.decoded_mb)} of decoded "
+                f"images)" + (f"; this machine has {have}." if have else "."))
+
+
+def _size(mb: float) -> str:
+    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+
+
+def num_features(backbone: str) -> int:
+    """The backbone's pooled feature width, from its architecture alone (built on the meta device: no weights, no
+    memory)."""
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        return int(timm.create_model(backbone, num_classes=0).num_features)
+
+
+def resources(images: dict[str, int], image_size: int, width: int, strategies: list[StrategySpec]) -> Resources:
+    """Peak memory and disk of a run over `images` (split -> count) at `image_size` px with features `width` wide."""
+    pixels = 3 * image_size * image_size
+    in_memory = on_disk = 0
+    for split in ("train", "val", "test"):  # the order cells ask for them
+        if in_memory + images[split] * pixels > prepare_module.IN_MEMORY_BYTES:
+            on_disk += images[split] * pixels
+        else:
+            in_memory += images[split] * pixels
+    uses_features = any(s.uses_frozen_features or (s.kind == "fine-tune" and s.lp_ft) for s in strategies)
+    features = sum(images.values()) * width * 4 if uses_features else 0
+    from tlcore.engine.features import CHUNK_ROWS, MEMORY_BYTES
+
+    streaming = CHUNK_ROWS * pixels if on_disk else 0
+    train_batch = max((s.batch_size for s in strategies if s.kind != "feature-extraction"), default=0)
+    training = train_batch * TRAIN_MB_PER_IMAGE_96PX * MB * (image_size / 96) ** 2
+    peak = (BASE_MB * MB + in_memory + streaming + features * FEATURE_COPIES + min(features, MEMORY_BYTES)
+            + training)
+    return Resources(round(peak / MB), round(features / MB, 3), round(on_disk / MB, 3)).now()
+
+
+def require_resources(estimate: "Estimate") -> None:
+    """Refuse, before anything is computed, a run this machine cannot hold (rather than be killed part way)."""
+    problems = estimate.resources.problems() if estimate.resources else []
+    if problems:
+        raise ConfigError(f"This run does not fit this machine: {'; '.join(problems)}. Use fewer images a class "
+                          "(--per-class), a smaller --image-size, or free memory or disk.")
 
 
 @dataclass
@@ -28,6 +123,7 @@ class Estimate:
     rates: MachineRates
     busy: str = ""  # '' or why the machine counts as busy now
     notes: list[str] = field(default_factory=list)
+    resources: Resources | None = None
 
     @property
     def total(self) -> float:
@@ -39,6 +135,8 @@ class Estimate:
         parts = ", ".join(f"{name} {_seconds(s)}" for name, s in self.seconds.items())
         words = (f"Estimated at most {_seconds(self.total)} on this machine ({parts}; full schedules at "
                  f"{self.image_size} px, from rates measured here once: early stopping usually ends sooner).")
+        if self.resources:
+            words += " " + self.resources.text()
         if self.busy:
             words += f" The machine is busy now ({self.busy}): expect longer."
         return " ".join([words, *self.notes])
@@ -100,7 +198,8 @@ def estimate_comparison(config: ExperimentConfig, check_load: bool = True) -> Es
     for spec in config.strategies:
         seconds[spec.name] = round(strategy_seconds(spec, images, rates, features_shared=extracted), 1)
         extracted = extracted or spec.uses_frozen_features
-    return Estimate(seconds, size, images, rates, machine_busy() if check_load else "")
+    return Estimate(seconds, size, images, rates, machine_busy() if check_load else "",
+                    resources=resources(images, size, num_features(config.backbone.name), list(config.strategies)))
 
 
 def estimate_sweep(config: SweepConfig, check_load: bool = True) -> Estimate:
@@ -122,4 +221,7 @@ def estimate_sweep(config: SweepConfig, check_load: bool = True) -> Estimate:
         seconds[first] += round(config.repeats * sum(_images(counts, config.sizes[-1]).values()) * rates.forward, 1)
     notes = ["Adaptive repeats can add cells where intervals stay wide."] if config.max_repeats > config.repeats \
         else []
-    return Estimate(seconds, size, full, rates, machine_busy() if check_load else "", notes)
+    largest = _images(counts, config.sizes[-1])
+    strategies = list({s.name: s for p in config.sizes for s in config.strategies_at(p)}.values())
+    return Estimate(seconds, size, full, rates, machine_busy() if check_load else "", notes,
+                    resources(largest, size, num_features(exp.backbone.name), strategies))

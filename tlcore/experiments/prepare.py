@@ -20,7 +20,7 @@ from timm.data import resolve_model_data_config
 
 from tlcore.core.environment import cache_dir, require_writable, resolve_device
 from tlcore.data.dataset import Dataset, PreparedImages, prepare_split
-from tlcore.data.decoded import DecodedStore, LazyImages
+from tlcore.data.decoded import DecodedStore, LazyImages, MemoryImages
 from tlcore.data.load import load_dataset
 from tlcore.engine import backbone as bb
 from tlcore.engine.weights import WeightsInfo
@@ -30,7 +30,8 @@ AUTO_MIN, AUTO_MAX = 48, 128  # AUTO_MAX: the cap where there is no GPU
 SPLITS = ("train", "val", "test")
 # decoded pixels a process keeps in memory; a split that would take it past this is decoded to disk and read back in
 # batches instead (docs/benchmarks.md, "Memory flat in dataset size": the built-in default stays in memory)
-IN_MEMORY_BYTES = int(os.environ.get("TLCORE_IN_MEMORY_MB", "512")) * 2**20
+IN_MEMORY_BYTES = int(os.environ.get("TLCORE_IN_MEMORY_MB", "256")) * 2**20
+DECODE_CHUNK = 1024  # images decoded at a time into memory: the list being stacked is never a whole split
 
 
 def auto_image_size(native: int, device_type: str = "cpu", backbone_size: int = 0) -> int:
@@ -159,9 +160,10 @@ class Prepared:
         with self._lock:
             done = self._decoded.setdefault(split, {})
             missing = np.array([i for i in np.unique(indices) if int(i) not in done], dtype=np.int64)
-            if len(missing):
-                images = prepare_split(self.dataset, split, self._transform, indices=missing)
-                done.update({int(i): img for i, img in zip(missing.tolist(), images.images)})
+            for start in range(0, len(missing), DECODE_CHUNK):
+                chunk = missing[start:start + DECODE_CHUNK]
+                images = prepare_split(self.dataset, split, self._transform, indices=chunk)
+                done.update({int(i): img for i, img in zip(chunk.tolist(), images.images)})
 
     def _images(self, ds: Dataset, split: str) -> PreparedImages:
         indices = np.asarray(ds.indices[split])
@@ -169,9 +171,8 @@ class Prepared:
         if self.streams(split, indices):
             return PreparedImages(images=LazyImages(self.store(split), indices), labels=labels, indices=indices)
         self.decode(split, indices)
-        done = self._decoded[split]
-        images = torch.stack([done[int(i)] for i in indices]) if len(indices) else torch.zeros(0)
-        return PreparedImages(images=images, labels=labels, indices=indices)
+        return PreparedImages(images=MemoryImages(self._decoded.setdefault(split, {}), indices, self.image_shape),
+                              labels=labels, indices=indices)
 
     def _digests(self, split: str, indices: np.ndarray) -> list[str]:
         if split in self._stores:

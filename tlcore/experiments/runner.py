@@ -34,6 +34,10 @@ from tlcore.experiments.prepare import CellData, Prepared
 from tlcore.records.models import FORMAT, ModelConfig, save_model
 
 
+OUT_OF_MEMORY = "out of memory"  # an attempt's error that run() retries at half the batch
+OOM_MIN_BATCH = 4  # the smallest batch an out-of-memory retry goes down to
+
+
 @dataclass
 class HeadShare:
     """A linear head fitted once in a cell, what the fit cost and which strategy fitted it: a second strategy with the
@@ -100,7 +104,8 @@ class Runner:
     def _linear_probe(self, reporter: Reporter, spec: StrategySpec, watch: Stopwatch, span: tuple[float, float],
                       result: RunResult):
         """The cell's frozen features and the linear head on them (reused when this cell already fitted one with the
-        same options: then its fit's seconds are this run's `shared_head_fit`); returns (features, fit, reused)."""
+        same options: then its fit's seconds are this run's `shared_head_fit`); returns (features, fit, reused), the
+        training features standardised by the fit."""
         lo, hi = span
         mid = lo + (hi - lo) * 0.8
         with watch.phase("features"):
@@ -112,9 +117,10 @@ class Runner:
             share = self.head_fits.get(key)
             if share is None:
                 started = time.perf_counter()
+                # the training features are not used after the fit: standardised in place, not copied
                 fit = fit_linear_head(feats["train"], labels["train"], feats["val"], labels["val"],
                                       self.data.dataset.num_classes, spec.head_l2_grid, spec.head_max_iter, reporter,
-                                      (mid, hi))
+                                      (mid, hi), overwrite_train=True)
                 share = self.head_fits[key] = HeadShare(fit, time.perf_counter() - started, spec.name)
         seconds = round(share.seconds, 4)
         reused = share.fitted_by != spec.name
@@ -193,6 +199,25 @@ class Runner:
 
     # -- one strategy -------------------------------------------------------------------------------------------
     def run(self, spec: StrategySpec) -> RunResult:
+        """One strategy on this cell. A trained strategy that runs out of memory (torch.OutOfMemoryError: a GPU's, at
+        the large automatic size) is run again from the start at half the batch, down to OOM_MIN_BATCH; the result's
+        options carry the batch that ran and `extra["out_of_memory"]` the batches that did not."""
+        failed_batches = []
+        while True:
+            result = self._attempt(spec)
+            if result.error != OUT_OF_MEMORY or spec.batch_size // 2 < OOM_MIN_BATCH:
+                break
+            failed_batches.append(spec.batch_size)
+            spec = replace(spec, batch_size=spec.batch_size // 2)
+        if failed_batches:
+            result.extra["out_of_memory"] = {"batch_sizes": failed_batches, "ran_at": spec.batch_size}
+        if result.error == OUT_OF_MEMORY:
+            tried = ", ".join(str(b) for b in [*failed_batches, spec.batch_size])
+            result.error = (f"Out of memory at batch sizes {tried}: use a smaller --image-size or a smaller "
+                            "model.")
+        return result
+
+    def _attempt(self, spec: StrategySpec) -> RunResult:
         last = {"features", "head", "evaluate"} if spec.kind == "feature-extraction" else {"epoch", "evaluate"}
         reporter = Reporter(spec.name, self.callbacks, self.cancel, eta_phases=last)
         result = RunResult(run_id=uuid.uuid4().hex[:12], strategy=spec.name, kind=spec.kind, status="completed",
@@ -213,6 +238,8 @@ class Runner:
             result.status, result.error = "cancelled", str(exc)
         except (RunFailed, TlcoreError) as exc:
             result.status, result.error = "failed", str(exc)
+        except torch.OutOfMemoryError:
+            result.status, result.error = "failed", OUT_OF_MEMORY
         except Exception as exc:  # an unexpected error fails this strategy only; the others still run
             result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
         result.extra["images_per_class"] = float(np.mean(list(self.data.dataset.counts("train").values())))
@@ -221,6 +248,14 @@ class Runner:
                           "total": round(time.perf_counter() - start + reused, 4)}
         result.train_seconds = round(result.timings["total"] - watch.seconds.get("evaluate", 0.0), 4)
         result.peak_memory_mb = round(memory.peak_mb, 1)
+        if result.error == OUT_OF_MEMORY and spec.kind != "feature-extraction" and spec.batch_size // 2 >= \
+                OOM_MIN_BATCH:
+            self.models.pop(spec.name, None)
+            if self.device.type == "cuda":  # the failed attempt's tensors are gone with its frames: hand them back
+                torch.cuda.empty_cache()
+            return result  # run() tries again at half the batch; no "done" event for an attempt
+        if result.error == OUT_OF_MEMORY and spec.kind == "feature-extraction":
+            result.error = "Out of memory during feature extraction: use a smaller --image-size or a smaller model."
         reporter.cancel = CancelToken()  # the final event must get out even after a cancel
         reporter("done", 1.0, message=result.status)
         return result
