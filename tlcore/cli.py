@@ -467,15 +467,17 @@ def _executor(args: argparse.Namespace, device: str):
     return make_executor("ray", cpus_per_task=args.ray_cpus_per_task, gpus_per_task=1.0 if device == "cuda" else 0.0)
 
 
-def _say_estimate(estimate) -> None:
+def _say_estimate(estimate, here: bool = True) -> None:
     """The time, memory and disk it will take on this machine, before it starts (stderr: the table stays clean on
-    stdout); a run this machine cannot hold is refused here, before anything is computed."""
+    stdout); a run this machine cannot hold is refused here, before anything is computed. `here`: the run is
+    computed on this machine (not on a Ray cluster's workers, whose memory this machine cannot see)."""
     try:
         said = estimate()
     except TlcoreError:
         return  # the run itself says what is wrong with its input
     print(said.text(), file=sys.stderr, flush=True)
-    require_resources(said)
+    if here:
+        require_resources(said)
 
 
 def _log_mlflow(result, uri: str) -> None:
@@ -545,7 +547,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.before_after:
         return _before_after(config, args)
     mlflow_uri = requested_uri(args.mlflow)  # --mlflow, else TLCORE_MLFLOW_URI
-    _say_estimate(lambda: estimate_comparison(config))
+    _say_estimate(lambda: estimate_comparison(config), here=args.executor != "ray")
     with _Interrupt() as cancel:
         result = compare(config, callbacks=_progress(args), cancel=cancel, executor=_executor(args, config.device))
     print(comparison_table(result))
@@ -563,7 +565,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.candidates:
         return _compare_candidates(config, args)
     mlflow_uri = requested_uri(args.mlflow)  # --mlflow, else TLCORE_MLFLOW_URI
-    _say_estimate(lambda: estimate_sweep(config))
+    _say_estimate(lambda: estimate_sweep(config), here=args.executor != "ray")
     with _Interrupt() as cancel:
         result = run_sweep(config, callbacks=_progress(args), cancel=cancel, resume=not args.fresh,
                            executor=_executor(args, config.experiment.device))

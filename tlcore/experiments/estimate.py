@@ -95,7 +95,7 @@ def resources(images: dict[str, int], image_size: int, width: int, strategies: l
             on_disk += images[split] * pixels
         else:
             in_memory += images[split] * pixels
-    uses_features = any(s.uses_frozen_features or (s.kind == "fine-tune" and s.lp_ft) for s in strategies)
+    uses_features = any(s.uses_frozen_features for s in strategies)
     features = sum(images.values()) * width * 4 if uses_features else 0
     from tlcore.engine.features import CHUNK_ROWS, MEMORY_BYTES
 
