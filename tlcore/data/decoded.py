@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -85,7 +86,7 @@ class DecodedStore:
         return torch.from_numpy(out)
 
 
-class ImageView:
+class ImageView(ABC):
     """A split's images as a read-only, indexable stand-in for a uint8 (N, C, H, W) tensor: `images[idx]` returns
     those rows, stacked, and nothing else is copied; subclasses say where a row comes from."""
 
@@ -102,8 +103,9 @@ class ImageView:
     def __len__(self) -> int:
         return len(self.indices)
 
+    @abstractmethod
     def _rows(self, pool_indices: np.ndarray) -> torch.Tensor:
-        raise NotImplementedError
+        """The rows of these pool indices, stacked."""
 
     def __getitem__(self, idx) -> torch.Tensor:
         if isinstance(idx, torch.Tensor):
@@ -112,12 +114,6 @@ class ImageView:
         if np.ndim(chosen) == 0:
             return self._rows(np.array([chosen]))[0]
         return self._rows(chosen)
-
-    def chunks(self, rows: int = DECODE_BATCH * 8):
-        """The images in order, `rows` at a time (positions, pixels): for passes over the whole split."""
-        for start in range(0, len(self), rows):
-            positions = np.arange(start, min(start + rows, len(self)))
-            yield positions, self[positions]
 
 
 class LazyImages(ImageView):
@@ -144,7 +140,3 @@ class MemoryImages(ImageView):
         if not len(pool_indices):
             return torch.zeros((0, *self.image_shape), dtype=torch.uint8)
         return torch.stack([self.decoded[int(i)] for i in pool_indices.tolist()])
-
-
-def images_nbytes(count: int, shape: Sequence[int]) -> int:
-    return int(count) * int(np.prod(shape))

@@ -248,8 +248,7 @@ class FeatureCache:
                     entry.seen.add(path.name)
                 self._add(entry, _Part(chunk, path), new)
                 self.stats.rows_computed += len(chunk)
-        with self._lock:
-            entry = self._load(key)
+        with self._lock:  # `entry` has every part this call found or wrote
             self.stats.rows_reused += len(indices) - len(missing)
             where = np.array([entry.rows[int(i)] for i in indices], dtype=np.int64).reshape(-1, 2)
             out = None
