@@ -366,7 +366,8 @@ def test_a_sweep_says_which_cells_it_does_not_run(stored_sweep_server, server):
         page.screenshot(path=str(ARTIFACTS / "journey-sweep-form-default.png"), full_page=True)
         page.get_by_text("Quick", exact=True).click()  # the quick preset runs every strategy everywhere
         expect(page.get_by_text("4 sizes x 1 repeats x 3 strategies = 12 cells.")).to_be_visible(timeout=30_000)
-        expect(page.get_by_text(re.compile("^scratch runs only from"))).to_have_count(0)
+        # the old caption stays on the page, faded, until the rerun ends, and the rerun estimates the time (seconds)
+        expect(page.get_by_text(re.compile("^scratch runs only from"))).to_have_count(0, timeout=60_000)
     url, sweep = stored_sweep_server
     with browser_page("journey-sweep-not-run", height=2600) as page:
         page.goto(url + f"/History?run={sweep.record_id}", wait_until="networkidle")
