@@ -138,7 +138,10 @@ def main() -> None:
     rows = []
     for run in comparison["runs"]:
         row = {"strategy": run["strategy"], "status": run["status"], "accuracy": run.get("accuracy"),
-               "images_per_second": run.get("throughput_ips"), "peak_memory_mb": run.get("peak_memory_mb"),
+               "images_per_second": run.get("throughput_ips"),
+               "throughput_seconds": (run.get("extra", {}).get("throughput") or {}).get("seconds"),
+               "host_peak_mb": run.get("peak_memory_mb"),
+               "device_peak_mb": run.get("extra", {}).get("device_peak_memory_mb"),
                "precision": run.get("precision"), "device": run.get("device")}
         if run["status"] == "completed":
             predicted, _, _ = cli(["predict", "--run", run["run_id"], "--test-images"], env, 120)

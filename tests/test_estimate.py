@@ -4,6 +4,8 @@ when measured on a busy machine; a busy machine is said."""
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import replace
 
 import pytest
 
@@ -93,3 +95,32 @@ def test_memory_and_disk_are_estimated_and_a_run_that_cannot_fit_is_refused_befo
     assert main(["compare", "--dataset", str(image_folder), "--backbone", "test_efficientnet", "--weights",
                  str(tiny_weights), "--image-size", "32", "--strategies", "feature-extraction", "--no-progress"]) == 2
     assert "of disk under TLCORE_HOME and 0 MB is free" in capsys.readouterr().err
+
+
+def test_the_frozen_prefix_rows_are_estimated_as_the_runner_caches_them(image_folder, tiny_weights, isolated_home,
+                                                                          monkeypatch):
+    """The estimate's bytes a fine-tune image (from the architecture, on the meta device) are those the runner
+    writes; beyond the in-memory budget they count as disk, below it as memory."""
+    import numpy as np
+
+    from tlcore.engine import features as features_module
+    from tlcore.experiments.compare import compare
+    from tlcore.experiments.estimate import prefix_row_bytes, resources
+
+    ft = make_strategy("fine-tune", epochs=1, batch_size=8, stages=1)
+    per_image = prefix_row_bytes("test_efficientnet", 32, ft)
+    assert per_image > 0 and prefix_row_bytes("test_efficientnet", 32, make_strategy("feature-extraction")) == 0
+    assert prefix_row_bytes("test_efficientnet", 32, make_strategy("fine-tune", stages="all")) == 0
+    monkeypatch.setattr(features_module, "ROWS_IN_MEMORY_BYTES", 0)
+    config = _config(image_folder, tiny_weights)
+    run = compare(replace(config, strategies=[ft]), cache=None).runs[0]
+    assert run.status == "completed" and run.extra["frozen_prefix_cached"]
+    rows = next((isolated_home / "cache" / "rows").glob("*.float32"))
+    done = np.fromfile(rows.with_suffix(".done"), dtype=np.uint8)
+    assert os.path.getsize(rows) == len(done) * per_image  # one row of the estimated size an image of the pool
+    counts = {"train": 600, "val": 200, "test": 200}
+    on_disk = resources(counts, 32, 1280, [ft], per_image)
+    assert on_disk.prefix_mb == round(1000 * per_image / 2**20, 3) and "frozen-layer outputs" in on_disk.text()
+    monkeypatch.setattr(features_module, "ROWS_IN_MEMORY_BYTES", 2**30)
+    held = resources(counts, 32, 1280, [ft], per_image)
+    assert held.prefix_mb == 0 and held.peak_memory_mb >= on_disk.peak_memory_mb + round(1000 * per_image / 2**20) - 1

@@ -19,6 +19,7 @@ from conftest import make_image_folder
 
 from tlcore import BackboneSpec, DatasetSpec, ExperimentConfig, make_strategy
 from tlcore.data.decoded import DecodedStore, LazyImages
+from tlcore.engine import features as features_module
 from tlcore.engine.features import FeatureCache
 from tlcore.experiments import prepare as prepare_module
 from tlcore.experiments.compare import compare
@@ -97,6 +98,7 @@ def test_streamed_images_give_the_numbers_of_in_memory_ones(tmp_path, tiny_weigh
                               image_size=32, seed=0)
     in_memory = compare(config, cache=FeatureCache(tmp_path / "a"))
     monkeypatch.setattr(prepare_module, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(features_module, "ROWS_IN_MEMORY_BYTES", 0)  # fine-tune's frozen-prefix rows on disk too
     prepared = prepare(config)
     assert prepared.streams("train", np.arange(3))
     streamed = compare(config, cache=FeatureCache(tmp_path / "b"))
@@ -106,6 +108,9 @@ def test_streamed_images_give_the_numbers_of_in_memory_ones(tmp_path, tiny_weigh
         timeless = [[{k: v for k, v in e.items() if k != "seconds"} for e in r.curve] for r in (a, b)]
         assert timeless[0] == timeless[1]
     assert list((Path(os.environ["TLCORE_HOME"]) / "cache" / "decoded").glob("*.done"))
+    rows = Path(os.environ["TLCORE_HOME"]) / "cache" / "rows"  # the folder is one pool: its splits share a file
+    assert sum(int(np.fromfile(done, dtype=np.uint8).sum()) for done in rows.glob("*.done")) == 30  # every image
+    assert "max_logit_diff_full_vs_cached" in streamed.runs[1].extra  # fine-tune did train on its prefix's rows
 
 
 CHILD = """

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -150,12 +151,16 @@ def _run_arguments(run, outputs: str) -> None:
                      "the dashboard's download); other options are then ignored")
     run.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for the subset, initialisation and batch "
                      "order")
-    run.add_argument("--device", default=DEFAULT_DEVICE, choices=["auto", "cpu", "cuda", "mps"],
-                     help="auto picks CUDA, then MPS, then CPU; CUDA runs bf16 autocast and channels_last")
+    run.add_argument("--device", default=DEFAULT_DEVICE, type=_device_name,
+                     help="auto (TLCORE_DEVICE if set, else CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps; "
+                     "precision: tlcore/engine/precision.py")
     run.add_argument("--executor", default=None, choices=["local", "ray"],
                      help="where cells run: local (in this process) or ray (RAY_ADDRESS, else a local Ray instance); "
                      "default: TLCORE_EXECUTOR or local")
     run.add_argument("--ray-cpus-per-task", type=int, default=1, help="ray: CPUs declared (and threads used) per cell")
+    run.add_argument("--ray-gpus-per-task", type=float, default=None,
+                     help="ray: GPUs declared per cell when the run is on CUDA (a fraction shares a GPU between "
+                     "cells; default: TLCORE_RAY_GPUS_PER_TASK or 1)")
     run.add_argument("--out", default=None, help=f"folder for {outputs}")
     run.add_argument("--mlflow", default=None, metavar="URI", help="also log the record to MLflow at this tracking "
                      "URI (http://host:5000, sqlite:///mlflow.db, ...): a parent run, a child run per strategy or "
@@ -460,11 +465,19 @@ class _Interrupt:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def _executor(args: argparse.Namespace, device: str):
+def _device_name(value: str) -> str:
+    """--device's check: a name torch knows, of a kind tlcore runs on (whether it is there is checked at the run)."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value.strip()):
+        raise argparse.ArgumentTypeError(f"'{value}' is not a device: use auto, cpu, cuda, cuda:N (N = 0, 1, ...) "
+                                         "or mps")
+    return value.strip()
+
+
+def _executor(args: argparse.Namespace):
     name = args.executor or os.environ.get("TLCORE_EXECUTOR") or "local"
     if name != "ray":
         return make_executor(name)
-    return make_executor("ray", cpus_per_task=args.ray_cpus_per_task, gpus_per_task=1.0 if device == "cuda" else 0.0)
+    return make_executor("ray", cpus_per_task=args.ray_cpus_per_task, gpus_per_task=args.ray_gpus_per_task)
 
 
 def _say_estimate(estimate, here: bool = True) -> None:
@@ -525,7 +538,7 @@ def _compare_candidates(config: ExperimentConfig | SweepConfig, args: argparse.N
 def _before_after(config: ExperimentConfig, args: argparse.Namespace) -> int:
     with _Interrupt() as cancel:
         before, after, change = compare_before_after(config, callbacks=_progress(args), cancel=cancel,
-                                                     executor=_executor(args, config.device))
+                                                     executor=_executor(args))
     for name, result in (("before (original)", before), (f"after (revision {config.dataset.revision})", after)):
         print(f"{name}: comparison {result.record_id}\n{comparison_table(result)}\n")
     print(change.text())
@@ -549,7 +562,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     mlflow_uri = requested_uri(args.mlflow)  # --mlflow, else TLCORE_MLFLOW_URI
     _say_estimate(lambda: estimate_comparison(config), here=args.executor != "ray")
     with _Interrupt() as cancel:
-        result = compare(config, callbacks=_progress(args), cancel=cancel, executor=_executor(args, config.device))
+        result = compare(config, callbacks=_progress(args), cancel=cancel, executor=_executor(args))
     print(comparison_table(result))
     if args.out:
         json_path, csv_path = result.save(args.out)
@@ -568,7 +581,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _say_estimate(lambda: estimate_sweep(config), here=args.executor != "ray")
     with _Interrupt() as cancel:
         result = run_sweep(config, callbacks=_progress(args), cancel=cancel, resume=not args.fresh,
-                           executor=_executor(args, config.experiment.device))
+                           executor=_executor(args))
     print(sweep_report(result))
     if args.out:
         paths = result.save(args.out)

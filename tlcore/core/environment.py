@@ -150,8 +150,33 @@ def free_disk_bytes(path: Path) -> int | None:
     return None
 
 
+# the cuBLAS workspace setting that makes its results repeatable (CUDA docs, "Results reproducibility")
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def configure_cuda() -> None:
+    """Settings every CUDA computation gets (tlcore.engine.precision says why): fp32 without TF32, cuDNN's
+    deterministic algorithms and no autotuning (`cudnn.benchmark` picks kernels by timing, which differ between
+    runs)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then Apple MPS, then CPU."""
+    """'auto' picks TLCORE_DEVICE when it is set (the test suite pins the CPU with it), else CUDA, then Apple MPS,
+    then CPU; 'cuda:N' names one GPU. A CUDA device comes configured (`configure_cuda`)."""
+    if device == "auto" and os.environ.get("TLCORE_DEVICE", "auto").strip() not in ("", "auto"):
+        device = os.environ["TLCORE_DEVICE"].strip()
+    dev = _resolve_device(device)
+    if dev.type == "cuda":
+        configure_cuda()
+    return dev
+
+
+def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -164,7 +189,10 @@ def resolve_device(device: str = "auto") -> torch.device:
     except RuntimeError:
         raise ConfigError(f"Unknown device '{device}'; use auto, cpu, cuda or mps.") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is visible; use --device auto or cpu.")
+        raise ConfigError(f"device '{device}' was asked for but no CUDA GPU is visible; use --device auto or cpu.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device '{device}' was asked for but this machine has {torch.cuda.device_count()} CUDA "
+                          f"GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("device 'mps' was asked for but Apple MPS is not available; use --device auto or cpu.")
     return dev

@@ -9,6 +9,9 @@ the files (they write the same bytes for the same row).
 
 `LazyImages` is the view a cell gets instead of a stacked tensor: indexing it decodes what is missing and reads the
 rows asked for, so training and feature extraction hold one batch of pixels at a time.
+
+The store holds any fixed-shape rows computed from pool indices: fine-tune's frozen-prefix activations (float32) are
+kept the same way when a split's would not fit in memory (tlcore.engine.features.split_rows).
 """
 
 from __future__ import annotations
@@ -26,17 +29,19 @@ DECODE_BATCH = 256  # images decoded (and written) at a time: bounds the pixels 
 
 
 class DecodedStore:
-    """One pool's decoded images at one preprocessing, by pool index, on disk."""
+    """One pool's decoded images at one preprocessing (or other rows of `dtype`), by pool index, on disk."""
 
     def __init__(self, path: Path, pool_size: int, shape: Sequence[int],
-                 decode: Callable[[np.ndarray], np.ndarray]) -> None:
+                 decode: Callable[[np.ndarray], np.ndarray], dtype=np.uint8) -> None:
         self.shape = tuple(int(s) for s in shape)
-        self.row_bytes = int(np.prod(self.shape))
+        self.dtype = np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.shape)) * self.dtype.itemsize
         self.pool_size = int(pool_size)
-        self._decode = decode  # pool indices -> uint8 array (n, *shape)
+        self._decode = decode  # pool indices -> array of dtype (n, *shape)
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.pixels_path, self.done_path = path.with_suffix(".u8"), path.with_suffix(".done")
+        suffix = ".u8" if self.dtype == np.uint8 else f".{self.dtype.name}"
+        self.pixels_path, self.done_path = path.with_suffix(suffix), path.with_suffix(".done")
         flags = os.O_RDWR | os.O_CREAT
         self._pixels = os.open(self.pixels_path, flags, 0o600)
         self._done = os.open(self.done_path, flags, 0o600)
@@ -66,7 +71,7 @@ class DecodedStore:
             missing = wanted[~self.done()[wanted]] if len(wanted) else wanted
             for start in range(0, len(missing), DECODE_BATCH):
                 batch = missing[start:start + DECODE_BATCH]
-                pixels = np.ascontiguousarray(self._decode(batch), dtype=np.uint8)
+                pixels = np.ascontiguousarray(self._decode(batch), dtype=self.dtype)
                 for row, index in zip(pixels, batch.tolist()):
                     os.pwrite(self._pixels, row.tobytes(), index * self.row_bytes)
                 for index in batch.tolist():  # marked only once its pixels are written
@@ -76,13 +81,13 @@ class DecodedStore:
             return len(missing)
 
     def read(self, indices: np.ndarray) -> torch.Tensor:
-        """The rows of `indices`, in that order, as one uint8 tensor (n, *shape); every row must be complete."""
+        """The rows of `indices`, in that order, as one tensor (n, *shape); every row must be complete."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        out = np.empty((len(indices), *self.shape), dtype=np.uint8)
+        out = np.empty((len(indices), *self.shape), dtype=self.dtype)
         flat = out.reshape(len(indices), -1)
         for position, index in enumerate(indices.tolist()):
             flat[position] = np.frombuffer(os.pread(self._pixels, self.row_bytes, index * self.row_bytes),
-                                           dtype=np.uint8)
+                                           dtype=self.dtype)
         return torch.from_numpy(out)
 
 
@@ -122,6 +127,7 @@ class LazyImages(ImageView):
     def __init__(self, store: DecodedStore, indices: np.ndarray) -> None:
         super().__init__(indices, store.shape)
         self.store = store
+        self.dtype = torch.from_numpy(np.empty(0, dtype=store.dtype)).dtype
 
     def _rows(self, pool_indices: np.ndarray) -> torch.Tensor:
         self.store.ensure(pool_indices)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from tlcore.data.dataset import Dataset, PreparedImages
+from tlcore.data.decoded import DecodedStore, LazyImages
 from tlcore.core.environment import cache_dir
 from tlcore.core.progress import Reporter
 
@@ -54,26 +55,17 @@ class _Embed(torch.nn.Module):
 @dataclass
 class ExtractOptions:
     """How features are computed. Defaults are what won benchmarks/bench_engine.py part 1 on CPU: prepared uint8
-    images, batches of 128, channels_last, inference_mode. bf16 autocast is used on CUDA, and on CPUs with AMX;
-    elsewhere the CPU emulates bf16, which is slower (docs/benchmarks.md)."""
+    images, batches of 128, channels_last, inference_mode, and fp32 on every device: their test rows score feature
+    extraction (tlcore.engine.precision). `bf16` is for measuring only."""
 
     batch_size: int = 128
     channels_last: bool = True
-    bf16: Optional[bool] = None  # None: automatic (CUDA, or a CPU with AMX tiles)
-
-
-def _use_bf16(options: ExtractOptions, device: torch.device) -> bool:
-    if options.bf16 is not None:
-        return options.bf16
-    if device.type == "cuda":
-        return True
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(device.type == "cpu" and amx is not None and amx())
+    bf16: bool = False
 
 
 def computed_as(options: ExtractOptions, device: torch.device) -> str:
-    """'cpu|fp32', 'cuda|bf16', ...: how features are computed, part of their cache key."""
-    return f"{device.type}|{'bf16' if _use_bf16(options, device) else 'fp32'}"
+    """'cpu|fp32', 'cuda|fp32', ...: how features are computed, part of their cache key."""
+    return f"{device.type}|{'bf16' if options.bf16 else 'fp32'}"
 
 
 def extract_features(model: torch.nn.Module, images: torch.Tensor, cfg: dict, device: torch.device,
@@ -92,7 +84,7 @@ def extract_features(model: torch.nn.Module, images: torch.Tensor, cfg: dict, de
     modes = {m: m.training for m in model.modules()}
     model = _placed(model, device, options.channels_last).eval()
     embed = _Embed(model) if embedding is None else embedding(model)
-    use_autocast = _use_bf16(options, device)
+    use_autocast = options.bf16
     out = []
     n_batches = (len(images) + bs - 1) // bs
     lo, hi = progress_span
@@ -296,13 +288,17 @@ class FeatureContext:
     phase: str = "features"
 
 
+def _split_key(context: FeatureContext, split: str, cache: FeatureCache) -> str:
+    return cache.key(context.backbone_name, context.weights_sha, context.dataset.pools[split].feature_key(),
+                     context.transform_key, computed_as(context.options, context.device))
+
+
 def split_features(context: FeatureContext, split: str, reporter: Optional[Reporter] = None,
                    progress_span: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
     """Features of one prepared split of `context`, through its cache: only the rows not cached yet are computed."""
     prepared = context.splits[split]
     cache = context.cache or default_cache()
-    key = cache.key(context.backbone_name, context.weights_sha, context.dataset.pools[split].feature_key(),
-                    context.transform_key, computed_as(context.options, context.device))
+    key = _split_key(context, split, cache)
     position = {int(i): p for p, i in enumerate(prepared.indices.tolist())}
 
     def compute(missing: np.ndarray, done: int, total: int) -> torch.Tensor:
@@ -314,3 +310,42 @@ def split_features(context: FeatureContext, split: str, reporter: Optional[Repor
                                 phase=context.phase)
 
     return cache.get_or_compute(key, prepared.indices, compute)
+
+
+# a split's rows held in memory at most (bytes); beyond it they are written to disk and read back a batch at a time
+ROWS_IN_MEMORY_BYTES = int(float(os.environ.get("TLCORE_IN_MEMORY_MB", "256")) * 2**20)
+
+
+def split_rows(context: FeatureContext, split: str, reporter: Optional[Reporter] = None,
+               progress_span: tuple[float, float] = (0.0, 1.0),
+               in_memory_bytes: Optional[int] = None) -> "torch.Tensor | LazyImages":
+    """`split_features` for rows too wide to hold a whole split of (fine-tune's frozen-prefix activations, kilobytes
+    an image): a split whose rows fit in `in_memory_bytes` comes back as one tensor, through the feature cache; a
+    larger one is computed into a DecodedStore on disk by pool index, a batch at a time (a run killed part way keeps
+    the rows written; other cells and processes share them), and comes back as a view that reads the rows a batch
+    asks for."""
+    prepared = context.splits[split]
+    limit = ROWS_IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
+    if len(prepared.indices) == 0:
+        return split_features(context, split, reporter, progress_span)
+    position = {int(i): p for p, i in enumerate(prepared.indices.tolist())}
+
+    def compute(pool_indices: np.ndarray) -> np.ndarray:
+        rows = torch.as_tensor([position[int(i)] for i in pool_indices], dtype=torch.long)
+        return extract_features(context.model, prepared.images[rows], context.cfg, context.device, context.options,
+                                embedding=context.embedding, phase=context.phase).numpy()
+
+    first = compute(prepared.indices[:1])
+    if len(prepared.indices) * first[0].nbytes <= limit:
+        return split_features(context, split, reporter, progress_span)
+    key = _split_key(context, split, context.cache or default_cache())
+    store = DecodedStore(cache_dir() / "rows" / key, len(context.dataset.pools[split]), first.shape[1:], compute,
+                         dtype=np.float32)
+    lo, hi = progress_span
+
+    def on_batch(done: int, total: int) -> None:
+        if reporter:
+            reporter(context.phase, lo + (hi - lo) * done / total, batch=done, batches=total)
+
+    store.ensure(prepared.indices, on_batch)
+    return LazyImages(store, prepared.indices)

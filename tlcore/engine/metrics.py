@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Optional
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -61,18 +62,20 @@ def _rss_bytes() -> int:
 
 
 class PeakMemory:
-    """Peak resident memory of the process while the block runs (sampled every 20 ms); on CUDA, peak allocated."""
+    """Peak resident memory of the process (host RAM) while the block runs, sampled every 20 ms; on CUDA also the
+    device's peak allocation, kept apart (`device_peak_bytes`): the two are different memories and never one
+    column."""
 
     def __init__(self, device: torch.device, interval: float = 0.02) -> None:
         self.device = device
         self.interval = interval
         self.peak_bytes = 0
+        self.device_peak_bytes: Optional[int] = None
         self._stop = threading.Event()
 
     def __enter__(self) -> "PeakMemory":
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-            return self
         self.peak_bytes = _rss_bytes()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -83,16 +86,19 @@ class PeakMemory:
             self.peak_bytes = max(self.peak_bytes, _rss_bytes())
 
     def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            self.peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
-            return
         self._stop.set()
         self._thread.join()
         self.peak_bytes = max(self.peak_bytes, _rss_bytes())
+        if self.device.type == "cuda":
+            self.device_peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
 
     @property
     def peak_mb(self) -> float:
         return self.peak_bytes / 2**20
+
+    @property
+    def device_peak_mb(self) -> Optional[float]:
+        return None if self.device_peak_bytes is None else self.device_peak_bytes / 2**20
 
 
 class Stopwatch:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from tlcore.core.environment import data_home, resolve_device
 from tlcore.engine import backbone as bb
+from tlcore.engine.precision import train_bf16
 from tlcore.engine.strategies import make_strategy
 from tlcore.engine.throughput import LoadWindow, is_busy
 
@@ -66,13 +67,17 @@ def _key(backbone: bb.BackboneSpec, image_size: int, device: torch.device) -> st
     return f"{backbone.name}|{image_size}|{device.type}|{torch.get_num_threads()} threads|{cpu_name()}"
 
 
-def _timed(step, repeats: int = 3) -> float:
-    """The best of `repeats` timed calls after one warm-up call."""
+def _timed(step, repeats: int = 3, device: torch.device = torch.device("cpu")) -> float:
+    """The best of `repeats` timed calls after one warm-up call. On a GPU each call is waited for (the host returns
+    before the kernels finish) and training steps run as the training loop runs them (tlcore.engine.precision)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
     step()
+    sync(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step()
+        sync(device)
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -91,12 +96,13 @@ def training_rates(backbone: bb.BackboneSpec, classes: int, image_size: int, dev
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
         def step() -> None:
-            loss = F.cross_entropy(model(x), y)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_bf16(device)):
+                loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
 
-        return _timed(step, 2) / batch
+        return _timed(step, 2, device) / batch
 
     rates = {"scratch": per_image("scratch")}
     groups = bb.stage_groups(model)
@@ -115,7 +121,7 @@ def forward_rate(backbone: bb.BackboneSpec, image_size: int, device: torch.devic
         with torch.inference_mode():
             model(x)
 
-    return round(_timed(step) / batch, 7)
+    return round(_timed(step, device=device) / batch, 7)
 
 
 def machine_rates(backbone: bb.BackboneSpec, image_size: int, device: str | torch.device = "auto") -> MachineRates:

@@ -2,7 +2,11 @@
 `tlcore predict`): the deployed model in eval mode, a warm-up on the first WARMUP_IMAGES inputs, then the first
 THROUGHPUT_IMAGES inputs in batches of BATCH_SIZE, timed from normalised-input batches to logits (decoding and
 resizing are not timed). The machine's load over the timed window is recorded with the figure, so a figure taken
-while other processes used the CPU says so."""
+while other processes used the CPU says so.
+
+On a CUDA GPU two batches take milliseconds, too short to time: there the warm-up is a whole batch of the timed shape,
+and the timed pass is repeated until it has run for at least CUDA_SECONDS, timed with CUDA events (the GPU's own
+clock, not the host's, which returns before the kernels finish)."""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ BATCH_SIZE = 128  # as evaluation (tlcore.engine.train.predict)
 BUSY_CORES = 0.5  # other processes using more than half a core on average during the timing: a busy machine
 CLOCK_TICKS = 3  # ... and more than this many of the kernel's CPU-time ticks, so rounding alone never flags it
 SHORTEST = 0.1  # seconds: a timing shorter than this (a handful of test images) is too noisy to rank models by
+CUDA_SECONDS = 1.0  # on a GPU the timed pass repeats until it has run this long
+CUDA_MAX_REPEATS = 200
 
 
 @dataclass
@@ -134,30 +140,46 @@ def _forward(model: torch.nn.Module, batches: Callable[[slice], torch.Tensor], c
     return outs
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed_pass(model: torch.nn.Module, batches: Callable[[slice], torch.Tensor], count: int,
                check: Optional[Callable[[], None]] = None) -> tuple[torch.Tensor, Throughput]:
     """The protocol: logits for the first min(count, THROUGHPUT_IMAGES) inputs and its Throughput. `batches(slice)`
     gives the model's input for those positions (normalised, on the model's device); `check` runs before each batch
-    (a cancel check). On CUDA the pass runs under bf16 autocast, as evaluation does."""
+    (a cancel check). The pass is fp32, as the test pass is (tlcore.engine.precision)."""
     images = min(count, THROUGHPUT_IMAGES)
     if images <= 0:
         raise ValueError("timed_pass needs at least one input")
     device = _device(model)
     model.eval()
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.inference_mode():
+        if device.type == "cuda":
+            return _timed_on_cuda(model, batches, images, check, device)
         _forward(model, batches, min(images, WARMUP_IMAGES), check)
-        _sync(device)
         with LoadWindow() as window:
             started = time.perf_counter()
             outs = _forward(model, batches, images, check)
-            _sync(device)
             seconds = time.perf_counter() - started
     return torch.cat(outs), window.measured(images, seconds)
+
+
+def _timed_on_cuda(model, batches, images: int, check, device: torch.device) -> tuple[torch.Tensor, Throughput]:
+    """The GPU's timing: a warm-up of the timed batch's shape, then the pass repeated for CUDA_SECONDS (CUDA events)."""
+    _forward(model, batches, min(images, BATCH_SIZE), check)
+    torch.cuda.synchronize(device)
+    inputs = [batches(slice(s, min(s + BATCH_SIZE, images))) for s in range(0, images, BATCH_SIZE)]
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    outs, repeats, seconds = [], 0, 0.0
+    with LoadWindow() as window:
+        while seconds < CUDA_SECONDS and repeats < CUDA_MAX_REPEATS:
+            if check:
+                check()
+            start.record()
+            logits = [model(x) for x in inputs]
+            end.record()
+            end.synchronize()
+            seconds += start.elapsed_time(end) / 1000
+            outs = outs or [t.float().cpu() for t in logits]
+            repeats += 1
+    return torch.cat(outs), window.measured(images * repeats, seconds)
 
 
 def pixels_throughput(model: torch.nn.Module, normalize: Callable[[torch.Tensor], torch.Tensor],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -20,6 +21,7 @@ from tlcore.core.progress import Reporter
 from tlcore.data.dataset import PreparedImages
 from tlcore.engine.backbone import classifier_names
 from tlcore.engine.features import Normalizer
+from tlcore.engine.precision import native_bf16, train_bf16
 from tlcore.engine.strategies import StrategySpec
 
 
@@ -180,7 +182,12 @@ def set_head(model: torch.nn.Module, fit: HeadFit) -> None:
 
 
 class ImageInputs:
-    """Training and evaluation batches from prepared uint8 images: normalised (and augmented) per batch."""
+    """Training and evaluation batches from prepared uint8 images: normalised (and augmented) per batch.
+
+    A batch has a host stage (`host_batch`: the rows read, in pinned memory for a GPU) and a device stage
+    (`to_device`), so a GPU's training loop can read the next batch while the current one computes. On a CPU,
+    augmentation is torchvision's, image by image; on a GPU it is the same crop and flip drawn per image and applied
+    to the whole batch at once on the device (`batch_crop_flip`)."""
 
     def __init__(self, prepared: PreparedImages, norm: Normalizer, augment: bool = False) -> None:
         self.prepared, self.norm = prepared, norm
@@ -191,11 +198,22 @@ class ImageInputs:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, idx, train: bool = False) -> torch.Tensor:
+    def host_batch(self, idx, train: bool = False) -> torch.Tensor:
         images = self.prepared.images[idx]
-        if train and self.augment is not None:
-            images = torch.stack([self.augment(img) for img in images])
+        if self.device.type != "cuda":
+            if train and self.augment is not None:
+                images = torch.stack([self.augment(img) for img in images])
+            return images
+        return images.pin_memory()
+
+    def to_device(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
+        if self.device.type == "cuda" and train and self.augment is not None:
+            x = images.to(self.device, non_blocking=True).float()
+            return self.norm(batch_crop_flip(x).round_().clamp_(0, 255))
         return self.norm(images)
+
+    def batch(self, idx, train: bool = False) -> torch.Tensor:
+        return self.to_device(self.host_batch(idx, train), train)
 
 
 class TensorInputs:
@@ -207,32 +225,27 @@ class TensorInputs:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, idx, train: bool = False) -> torch.Tensor:
-        x = self.values[idx].to(self.device, non_blocking=True)
+    def host_batch(self, idx, train: bool = False) -> torch.Tensor:
+        x = self.values[idx]
+        return x.pin_memory() if self.device.type == "cuda" else x
+
+    def to_device(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 natively: CUDA, or a CPU with AVX512-BF16 or AMX. There a bf16 pass is faster
-    than fp32; elsewhere oneDNN emulates bf16, which is slower."""
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check is not None and check() for check in checks)
+    def batch(self, idx, train: bool = False) -> torch.Tensor:
+        return self.to_device(self.host_batch(idx, train), train)
 
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, inputs, batch_size: int = 128, reporter: Optional[Reporter] = None,
-            bf16: Optional[bool] = None) -> tuple[torch.Tensor, float]:
+            bf16: bool = False) -> tuple[torch.Tensor, float]:
     """Logits for every input (model in eval mode) and the inputs per second it took. `bf16` runs the pass under
-    bf16 autocast; None: on CUDA only (test predictions on a CPU stay fp32, so `tlcore predict` reproduces them)."""
+    bf16 autocast, for val passes only: anything scored is fp32 (tlcore.engine.precision)."""
     model.eval()
     outs = []
-    use_autocast = inputs.device.type == "cuda" if bf16 is None else bf16
     start = time.perf_counter()
-    with torch.inference_mode(), torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=use_autocast):
+    with torch.inference_mode(), torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=bf16):
         for s in range(0, len(inputs), batch_size):
             if reporter:
                 reporter.cancel.check()
@@ -330,6 +343,27 @@ def _param_groups(model: torch.nn.Module, spec: StrategySpec) -> list[dict]:
             for (is_head, no_decay), ps in sorted(groups.items())]
 
 
+def batch_crop_flip(x: torch.Tensor, scale: tuple[float, float] = (0.7, 1.0),
+                    ratio: tuple[float, float] = (3 / 4, 4 / 3), generator: Optional[torch.Generator] = None,
+                    ) -> torch.Tensor:
+    """`_augmenter`'s random resized crop and horizontal flip for a whole float batch (N, C, H, W) on its device, in
+    one resampling: a crop of `scale` of the area and `ratio` of aspect, drawn per image, as an affine grid."""
+    n, device = len(x), x.device
+    rand = torch.rand(n, 5, generator=generator).to(device)
+    area = scale[0] + (scale[1] - scale[0]) * rand[:, 0]
+    log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * rand[:, 1]
+    aspect = torch.exp(log_ratio)
+    w = torch.sqrt(area * aspect).clamp(max=1.0)  # the crop's width and height, as fractions of the image's
+    h = torch.sqrt(area / aspect).clamp(max=1.0)
+    cx = (1 - w) * (2 * rand[:, 2] - 1)  # the crop's centre, in [-1, 1] coordinates, inside the image
+    cy = (1 - h) * (2 * rand[:, 3] - 1)
+    flip = torch.where(rand[:, 4] < 0.5, -1.0, 1.0).to(device)
+    theta = torch.zeros(n, 2, 3, device=device)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * flip, cx, h, cy
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def _augmenter(size: int):
 
     return v2.Compose([v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True), v2.RandomHorizontalFlip()])
@@ -366,6 +400,39 @@ class _BatchSampler:
         return idx
 
 
+GPU_CHECK_EVERY = 25  # training steps between looks at the loss on a GPU (each look waits for the GPU)
+
+
+class _Feed:
+    """The training batches in the sampler's order. On a GPU, the next batch's host stage (rows read, pinned) runs
+    in a thread while the current step computes; elsewhere batches are made when asked (the same numbers: the
+    order and the augmentation draws are the same)."""
+
+    def __init__(self, inputs, sampler: "_BatchSampler", ahead: bool) -> None:
+        self.inputs, self.sampler = inputs, sampler
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="tlcore-feed") if ahead else None
+        self._next = self._submit() if ahead else None
+
+    def _host(self, idx):
+        return idx, self.inputs.host_batch(idx, train=True)
+
+    def _submit(self):
+        return self._pool.submit(self._host, self.sampler.next())
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._pool is None:
+            idx, host = self._host(self.sampler.next())
+        else:
+            idx, host = self._next.result()
+            self._next = self._submit()
+        device = self.inputs.device
+        return self.inputs.to_device(host, train=True), self.inputs.labels[idx].to(device, non_blocking=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, reporter: Reporter, seed: int,
                   span: tuple[float, float] = (0.0, 1.0), evaluate_start: bool = False,
                   val_bf16: Optional[bool] = None) -> NetworkFit:
@@ -378,9 +445,9 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
     it. Without it (scratch, a fine-tune from a random head) there is no epoch 0: a random start is never worth
     keeping, and a val pass to show chance accuracy is not worth its time.
 
-    Val passes run in bf16 where the device computes it natively (`val_bf16` None: `native_bf16`): they only rank
-    epochs, and in fp32 they are a sizeable share of a long scratch run on a CPU. Training steps and the test pass
-    stay fp32."""
+    Precision follows tlcore.engine.precision: training steps in bf16 on a GPU that computes it natively, fp32
+    elsewhere; val passes in bf16 where the device computes it natively (`val_bf16` None: `native_bf16`): they only
+    rank epochs, and in fp32 they are a sizeable share of a long scratch run on a CPU."""
     device = train.device
     model.to(device).to(memory_format=torch.channels_last)
     groups = _param_groups(model, spec)
@@ -402,7 +469,7 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, warmup, total_steps))
     generator = torch.Generator().manual_seed(seed)
-    use_autocast = device.type == "cuda"
+    use_autocast = train_bf16(device)
     val_bf16 = native_bf16(device) if val_bf16 is None else val_bf16
     bn_frozen = bn_statistics_frozen(spec)
 
@@ -421,40 +488,54 @@ def train_network(model: torch.nn.Module, spec: StrategySpec, train, val, report
         fit.best_val_accuracy, fit.best_epoch = val_acc, 0
         best_state = copy.deepcopy(model.state_dict())
         plateau.update(0, val_acc)
-    for epoch in range(1, epochs + 1):
-        set_train_mode(model, bn_frozen)
-        losses = []
-        for b in range(batches):
-            idx = sampler.next()
-            x, y = train.batch(idx, train=True), train.labels[idx].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
-                loss = F.cross_entropy(model(x), y, label_smoothing=spec.label_smoothing)
-            if not torch.isfinite(loss):
-                raise RunFailed(f"The training loss became {loss.item()} at epoch {epoch}, batch {b + 1}. "
-                                f"Lower the learning rate (now {spec.lr:g}) or check the data.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.detach().item())
-            done = ((epoch - 1) * batches + b + 1) / total_steps
-            reporter("epoch", lo + (hi - lo) * done, epoch=epoch, epochs=epochs, batch=b + 1, batches=batches,
-                     loss=losses[-1])
-        logits, _ = predict(model, val, reporter=reporter, bf16=val_bf16)
-        val_acc = _accuracy(logits, val.labels)
-        val_loss = float(F.cross_entropy(logits, val.labels))
-        fit.curve.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_accuracy": val_acc,
-                          "val_loss": val_loss, "lr": optimizer.param_groups[0]["lr"],
-                          "seconds": time.perf_counter() - start, "phase": spec.kind})
-        fit.epochs_run = epoch
-        reporter("epoch", lo + (hi - lo) * epoch / epochs, epoch=epoch, epochs=epochs,
-                 loss=float(np.mean(losses)), val_accuracy=val_acc)
-        if best_state is None or val_acc > fit.best_val_accuracy:
-            fit.best_val_accuracy, fit.best_epoch = val_acc, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        if plateau.update(epoch, val_acc):
-            fit.stopped_early = True
-            break
+    # A GPU runs ahead of the host until something asks for a number: there the loss is looked at every
+    # GPU_CHECK_EVERY steps (and at the end of each epoch), and the next batch is read while this one computes.
+    check_every = GPU_CHECK_EVERY if device.type == "cuda" else 1
+    feed = _Feed(train, sampler, device.type == "cuda")
+    try:
+        for epoch in range(1, epochs + 1):
+            set_train_mode(model, bn_frozen)
+            losses: list[torch.Tensor] = []
+            checked = 0
+            for b in range(batches):
+                x, y = feed.next()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
+                    loss = F.cross_entropy(model(x), y, label_smoothing=spec.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.detach())
+                if (b + 1) % check_every and b + 1 < batches:
+                    continue
+                recent = torch.stack(losses[checked:]).float().cpu()
+                bad = (~torch.isfinite(recent)).nonzero()
+                if len(bad):
+                    at = checked + int(bad[0])
+                    raise RunFailed(f"The training loss became {float(recent[int(bad[0])])} at epoch {epoch}, batch "
+                                    f"{at + 1}. Lower the learning rate (now {spec.lr:g}) or check the data.")
+                checked = len(losses)
+                done = ((epoch - 1) * batches + b + 1) / total_steps
+                reporter("epoch", lo + (hi - lo) * done, epoch=epoch, epochs=epochs, batch=b + 1, batches=batches,
+                         loss=float(recent[-1]))
+            logits, _ = predict(model, val, reporter=reporter, bf16=val_bf16)
+            val_acc = _accuracy(logits, val.labels)
+            val_loss = float(F.cross_entropy(logits, val.labels))
+            train_loss = float(np.mean(torch.stack(losses).float().cpu().numpy().astype(np.float64)))
+            fit.curve.append({"epoch": epoch, "train_loss": train_loss, "val_accuracy": val_acc,
+                              "val_loss": val_loss, "lr": optimizer.param_groups[0]["lr"],
+                              "seconds": time.perf_counter() - start, "phase": spec.kind})
+            fit.epochs_run = epoch
+            reporter("epoch", lo + (hi - lo) * epoch / epochs, epoch=epoch, epochs=epochs,
+                     loss=train_loss, val_accuracy=val_acc)
+            if best_state is None or val_acc > fit.best_val_accuracy:
+                fit.best_val_accuracy, fit.best_epoch = val_acc, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            if plateau.update(epoch, val_acc):
+                fit.stopped_early = True
+                break
+    finally:
+        feed.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

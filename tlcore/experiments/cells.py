@@ -231,8 +231,11 @@ class CellsRun:
         self._cells = {c.key: c for c in todo}
         self.plan_head_users(todo)
         exp = self.prepared.config
-        tasks = [CellTask(replace(exp, seed=c.seed).to_dict(), c.spec.options(), c.size, c.seed, c.key, c.label,
-                          str(data_home()), record_id=self.lifecycle.record_id) for c in todo]
+        # the device as the driver resolved it ('auto' could resolve otherwise in a worker, after the image size was
+        # chosen for this device), so an executor knows which cells need a GPU
+        device = str(self.prepared.device)
+        tasks = [CellTask(replace(exp, seed=c.seed, device=device).to_dict(), c.spec.options(), c.size, c.seed, c.key,
+                          c.label, str(data_home()), record_id=self.lifecycle.record_id) for c in todo]
         if not self.cancel.cancelled:
             self.executor.run(tasks, self.run_here, lambda task, run: self.record(self._cells[task.key], run),
                               [self.events], self.cancel)
@@ -351,7 +354,7 @@ class CellsRun:
         def say(message: str) -> None:
             self.events(ProgressEvent(SLOT_NAME, "waiting", message=message))
 
-        with training_slot(what, self.cancel, say) as waited:
+        with training_slot(what, self.cancel, say, device=str(self.prepared.device)) as waited:
             if waited:
                 self.events(ProgressEvent(SLOT_NAME, "done", fraction=1.0, message="the slot is free: starting"))
             yield

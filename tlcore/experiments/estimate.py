@@ -39,12 +39,13 @@ class Resources:
     peak_memory_mb: float
     feature_cache_mb: float  # frozen features written to disk (TLCORE_HOME/cache/features)
     decoded_mb: float  # decoded images written to disk for splits beyond the in-memory budget
+    prefix_mb: float = 0.0  # fine-tune's frozen-prefix rows written to disk for splits beyond their in-memory budget
     available_memory_mb: float | None = None
     free_disk_mb: float | None = None
 
     @property
     def disk_mb(self) -> float:
-        return self.feature_cache_mb + self.decoded_mb
+        return self.feature_cache_mb + self.decoded_mb + self.prefix_mb
 
     def now(self) -> "Resources":
         """The same needs against what this machine has at this moment."""
@@ -69,7 +70,8 @@ class Resources:
             f"{_size(self.free_disk_mb)} of disk free" if self.free_disk_mb is not None else "") if part)
         return (f"Needs about {_size(self.peak_memory_mb)} of memory at its peak and {_size(self.disk_mb)} of disk "
                 f"for its caches ({_size(self.feature_cache_mb)} of features, {_size(self.decoded_mb)} of decoded "
-                f"images)" + (f"; this machine has {have}." if have else "."))
+                f"images" + (f", {_size(self.prefix_mb)} of fine-tune's frozen-layer outputs" if self.prefix_mb else "")
+                + ")" + (f"; this machine has {have}." if have else "."))
 
 
 def _size(mb: float) -> str:
@@ -86,8 +88,50 @@ def num_features(backbone: str) -> int:
         return int(timm.create_model(backbone, num_classes=0).num_features)
 
 
-def resources(images: dict[str, int], image_size: int, width: int, strategies: list[StrategySpec]) -> Resources:
-    """Peak memory and disk of a run over `images` (split -> count) at `image_size` px with features `width` wide."""
+def prefix_row_bytes(backbone: str, image_size: int, spec: StrategySpec) -> int:
+    """Bytes of fine-tune's frozen-prefix activation for one image (the input of the first trainable module, which
+    the runner caches: tlcore.engine.prefix), from the architecture alone, on the meta device; 0 where no prefix is
+    cached (other strategies, all stages trained, augmented batches)."""
+    if spec.kind != "fine-tune" or spec.augment:
+        return 0
+    import timm
+    import torch
+
+    from tlcore.engine import backbone as bb
+
+    with torch.device("meta"):
+        model = timm.create_model(backbone, num_classes=2)
+        groups, trainable = bb.freeze_for_strategy(model, spec.kind, spec.stages)
+        if trainable >= len(groups):
+            return 0
+        seen: list[torch.Tensor] = []
+
+        class _Stop(Exception):
+            pass
+
+        def first_trainable(module, args):
+            if any(p.requires_grad for p in module.parameters(recurse=False)):
+                seen.append(args[0])
+                raise _Stop
+
+        handles = [m.register_forward_pre_hook(first_trainable) for m in model.modules()]
+        try:
+            model.eval()(torch.empty(1, 3, image_size, image_size))
+        except _Stop:
+            pass
+        except Exception:  # an architecture the meta device cannot run: no estimate of its prefix
+            return 0
+        finally:
+            for handle in handles:
+                handle.remove()
+    return int(seen[0][0].numel()) * 4 if seen else 0
+
+
+def resources(images: dict[str, int], image_size: int, width: int, strategies: list[StrategySpec],
+              prefix_bytes: int = 0) -> Resources:
+    """Peak memory and disk of a run over `images` (split -> count) at `image_size` px with features `width` wide
+    and, for fine-tune, frozen-prefix rows of `prefix_bytes` an image (`prefix_row_bytes`): a split's rows are held
+    in memory up to ROWS_IN_MEMORY_BYTES, and written to disk beyond it."""
     pixels = 3 * image_size * image_size
     in_memory = on_disk = 0
     for split in ("train", "val", "test"):  # the order cells ask for them
@@ -97,14 +141,18 @@ def resources(images: dict[str, int], image_size: int, width: int, strategies: l
             in_memory += images[split] * pixels
     uses_features = any(s.uses_frozen_features for s in strategies)
     features = sum(images.values()) * width * 4 if uses_features else 0
-    from tlcore.engine.features import CHUNK_ROWS, MEMORY_BYTES
+    from tlcore.engine.features import CHUNK_ROWS, MEMORY_BYTES, ROWS_IN_MEMORY_BYTES
 
     streaming = CHUNK_ROWS * pixels if on_disk else 0
     train_batch = max((s.batch_size for s in strategies if s.kind != "feature-extraction"), default=0)
     training = train_batch * TRAIN_MB_PER_IMAGE_96PX * MB * (image_size / 96) ** 2
+    rows = [images[split] * prefix_bytes for split in ("train", "val", "test")]
+    rows_in_memory = sum(r for r in rows if r <= ROWS_IN_MEMORY_BYTES)
+    rows_on_disk = sum(r for r in rows if r > ROWS_IN_MEMORY_BYTES)
     peak = (BASE_MB * MB + in_memory + streaming + features * FEATURE_COPIES + min(features, MEMORY_BYTES)
-            + training)
-    return Resources(round(peak / MB), round(features / MB, 3), round(on_disk / MB, 3)).now()
+            + training + rows_in_memory)
+    return Resources(round(peak / MB), round(features / MB, 3), round(on_disk / MB, 3),
+                     round(rows_on_disk / MB, 3)).now()
 
 
 def require_resources(estimate: "Estimate") -> None:
@@ -167,6 +215,10 @@ def strategy_seconds(spec: StrategySpec, images: dict[str, int], rates: MachineR
     return prefix + train + val + images["test"] * rates.forward + timing
 
 
+def _prefix_bytes(backbone: str, image_size: int, strategies) -> int:
+    return max((prefix_row_bytes(backbone, image_size, s) for s in strategies), default=0)
+
+
 def _split_counts(config: ExperimentConfig) -> tuple[dict[str, dict[str, int]], int]:
     """Images a class in each split, and the images' native size: the dataset is scanned, nothing decoded."""
     dataset = load_dataset(replace(config.dataset, per_class=None), seed=config.seed)
@@ -199,7 +251,8 @@ def estimate_comparison(config: ExperimentConfig, check_load: bool = True) -> Es
         seconds[spec.name] = round(strategy_seconds(spec, images, rates, features_shared=extracted), 1)
         extracted = extracted or spec.uses_frozen_features
     return Estimate(seconds, size, images, rates, machine_busy() if check_load else "",
-                    resources=resources(images, size, num_features(config.backbone.name), list(config.strategies)))
+                    resources=resources(images, size, num_features(config.backbone.name), list(config.strategies),
+                                        _prefix_bytes(config.backbone.name, size, config.strategies)))
 
 
 def estimate_sweep(config: SweepConfig, check_load: bool = True) -> Estimate:
@@ -224,4 +277,5 @@ def estimate_sweep(config: SweepConfig, check_load: bool = True) -> Estimate:
     largest = _images(counts, config.sizes[-1])
     strategies = list({s.name: s for p in config.sizes for s in config.strategies_at(p)}.values())
     return Estimate(seconds, size, full, rates, machine_busy() if check_load else "", notes,
-                    resources(largest, size, num_features(exp.backbone.name), strategies))
+                    resources(largest, size, num_features(exp.backbone.name), strategies,
+                              _prefix_bytes(exp.backbone.name, size, strategies)))

@@ -93,14 +93,38 @@ class LocalExecutor(Executor):
             on_done(task, run_here(task))
 
 
+def gpus_for(task: CellTask, gpus_per_task: Optional[float]) -> float:
+    """The GPUs a cell's Ray task declares: none unless the driver resolved the run to CUDA, then `gpus_per_task`
+    (TLCORE_RAY_GPUS_PER_TASK, else 1; a fraction lets cells share a GPU). Ray shows a task only the GPUs it
+    declared, so one that declares none cannot use any."""
+    if not str(task.experiment.get("device", "")).startswith("cuda"):
+        return 0.0
+    if gpus_per_task is None:
+        gpus_per_task = float(os.environ.get("TLCORE_RAY_GPUS_PER_TASK") or 1.0)
+    if not 0 < gpus_per_task:
+        raise ConfigError(f"GPUs per Ray task must be more than 0 for a run on CUDA, not {gpus_per_task:g}.")
+    return gpus_per_task
+
+
+def on_ray_worker(task: CellTask) -> CellTask:
+    """The task as its worker runs it: Ray picks the GPU and shows the worker only that one, so 'cuda:N' there is
+    'cuda'."""
+    device = str(task.experiment.get("device", ""))
+    if device.startswith("cuda:"):
+        return replace(task, experiment={**task.experiment, "device": "cuda"})
+    return task
+
+
 class RayExecutor(Executor):
-    """Each cell a Ray task (`num_cpus` CPUs, a GPU when the device asks for CUDA), retried up to MAX_RETRIES times if
-    its worker dies; progress events come back through a Ray queue; a cancel cancels the outstanding tasks."""
+    """Each cell a Ray task (`num_cpus` CPUs, and `gpus_for` it when the driver resolved the run to CUDA), retried up
+    to MAX_RETRIES times if its worker dies; progress events come back through a Ray queue; a cancel cancels the
+    outstanding tasks."""
 
     name = "ray"
 
     def __init__(self, address: Optional[str] = None, num_cpus: Optional[int] = None, cpus_per_task: int = 1,
-                 gpus_per_task: float = 0.0, cell_function: Callable[[CellTask, list], RunResult] = None) -> None:
+                 gpus_per_task: Optional[float] = None,
+                 cell_function: Callable[[CellTask, list], RunResult] = None) -> None:
         if importlib.util.find_spec("ray") is None:
             raise ConfigError("The ray executor needs Ray: pip install -r requirements-distributed.txt "
                               "(or pip install 'ray[default]'), or use --executor local.")
@@ -129,10 +153,10 @@ class RayExecutor(Executor):
         from ray.util.queue import Queue
 
         events = Queue()
-        remote = ray.remote(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task, max_retries=MAX_RETRIES,
-                            retry_exceptions=False)(_remote_cell)
-        pending = {remote.remote(replace(task, threads=task.threads or self.cpus_per_task), events,
-                                 self.cell_function): task for task in tasks}
+        remote = ray.remote(num_cpus=self.cpus_per_task, max_retries=MAX_RETRIES, retry_exceptions=False)(_remote_cell)
+        pending = {remote.options(num_gpus=gpus_for(task, self.gpus_per_task)).remote(
+            on_ray_worker(replace(task, threads=task.threads or self.cpus_per_task)), events, self.cell_function): task
+            for task in tasks}
         try:
             while pending:
                 if cancel.cancelled:

@@ -22,8 +22,9 @@ from tlcore.core.progress import CancelToken, ProgressCallback, Reporter
 from tlcore.core.results import RunResult
 from tlcore.engine import backbone as bb
 from tlcore.engine.features import (ExtractOptions, FeatureCache, FeatureContext, Normalizer, default_cache,
-                                    split_features)
+                                    split_features, split_rows)
 from tlcore.engine.metrics import PeakMemory, Stopwatch, score
+from tlcore.engine.precision import run_precision
 from tlcore.engine.prefix import split_frozen_prefix
 from tlcore.engine.strategies import StrategySpec
 from tlcore.engine.throughput import Throughput, timed_pass
@@ -139,13 +140,12 @@ class Runner:
         if prefix is None:
             return None, None
         name = f"{self.config.backbone.name}|frozen-prefix:{','.join(prefix.replaced)}"
-        fp32 = ExtractOptions(batch_size=128, channels_last=True, bf16=False)  # the intact model's numbers
-        context = replace(self.feature_context, model=model, backbone_name=name, options=fp32,
+        context = replace(self.feature_context, model=model, backbone_name=name, options=ExtractOptions(),
                           embedding=lambda _model: _PrefixOutput(prefix), phase="frozen_prefix")
         acts = {}
         try:
             for split, images in self.data.splits.items():
-                values = split_features(context, split, reporter, (at, at))
+                values = split_rows(context, split, reporter, (at, at))  # on disk beyond ROWS_IN_MEMORY_BYTES
                 acts[split] = TensorInputs(values, images.labels, self.device)
         except BaseException:  # a cancel or a failure here leaves the model whole
             prefix.restore()
@@ -223,7 +223,7 @@ class Runner:
         result = RunResult(run_id=uuid.uuid4().hex[:12], strategy=spec.name, kind=spec.kind, status="completed",
                            backbone=self.config.backbone.name, options=spec.options(), seed=self.config.seed,
                            image_size=self.data.cfg["input_size"][-1], device=self.device.type,
-                           precision="bf16-autocast" if self.device.type == "cuda" else "fp32",
+                           precision=run_precision(self.device),
                            started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                            dataset=asdict(self.config.dataset)
                            | {"fingerprint": self.data.dataset.source_fingerprint()},
@@ -247,7 +247,9 @@ class Runner:
         result.timings = {**result.timings, **{k: round(v, 4) for k, v in watch.seconds.items()},
                           "total": round(time.perf_counter() - start + reused, 4)}
         result.train_seconds = round(result.timings["total"] - watch.seconds.get("evaluate", 0.0), 4)
-        result.peak_memory_mb = round(memory.peak_mb, 1)
+        result.peak_memory_mb = round(memory.peak_mb, 1)  # host RAM on every device
+        if memory.device_peak_mb is not None:
+            result.extra["device_peak_memory_mb"] = round(memory.device_peak_mb, 1)
         if result.error == OUT_OF_MEMORY and spec.kind != "feature-extraction" and spec.batch_size // 2 >= \
                 OOM_MIN_BATCH:
             self.models.pop(spec.name, None)

@@ -9,6 +9,9 @@ behind names a dead pid and is ignored). Within one process the slot is re-entra
 does not wait for itself); another thread of the same process waits like another process. A waiter polls its
 CancelToken, so a cancel while waiting returns at once.
 
+A machine has one slot per device: the CPU's (every CPU or MPS run), and one per CUDA GPU (`cuda:N`; plain `cuda`
+is `cuda:0`), so runs on different GPUs go at once while two runs never share one.
+
 Where `fcntl` does not exist (Windows), runs are not serialised.
 """
 
@@ -74,15 +77,29 @@ def waiting_message(holder: Optional[Holder]) -> str:
     return f"waiting for {who} to finish..."
 
 
-def _paths(home: Optional[Path]) -> tuple[Path, Path]:
+def slot_of(device: str = "") -> str:
+    """Which slot a run on `device` takes: '' (the CPU's) or 'cuda0', 'cuda1', ..."""
+    device = str(device or "").strip()
+    if not device.startswith("cuda"):
+        return ""
+    index = device.partition(":")[2]
+    return f"cuda{int(index) if index.isdigit() else 0}"
+
+
+def _paths(home: Optional[Path], device: str = "") -> tuple[Path, Path]:
     root = Path(home) if home is not None else data_home()
     root.mkdir(parents=True, exist_ok=True)
-    return root / LOCK_NAME, root / SIDECAR_NAME
+    slot = slot_of(device)
+    if not slot:
+        return root / LOCK_NAME, root / SIDECAR_NAME
+    stem = LOCK_NAME.removesuffix(".lock")
+    return root / f"{stem}-{slot}.lock", root / f"{stem}-{slot}.json"
 
 
-def holder(home: Optional[Path] = None) -> Optional[Holder]:
-    """The live holder named by the sidecar, or None (free, just changing hands, or a dead holder's leftover)."""
-    _, sidecar = _paths(home)
+def holder(home: Optional[Path] = None, device: str = "") -> Optional[Holder]:
+    """The live holder named by the sidecar of `device`'s slot, or None (free, just changing hands, or a dead
+    holder's leftover)."""
+    _, sidecar = _paths(home, device)
     try:
         h = Holder(**json.loads(sidecar.read_text()))
     except (OSError, ValueError, TypeError):
@@ -108,8 +125,8 @@ def held_here() -> bool:
 @contextmanager
 def training_slot(what: str = "", cancel: Optional[CancelToken] = None,
                   on_wait: Optional[Callable[[str], None]] = None, home: Optional[Path] = None,
-                  poll: float = POLL_SECONDS) -> Iterator[bool]:
-    """Hold the machine's training slot for the duration of the block; yields whether it had to wait.
+                  poll: float = POLL_SECONDS, device: str = "") -> Iterator[bool]:
+    """Hold the training slot of `device` (`slot_of`) for the duration of the block; yields whether it had to wait.
 
     While another run holds it, `on_wait` is called once with the message ('waiting for the run started at ... by pid
     ... (...) to finish...') and the cancel token is polled every `poll` seconds (a cancel raises RunCancelled).
@@ -121,10 +138,10 @@ def training_slot(what: str = "", cancel: Optional[CancelToken] = None,
         finally:
             _local.depth -= 1
         return
-    lock_path, sidecar = _paths(home)
+    lock_path, sidecar = _paths(home, device)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        waited = _acquire(fd, cancel, on_wait, home, poll)
+        waited = _acquire(fd, cancel, on_wait, home, poll, device)
         me = Holder(os.getpid(), time.time(), ", ".join(filter(None, [what, _origin()])), socket.gethostname(),
                     uuid.uuid4().hex)
         tmp = sidecar.with_name(f"{SIDECAR_NAME}.{os.getpid()}.{threading.get_ident()}")
@@ -146,7 +163,7 @@ def training_slot(what: str = "", cancel: Optional[CancelToken] = None,
 
 
 def _acquire(fd: int, cancel: Optional[CancelToken], on_wait: Optional[Callable[[str], None]],
-             home: Optional[Path], poll: float) -> bool:
+             home: Optional[Path], poll: float, device: str = "") -> bool:
     """Take the flock, polling; announce the holder once (given a moment to write its sidecar). Returns whether it
     waited."""
     waited_since, announced = None, False
@@ -159,7 +176,7 @@ def _acquire(fd: int, cancel: Optional[CancelToken], on_wait: Optional[Callable[
         now = time.monotonic()
         waited_since = waited_since if waited_since is not None else now
         if not announced:
-            current = holder(home)
+            current = holder(home, device)
             if current is not None or now - waited_since > 1.0:  # a new holder writes its sidecar right away
                 announced = True
                 if on_wait:

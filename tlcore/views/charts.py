@@ -285,7 +285,7 @@ def curves(runs: list[RunResult] | dict[str, list[dict]], metric: str = "val_acc
     warmed_up = any(0 in s["x"] for s in segments if s["phase"] == "epochs")
     titles = {"head": "L-BFGS iterations", "epochs": "epoch" + (" (0: after warm-up)" if warmed_up else "")}
     if not isinstance(runs, dict) and any(r.extra.get("val_precision") == "bf16" for r in runs):
-        titles["epochs"] += " · val passes in bf16"  # they only rank epochs; test accuracy is fp32 (engine/train.py)
+        titles["epochs"] += " · val passes in bf16"  # they only rank epochs (engine/precision.py)
     if len(phases) == 2:
         fig = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.35, 0.65], horizontal_spacing=0.06,
                             subplot_titles=("head fit on frozen features", "network training"))

@@ -346,6 +346,7 @@ def sweep_headline(result: SweepResult) -> str:
 
 def comparison_table(result: ComparisonResult) -> str:
     rows = []
+    on_gpu = any("device_peak_memory_mb" in r.extra for r in result.runs)
     for r in result.runs:
         ok = r.accuracy is not None
         rows.append({
@@ -357,9 +358,12 @@ def comparison_table(result: ComparisonResult) -> str:
             "img/s": (f"{r.throughput_ips:.0f}" + ("*" if throughput_text(r) else "")) if r.throughput_ips else "-",
             "trainable": f"{r.trainable_params:,}" if r.trainable_params is not None else "-",
             "total": f"{r.total_params:,}" if r.total_params else "-",
-            "peak MB": f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb else "-",
+            "peak MB": f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb else "-",  # host RAM
             "epochs": epochs_text(r),
         })
+        if on_gpu:  # the device's own peak, apart from the host's
+            gpu_mb = r.extra.get("device_peak_memory_mb")
+            rows[-1]["GPU peak MB"] = f"{gpu_mb:.0f}" if gpu_mb else "-"
     problems = [f"  {r.strategy}: {r.error}" for r in result.runs if r.error]
     notes = [f"  {r.strategy}: {note}" for r in result.runs for note in run_notes(r) if note != r.error]
     warnings = [w for w in (skipped_text(result.dataset), overlap_text(result.dataset)) if w]
