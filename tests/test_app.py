@@ -244,3 +244,13 @@ def test_interrupted_job_is_shown_and_re_run_with_one_click(image_folder, tiny_w
     at = _wait_for_results(at)
     assert list(at.dataframe[0].value["status"]) == ["completed"]
     assert store.record(new)["status"] == "completed" and store.record(old)["status"] == "interrupted"
+
+
+def test_the_served_dashboard_does_not_collect_garbage_after_every_rerun():
+    """Streamlit's default full gc.collect() after each rerun, with a running job's progress rerunning the page,
+    starved the job's training thread (docs/benchmarks.md, "The dashboard's own garbage collection"): the config
+    beside app.py, which `tlcore dashboard` and `streamlit run app.py` apply, turns it off."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    assert tomllib.loads((root / ".streamlit" / "config.toml").read_text())["runner"]["postScriptGC"] is False
