@@ -130,7 +130,7 @@ def main() -> None:
         print(f"round {r + 1}: " + ", ".join(f"{k} {v:.0f}" for k, v in best.items()), flush=True)
     base = best["AdamW per-tensor loop"]  # 48 px, no augmentation, the engine's AdamW: the reference step
     print("\noptimizer step alone (ms, best): " + ", ".join(f"{k} {v:.1f}" for k, v in opt_ms.items()))
-    from tlcore.engine.train import native_bf16
+    from tlcore.engine.precision import native_bf16
     print(f"val pass of 700 images (ms, best): fp32 {val_ms['fp32']:.0f}, bf16 {val_ms['bf16']:.0f} "
           f"({val_ms['fp32'] / val_ms['bf16']:.2f}x); native bf16 here, so the engine uses it: "
           f"{native_bf16(torch.device('cpu'))}")

@@ -404,9 +404,9 @@ GPU_CHECK_EVERY = 25  # training steps between looks at the loss on a GPU (each 
 
 
 class _Feed:
-    """The training batches in the sampler's order. On a GPU, the next batch's host stage (rows read, pinned) runs
-    in a thread while the current step computes; elsewhere batches are made when asked (the same numbers: the
-    order and the augmentation draws are the same)."""
+    """The training batches, in the sampler's order. On a GPU, the next batch's host stage (rows read, pinned) runs
+    in a thread while the current step computes; elsewhere each batch is made when asked, as before the feed
+    existed, so CPU runs keep their numbers."""
 
     def __init__(self, inputs, sampler: "_BatchSampler", ahead: bool) -> None:
         self.inputs, self.sampler = inputs, sampler

@@ -100,8 +100,11 @@ def prefix_row_bytes(backbone: str, image_size: int, spec: StrategySpec) -> int:
     from tlcore.engine import backbone as bb
 
     with torch.device("meta"):
-        model = timm.create_model(backbone, num_classes=2)
-        groups, trainable = bb.freeze_for_strategy(model, spec.kind, spec.stages)
+        try:
+            model = timm.create_model(backbone, num_classes=2)
+            groups, trainable = bb.freeze_for_strategy(model, spec.kind, spec.stages)
+        except Exception:  # an architecture the meta device cannot build or freeze: no estimate of its prefix
+            return 0
         if trainable >= len(groups):
             return 0
         seen: list[torch.Tensor] = []
