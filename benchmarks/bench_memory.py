@@ -54,8 +54,9 @@ def run(size: int, strategy: str, preset: str, image_size: int, dataset: str) ->
         estimate = said[said.index("Needs about"):].split(";")[0] if said else ""
         row = {"training_images": size, "strategy": strategy, "peak_mb": round(usage.ru_maxrss / 1024, 1),
                "seconds": round(seconds, 1), "feature_cache_mb": round(disk_mb(Path(home) / "cache" / "features"), 1),
-               "decoded_mb": round(disk_mb(Path(home) / "cache" / "decoded"), 1), "estimate": estimate}
-        accuracy = [line for line in output.splitlines() if strategy in line and "%" in line]
+               "decoded_mb": round(disk_mb(Path(home) / "cache" / "decoded"), 1),
+               "prefix_rows_mb": round(disk_mb(Path(home) / "cache" / "rows"), 1), "estimate": estimate}
+        accuracy = [line for line in output.splitlines() if line.strip().startswith(strategy) and "completed" in line]
         row["result"] = accuracy[0].strip() if accuracy else ""
         return row
 

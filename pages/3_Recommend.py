@@ -13,14 +13,17 @@ from tlcore.advice.records import evidence_from_store, save_recommendation
 from tlcore.advice.rules import SOURCES, confirmation_config, recommend, region
 from tlcore.advice.signals import describe, measure
 from tlcore.core.environment import read_only
+from tlcore.core.errors import TlcoreError
 from tlcore.data.load import parse_dataset
 from tlcore.engine.backbone import BackboneSpec
 from tlcore.views import charts
-from tlcore.views.text import outlook_seconds
+from tlcore.views.text import measured_where, outlook_seconds
 from ui.backbones import BACKBONES_PAGE
 from ui.navigation import through_app
 from ui.results import page_link_to, show_card
-from ui.widgets import backbone_and_weights, computed_on_click, data_source, job_queue, require_weights
+from ui.estimates import require_fits
+from ui.widgets import (backbone_and_weights, computed_on_click, data_source, job_queue, require_weights, show_error,
+                        submit_once)
 
 through_app()  # a deep link on a fresh server: through app.py's navigation
 
@@ -120,6 +123,7 @@ if signals is not None:
                     ("similarity (0-1)", signals.similarity), ("measured in (s)", signals.seconds)]
             st.dataframe(pd.DataFrame([{"signal": k, "value": None if v is None else round(float(v), 4)}
                                        for k, v in rows]), hide_index=True, key="rc_signals")
+            st.caption(measured_where(signals))
     if evidence:
         st.subheader("Measured on this dataset")
         st.dataframe(pd.DataFrame(evidence), hide_index=True, key="rc_evidence")
@@ -128,7 +132,13 @@ if signals is not None:
         dataset, backbone_name, weights_arg, per_class_value, size = st.session_state["rc_inputs"]
         if st.button(f"Confirm on the Compare page: run {rec.choice.label} and {rec.runner_up.label}",
                      key="rc_confirm"):
-            spec = replace(parse_dataset(dataset), per_class=per_class_value or None)
-            config = confirmation_config(rec, spec, BackboneSpec(backbone_name, weights_arg), size or None)
-            job_id = job_queue().submit(config, label=f"confirm recommendation · {dataset}")
-            st.switch_page("pages/1_Compare.py", query_params={"job": job_id})
+            try:
+                spec = replace(parse_dataset(dataset), per_class=per_class_value or None)
+                config = confirmation_config(rec, spec, BackboneSpec(backbone_name, weights_arg), size or None)
+                estimate = require_fits("comparison", config.to_dict())
+                job_id = submit_once(job_queue(), config, f"confirm recommendation · {dataset}", "rc_confirm")
+                st.session_state.setdefault("estimates", {})[job_id] = estimate  # the Compare page shows it
+            except TlcoreError as exc:  # a full queue, or a run this machine cannot hold
+                show_error(exc)
+            else:
+                st.switch_page("pages/1_Compare.py", query_params={"job": job_id})

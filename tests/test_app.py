@@ -180,6 +180,8 @@ def test_recommend_page_from_a_description_and_from_measured_data(image_folder, 
     signals = next(d.value for d in at.dataframe if "signal" in d.value.columns)
     assert "k-NN accuracy, frozen features" in list(signals["signal"])
     assert signals["value"].notna().sum() >= 10
+    assert any(c.value.startswith("Measured at 32 px on the CPU; the time estimates are this device's")
+               for c in at.caption)
     card = next(m.value for m in at.markdown if m.value.startswith("#### Recommended:"))
     assert card.split("\n")[0].removeprefix("#### Recommended: ") in (
         "feature-extraction", "fine-tune (top 2 stages)", "fine-tune (all stages)", "scratch")

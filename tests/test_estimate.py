@@ -123,4 +123,5 @@ def test_the_frozen_prefix_rows_are_estimated_as_the_runner_caches_them(image_fo
     assert on_disk.prefix_mb == round(1000 * per_image / 2**20, 3) and "frozen-layer outputs" in on_disk.text()
     monkeypatch.setattr(features_module, "ROWS_IN_MEMORY_BYTES", 2**30)
     held = resources(counts, 32, 1280, [ft], per_image)
-    assert held.prefix_mb == 0 and held.peak_memory_mb >= on_disk.peak_memory_mb + round(1000 * per_image / 2**20) - 1
+    assert held.prefix_mb == on_disk.prefix_mb  # on disk either way: held rows go through the feature cache
+    assert held.peak_memory_mb >= on_disk.peak_memory_mb + round(1000 * per_image / 2**20) - 1

@@ -203,6 +203,32 @@ def test_host_and_device_peaks_are_apart():
     assert memory.peak_mb > 0 and memory.device_peak_mb is None
 
 
+def test_a_recommendation_is_measured_where_its_confirmation_runs(image_folder, tiny_weights, monkeypatch, tmp_path):
+    """The signals' image size and rates are those of the device the comparisons run on, and the one-click
+    confirmation runs at that size on that device (not a CPU measurement confirmed at the GPU's size)."""
+    from tlcore.advice import signals as signals_module
+    from tlcore.advice.records import advise
+    from tlcore.advice.rules import Recommendation, confirmation_config
+    from tlcore.cli import build_parser
+    from tlcore.experiments.prepare import auto_image_size
+    from tlcore.records.store import Store
+
+    asked = []
+    real_prepare = signals_module.prepare
+    monkeypatch.setattr(signals_module, "prepare", lambda config: asked.append(config.device) or real_prepare(config))
+    spec, backbone = DatasetSpec(str(image_folder)), BackboneSpec("test_efficientnet", str(tiny_weights))
+    rec = advise(spec, backbone, store=Store(tmp_path / "s.db"))  # auto, as a comparison: TLCORE_DEVICE=cpu here
+    assert asked == ["auto"] and rec.signals.device == "cpu"
+    assert rec.signals.image_size == auto_image_size(rec.signals.native_size, "cpu")
+    config = confirmation_config(rec, spec, backbone)
+    assert (config.image_size, config.device) == (rec.signals.image_size, "cpu")
+    assert confirmation_config(rec, spec, backbone, image_size=48).image_size == 48  # the user's size wins
+    old = rec.to_dict()
+    old["signals"].pop("device")  # a recommendation stored before the device was recorded: measured on the CPU
+    assert Recommendation.from_dict(old).signals.device == "cpu"
+    assert build_parser().parse_args(["recommend", "--device", "cuda:1"]).device == "cuda:1"
+
+
 # -- on a GPU ------------------------------------------------------------------------------------------------------
 
 def _tiny_config(image_folder, tiny_weights, device, strategies):
@@ -251,3 +277,19 @@ def test_a_gpu_out_of_memory_is_caught_and_retried(image_folder, tiny_weights, t
     config = _tiny_config(image_folder, tiny_weights, "cuda", [make_strategy("fine-tune", epochs=1, batch_size=8)])
     run = compare(config, cache=FeatureCache(tmp_path / "f")).runs[0]
     assert run.status == "completed" and run.extra["out_of_memory"] == {"batch_sizes": [8], "ran_at": 4}
+
+
+@pytest.mark.cuda
+def test_a_recommendation_on_a_gpu_measures_at_the_gpu_size(image_folder, tiny_weights, tmp_path):
+    from tlcore.advice.records import advise
+    from tlcore.advice.rules import confirmation_config
+    from tlcore.experiments.prepare import auto_image_size
+    from tlcore.records.store import Store
+
+    spec, backbone = DatasetSpec(str(image_folder)), BackboneSpec("test_efficientnet", str(tiny_weights))
+    rec = advise(spec, backbone, store=Store(tmp_path / "s.db"), device="cuda")
+    assert rec.signals.device == "cuda"
+    assert rec.signals.image_size == auto_image_size(rec.signals.native_size, "cuda")
+    assert rec.signals.seconds_per_image["fine-tune"] > 0
+    config = confirmation_config(rec, spec, backbone)
+    assert (config.image_size, config.device) == (rec.signals.image_size, "cuda")

@@ -143,3 +143,39 @@ def test_recommend_draws_the_feature_extraction_area_it_recommends_by_measured_c
             expect(page.get_by_text("Recommended: fine-tune (top 2 stages)")).to_be_visible(timeout=30_000)
             expect(page.get_by_text(re.compile(r"expected gain over feature extraction = \+\d+\.\d points "
                                                r"\(>= 1 point\)"))).to_be_visible()
+
+
+def test_a_measured_recommendation_says_where_it_was_measured_and_confirms_there(tmp_path):
+    """Issue 28.6 as a person meets it: measuring the built-in data (10 a class, the packaged backbone) shows the
+    signals and says at which size and on which device they were measured; the confirmation, double-clicked, queues
+    one comparison at that size and opens it on the Compare page with its estimate."""
+    from playwright.sync_api import expect
+
+    from tlcore.records.store import Store
+
+    home = tmp_path / "home"
+    for url in _serve(home):
+        with browser_page("journey-figures-recommend-confirmed", height=2600) as page:
+            page.goto(url + "/Recommend", wait_until="networkidle")
+            expect(page.get_by_text("Which strategy for this data?")).to_be_visible(timeout=30_000)
+            size = page.get_by_label("Training images per class to consider (0 = all)")
+            size.fill("10")
+            size.press("Enter")
+            page.get_by_role("button", name="Measure and recommend").click()
+            where = page.get_by_text(re.compile(r"^Measured at (\d+) px on the CPU; the time estimates are this "
+                                                r"device's and the confirmation runs there at this size\.$"))
+            expect(where).to_be_visible(timeout=120_000)
+            pixels = re.search(r"at (\d+) px", where.inner_text()).group(1)
+            recommended = page.get_by_text(re.compile("^Recommended: ")).first
+            expect(recommended).to_be_visible()
+            choice = recommended.inner_text().removeprefix("Recommended: ").strip()
+            page.screenshot(path=str(ARTIFACTS / "journey-figures-recommend-measured.png"), full_page=True)
+            page.get_by_role("button", name=re.compile("^Confirm on the Compare page")).dblclick()
+            expect(page.get_by_role("heading", name="Compare strategies")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text(re.compile(r"^Job \w+: (queued|running)"))).to_be_visible(timeout=60_000)
+            # the job's own estimate (the form's, for the built-in default, is another), at the measured size
+            job_estimate = re.compile(rf"^Estimated at most [^(]*\({re.escape(choice)} .* at {pixels} px")
+            expect(page.get_by_text(job_estimate)).to_be_visible(timeout=30_000)
+        comparisons = Store(home / "tlcore.db").records(kind="comparison")
+        assert [r["label"] for r in comparisons] == ["confirm recommendation · fashion-mnist"]  # one, not two
+        assert comparisons[0]["config"]["image_size"] == int(pixels) and comparisons[0]["config"]["device"] == "cpu"

@@ -349,7 +349,8 @@ def sweep(config: SweepConfig | dict | str | Path | None = None, *, preset: str 
 
 def recommend(dataset: str | DatasetSpec = DEFAULT_DATASET, *, per_class: Size | str = None,
               backbone: str = DEFAULT_BACKBONE, weights: str = DEFAULT_WEIGHTS, image_size: int | None = None,
-              seed: int = DEFAULT_SEED, use_evidence: bool = True, store: Store | None = None) -> Advice:
+              seed: int = DEFAULT_SEED, use_evidence: bool = True, store: Store | None = None,
+              device: str = DEFAULT_DEVICE) -> Advice:
     """Measure the data with one frozen forward pass and recommend feature extraction, fine-tuning (how deep) or
     scratch, with reasons; store the recommendation.
 
@@ -368,6 +369,9 @@ def recommend(dataset: str | DatasetSpec = DEFAULT_DATASET, *, per_class: Size |
         Let stored measurements on this data outweigh the rules (the CLI's ``--no-evidence`` is False).
     store : Store, optional
         The run store to read evidence from and store the recommendation in.
+    device : str, default 'auto'
+        Where to measure, as for `compare`: the image size and the time estimates are this device's, and the
+        confirmation (`confirmation_config`) runs there.
 
     Returns
     -------
@@ -385,7 +389,7 @@ def recommend(dataset: str | DatasetSpec = DEFAULT_DATASET, *, per_class: Size |
     spec = parse_dataset(dataset) if isinstance(dataset, str) else dataset
     size = None if per_class is None else parse_size(per_class)
     rec = advise(spec, BackboneSpec(backbone, weights), per_class=size, seed=seed, image_size=image_size,
-                 use_evidence=use_evidence, store=store)
+                 use_evidence=use_evidence, store=store, device=device)
     return _as(Advice, rec)
 
 

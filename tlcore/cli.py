@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--weights", default=DEFAULT_WEIGHTS, help="'pretrained' or a path to a state_dict")
     r.add_argument("--image-size", type=int, default=None, help="default: automatic, as for compare")
     r.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    r.add_argument("--device", default=DEFAULT_DEVICE, type=_device_name,
+                   help="where to measure: auto (a GPU when there is one, as compare), cpu, cuda or cuda:N; the "
+                   "image size and the time estimates are this device's")
     r.add_argument("--no-evidence", action="store_true", help="ignore stored measurements on this data")
     r.add_argument("--json", default=None, help="write the recommendation (or the validation report) here")
     v = r.add_argument_group("validation (--validate)")
@@ -609,7 +612,7 @@ def cmd_validate(args: argparse.Namespace, backbone: BackboneSpec) -> int:
     depth_sizes = parse_sizes(args.depth_sizes) if args.depth else []
     with _Interrupt() as cancel, training_slot("recommend --validate", cancel, _say_waiting):  # measures too
         report = validate(datasets, sizes, repeats=args.repeats, preset=args.preset, backbone=backbone,
-                          cancel=cancel, on_case=_print_case)
+                          cancel=cancel, on_case=_print_case, device=args.device)
         depth = validate_depth(datasets, depth_sizes, preset=args.preset, backbone=backbone, cancel=cancel,
                                on_case=_print_depth_case) if depth_sizes else None
     frame = report.to_frame()
@@ -636,7 +639,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.validate:
         return cmd_validate(args, backbone)
     rec = advise(parse_dataset(args.dataset), backbone, per_class=args.per_class, seed=args.seed,
-                 image_size=args.image_size, use_evidence=not args.no_evidence)
+                 image_size=args.image_size, use_evidence=not args.no_evidence, device=args.device)
     print(recommendation_report(rec))
     if args.json:
         Path(args.json).write_text(json.dumps(rec.to_dict(), indent=1))

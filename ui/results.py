@@ -23,7 +23,7 @@ from tlcore.views.text import (comparison_headline, dataset_display, deploy_verd
                                progress_line, run_notes, skipped_text, sweep_headline)
 from ui.navigation import icon_of
 from ui.try_it import try_it
-from ui.widgets import show_error
+from ui.widgets import show_error, submit_once
 
 
 @st.cache_data(show_spinner="Loading test images...", max_entries=8)
@@ -61,9 +61,13 @@ def status_banner(snap: dict, queue) -> None:
             record = snap.get("record") or {}
             config = (SweepConfig.from_dict(record["config"]) if snap["kind"] == "sweep" else
                       ExperimentConfig.from_dict(record["config"]))
-            new_id = queue.submit(config, label=f"re-run of {snap['id']}")
-            st.query_params[("sweep" if snap["kind"] == "sweep" else "job")] = new_id
-            st.rerun()
+            try:
+                new_id = submit_once(queue, config, f"re-run of {snap['id']}", f"rerun_{snap['id']}")
+            except TlcoreError as exc:  # a full queue: said, the interrupted record stays as it is
+                show_error(exc)
+            else:
+                st.query_params[("sweep" if snap["kind"] == "sweep" else "job")] = new_id
+                st.rerun()
     elif status == "failed":
         show_error(f"This {what} failed: {error}")
     elif error:

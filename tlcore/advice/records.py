@@ -47,13 +47,13 @@ def evidence_from_store(signals: Signals, store=None, tolerance: float = 0.25) -
 
 def advise(dataset: DatasetSpec | str, backbone: bb.BackboneSpec | str = bb.BackboneSpec(),
            per_class: int | None = None, seed: int = 0, image_size: int | None = None,
-           use_evidence: bool = True, store=None) -> Recommendation:
+           use_evidence: bool = True, store=None, device: str = "auto") -> Recommendation:
     """Measure, then recommend (with the stored evidence on this data unless `use_evidence` is False), and store the
     recommendation. A dataset given as text is read as the CLI reads `--dataset` (`parse_dataset`), so
     'fashion-mnist:Sandal|Sneaker' is the 2-class sub-task, measured and stored as such."""
     store = store or default_store()
     spec = parse_dataset(dataset) if isinstance(dataset, str) else dataset
-    signals = measure(spec, backbone, per_class=per_class, seed=seed, image_size=image_size)
+    signals = measure(spec, backbone, per_class=per_class, seed=seed, image_size=image_size, device=device)
     rec = recommend(signals, evidence_from_store(signals, store) if use_evidence else None)
     save_recommendation(rec, spec, backbone, per_class=per_class, seed=seed, image_size=image_size, store=store)
     return rec

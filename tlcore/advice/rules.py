@@ -313,9 +313,12 @@ def _apply_evidence(rec: Recommendation, evidence: list[dict]) -> None:
 def confirmation_config(rec: Recommendation, dataset: DatasetSpec, backbone: bb.BackboneSpec,
                         image_size: int | None = None, seed: int = 0):
     """A comparison of the recommended strategy and its runner-up (default schedules) on this data: the one-click
-    check that the advice holds."""
+    check that the advice holds, at the image size and on the device the signals were measured at (unless
+    `image_size` says otherwise), so the confirmation checks what was measured."""
     strategies = [make_strategy(c.kind, name=c.label, stages=c.stages if c.kind == "fine-tune" else None)
                   for c in (rec.choice, rec.runner_up)]
-    return ExperimentConfig(dataset=dataset, backbone=backbone, strategies=strategies, image_size=image_size,
-                            seed=seed)
+    measured = rec.signals if not rec.signals.described else None
+    return ExperimentConfig(dataset=dataset, backbone=backbone, strategies=strategies,
+                            image_size=image_size or (measured.image_size if measured else None) or None,
+                            seed=seed, device=measured.device if measured else "auto")
 

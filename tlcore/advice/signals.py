@@ -53,6 +53,7 @@ class Signals:
     similarity: float = 0.5
     similarity_basis: str = ""
     image_size: int = 0
+    device: str = "cpu"  # where the forward pass and the rates were measured: a confirmation runs there too
     train_images: int = 0
     val_images: int = 0
     test_images: int = 0
@@ -116,9 +117,12 @@ def _pixels(images, size: int = 16, rows: int = 2048) -> np.ndarray:
 
 def measure(dataset: DatasetSpec | str, backbone: bb.BackboneSpec | str = bb.BackboneSpec(),
             per_class: int | None = None, seed: int = 0, image_size: int | None = None,
-            cache: FeatureCache | None = None, device: str = "cpu") -> Signals:
+            cache: FeatureCache | None = None, device: str = "auto") -> Signals:
     """One forward pass over the training (and val) images with the frozen backbone, then the scores. The test split
-    is never touched. Refused in read-only mode (a demo browses, it does not compute)."""
+    is never touched. Refused in read-only mode (a demo browses, it does not compute).
+
+    `device` is resolved as for a comparison (`auto`: a GPU when there is one), so the image size and the training
+    rates are those of the runs the recommendation is about, not the CPU's."""
     require_writable("measure a dataset")
     started = time.perf_counter()
     spec = parse_dataset(dataset) if isinstance(dataset, str) else dataset
@@ -145,8 +149,9 @@ def measure(dataset: DatasetSpec | str, backbone: bb.BackboneSpec | str = bb.Bac
                       weights=prepared.weights_id, classes=ds.num_classes,
                       images_per_class=float(counts.mean()), min_per_class=int(counts.min()),
                       max_per_class=int(counts.max()), native_size=ds.native_size(), chance=chance,
-                      image_size=size, train_images=int(counts.sum()), val_images=len(ds.indices["val"]),
-                      test_images=len(ds.indices["test"]), extract_seconds=round(extract_seconds, 2),
+                      image_size=size, device=dev.type, train_images=int(counts.sum()),
+                      val_images=len(ds.indices["val"]), test_images=len(ds.indices["test"]),
+                      extract_seconds=round(extract_seconds, 2),
                       seconds_per_image=_rates(backbone, size, dev),
                       skipped=ds.summary()["skipped"])
     # Score on at most MAX_SCORED training images (a seeded per-class sample): the scores are estimates, and past a

@@ -322,13 +322,16 @@ def score_case(dataset: str, per_class: int, rec: Recommendation, measured: dict
 
 def validate(datasets: Sequence[DatasetSpec] = VALIDATION_SUITE, sizes: Sequence[int] = VALIDATION_SIZES,
              repeats: int = 1, preset: str = "default", backbone: BackboneSpec = BackboneSpec(), store=None,
-             callbacks=None, on_case: Optional[Callable[[Case], None]] = None, cancel=None) -> ValidationReport:
+             callbacks=None, on_case: Optional[Callable[[Case], None]] = None, cancel=None,
+             device: str = "auto") -> ValidationReport:
     """Run (or take from the store) a sweep per dataset with the comparison's schedules at every size (what a user
-    then runs to confirm the recommendation), then recommend from the signals at each size and score it."""
+    then runs to confirm the recommendation), then recommend from the signals at each size and score it; the signals
+    are measured on the sweep's device at its image size."""
     report = ValidationReport()
     for spec in datasets:
         config = build_sweep_config(preset, sizes=list(sizes), repeats=repeats, dataset=spec,
-                                    backbone=backbone.name, weights=backbone.weights, long_schedules=False)
+                                    backbone=backbone.name, weights=backbone.weights, long_schedules=False,
+                                    device=device)
         compared = build_config(COMPARE_PRESET, dataset=spec, backbone=backbone.name, weights=backbone.weights)
         config = replace(config, experiment=replace(config.experiment, strategies=compared.strategies),
                          max_repeats=0)  # one seed a case, as the calibration was fitted
@@ -342,7 +345,8 @@ def validate(datasets: Sequence[DatasetSpec] = VALIDATION_SUITE, sizes: Sequence
                 continue
             measured = rows.groupby("kind")["accuracy"].max().to_dict()
             seconds = rows.groupby("kind")["train_seconds"].mean().to_dict() if "train_seconds" in rows else {}
-            signals = measure(spec, backbone, per_class=size, seed=config.experiment.seed, image_size=image_size)
+            signals = measure(spec, backbone, per_class=size, seed=config.experiment.seed, image_size=image_size,
+                              device=config.experiment.device)
             description = describe(max(signals.images_per_class, 1), signals.classes, signals.similarity)
             case = score_case(dataset_label(spec), size, recommend(signals), measured, recommend(description),
                               seconds)

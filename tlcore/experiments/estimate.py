@@ -39,7 +39,8 @@ class Resources:
     peak_memory_mb: float
     feature_cache_mb: float  # frozen features written to disk (TLCORE_HOME/cache/features)
     decoded_mb: float  # decoded images written to disk for splits beyond the in-memory budget
-    prefix_mb: float = 0.0  # fine-tune's frozen-prefix rows written to disk for splits beyond their in-memory budget
+    prefix_mb: float = 0.0  # fine-tune's frozen-prefix rows on disk: in the feature cache, or beyond a split's budget
+    # in a store of their own
     available_memory_mb: float | None = None
     free_disk_mb: float | None = None
 
@@ -134,7 +135,7 @@ def resources(images: dict[str, int], image_size: int, width: int, strategies: l
               prefix_bytes: int = 0) -> Resources:
     """Peak memory and disk of a run over `images` (split -> count) at `image_size` px with features `width` wide
     and, for fine-tune, frozen-prefix rows of `prefix_bytes` an image (`prefix_row_bytes`): a split's rows are held
-    in memory up to ROWS_IN_MEMORY_BYTES, and written to disk beyond it."""
+    in memory up to ROWS_IN_MEMORY_BYTES (and kept in the feature cache on disk), beyond it only on disk."""
     pixels = 3 * image_size * image_size
     in_memory = on_disk = 0
     for split in ("train", "val", "test"):  # the order cells ask for them
@@ -155,7 +156,7 @@ def resources(images: dict[str, int], image_size: int, width: int, strategies: l
     peak = (BASE_MB * MB + in_memory + streaming + features * FEATURE_COPIES + min(features, MEMORY_BYTES)
             + training + rows_in_memory)
     return Resources(round(peak / MB), round(features / MB, 3), round(on_disk / MB, 3),
-                     round(rows_on_disk / MB, 3)).now()
+                     round((rows_in_memory + rows_on_disk) / MB, 3)).now()
 
 
 def require_resources(estimate: "Estimate") -> None:

@@ -427,12 +427,21 @@ def sweep_report(result: SweepResult) -> str:
     return "\n".join(lines + (["problems:"] + failed if failed else []))
 
 
+def measured_where(signals) -> str:
+    """Where the signals were measured: the image size and the device, which the time estimates and the one-click
+    confirmation use too."""
+    device = {"cpu": "CPU", "cuda": "GPU", "mps": "Apple GPU (MPS)"}.get(signals.device, signals.device)
+    return (f"Measured at {signals.image_size} px on the {device}; the time estimates are this device's and the "
+            "confirmation runs there at this size.")
+
+
 def recommendation_report(rec: Recommendation) -> str:
     s = rec.signals
     lines = [f"recommended: {rec.choice.label}   (runner-up: {rec.runner_up.label}; confidence {rec.confidence}, "
              f"{rec.confidence_score:.2f}; based on {rec.based_on})", "",
              f"data: {s.dataset} | {s.classes} classes | {s.images_per_class:g} images a class (min {s.min_per_class}, "
-             f"max {s.max_per_class}) | native {s.native_size} px | measured in {s.seconds:.1f} s"]
+             f"max {s.max_per_class}) | native {s.native_size} px | measured in {s.seconds:.1f} s",
+             measured_where(s)]
     skipped = skipped_text({"skipped": s.skipped, "skipped_files": len(s.skipped)})
     lines += ([skipped] if skipped else []) + ["", "signals:"]
     for name, value in (("k-NN accuracy (frozen features, cross-validated)", s.knn_accuracy),
