@@ -45,6 +45,35 @@ def test_flipped_labels_are_found_and_small_classes_are_left_out():
     assert np.isnan(check.probabilities[160:]).all()
 
 
+def test_the_folds_solved_together_give_each_folds_own_head():
+    """The five heads are fitted as one sum of objectives: at convergence every image's probabilities are those of
+    its own fold's head fitted alone on the other folds (standardised on them), and an image's label never reaches
+    the head that scores it beyond the solver's tolerance."""
+    from tlcore.engine.train import _lbfgs, out_of_fold_probabilities
+
+    x, y = _clusters(per_class=30, classes=3, seed=2)
+    x, y = x + torch.linspace(0, 3, 16), torch.from_numpy(y)  # features of unequal means: each fold standardises
+    together = out_of_fold_probabilities(x, y, 3, l2=1e-2, folds=FOLDS, max_iter=2000)
+    generator = torch.Generator().manual_seed(0)
+    fold = torch.empty(len(y), dtype=torch.long)
+    for c in torch.unique(y):  # the function's folds: each class dealt round-robin in a seeded order
+        members = torch.nonzero(y == c).flatten()
+        fold[members[torch.randperm(len(members), generator=generator)]] = torch.arange(len(members)) % FOLDS
+    alone = torch.zeros_like(together)
+    for k in range(FOLDS):
+        train, test = fold != k, fold == k
+        mean, std = x[train].mean(0), x[train].std(0, unbiased=False)
+        w, b = torch.zeros(3, 16, requires_grad=True), torch.zeros(3, requires_grad=True)
+        _lbfgs(w, b, (x[train] - mean) / std, y[train], 1e-2, 2000)
+        with torch.no_grad():
+            alone[test] = torch.softmax(((x[test] - mean) / std) @ w.T + b, dim=1)
+    assert torch.allclose(together, alone, atol=2e-3), float((together - alone).abs().max())
+    relabelled = y.clone()
+    relabelled[0] = (y[0] + 1) % 3  # its own head never saw it: its probabilities stay
+    again = out_of_fold_probabilities(x, relabelled, 3, l2=1e-2, folds=FOLDS, max_iter=2000)
+    assert torch.allclose(again[0], together[0], atol=2e-3)
+
+
 def test_a_label_its_neighbours_share_is_at_most_worth_a_look():
     """Two tight groups of the same class far apart, one image of the small group labelled otherwise, and a third
     class: the neighbours count labels, never the image itself; an image whose neighbours carry its label is never

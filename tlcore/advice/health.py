@@ -55,8 +55,8 @@ from tlcore.records.store import Store, default_store
 HEALTH_VERSION = 1
 FOLDS = 5
 OUTLIER_SHARE = 0.01  # the most atypical 1% of images are listed (at least one)
-# L-BFGS iterations of each out-of-fold head: at 100 (or 50) instead of the comparison head's 300, precision and
-# recall at 10% random noise were the same to 2 decimals on the validation, at 0.7x its time (docs/benchmarks.md)
+# L-BFGS iterations of the out-of-fold heads (solved together, engine/train.out_of_fold_probabilities): 100 instead
+# of the comparison head's 300 gives the same flags to 2 decimals on the validation (docs/benchmarks.md)
 OOF_MAX_ITER = 100
 # cleanlab's rule for which images are issues: of its seven, the one with the best precision (and recall) on the
 # flipped-label validation (docs/benchmarks.md, "Data health"); its default, prune_by_noise_rate, flagged 2x more.
