@@ -71,7 +71,7 @@ def out_of_fold_probabilities(x: torch.Tensor, y: torch.Tensor, num_classes: int
     The folds' heads are solved as one problem, the sum of their objectives (each fold's mean cross-entropy over its
     training rows, on its own standardisation, plus its L2 term): they share no parameter, so its minimum is each
     head's own, and an evaluation reads the features once for all folds instead of once a fold (the cost of these
-    skinny products is reading the features): 0.48x the time of one L-BFGS a fold (benchmarks/bench_oof.py). Where
+    skinny products is reading the features; benchmarks/bench_oof.py times it against one L-BFGS a fold). Where
     the shared solver stops depends on every fold, so an image's label reaches its own head only through that point,
     by less than the solver's tolerance."""
     y = y.long()

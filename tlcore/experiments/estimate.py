@@ -39,8 +39,7 @@ class Resources:
     peak_memory_mb: float
     feature_cache_mb: float  # frozen features written to disk (TLCORE_HOME/cache/features)
     decoded_mb: float  # decoded images written to disk for splits beyond the in-memory budget
-    prefix_mb: float = 0.0  # fine-tune's frozen-prefix rows on disk: in the feature cache, or beyond a split's budget
-    # in a store of their own
+    prefix_mb: float = 0.0  # fine-tune's frozen-prefix rows on disk (the feature cache, or their own store)
     available_memory_mb: float | None = None
     free_disk_mb: float | None = None
 
